@@ -1,0 +1,1 @@
+"""Media steps: pure file-in/file-out functions grouped into versioned pipelines."""

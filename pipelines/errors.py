@@ -1,0 +1,17 @@
+"""Errors a media step may raise, and whether retrying could ever help."""
+
+
+class StepError(Exception):
+    """A step failed. Retryable by default: the cause may be transient (load, disk)."""
+
+    retryable = True
+
+
+class RejectedInput(StepError):
+    """The input is not acceptable evidence media; retrying cannot change that."""
+
+    retryable = False
+
+
+class MediaToolError(StepError):
+    """ffmpeg or ffprobe failed or timed out on input that passed the format checks."""

@@ -1,0 +1,169 @@
+"""One typed settings object: a TOML file, then EVIDENCE_* environment overrides.
+
+    EVIDENCE_CONFIG=/etc/evidence.toml      the file (or --config PATH)
+    EVIDENCE_HOME=/srv/evidence             where the embedded default keeps its data
+    EVIDENCE_QUEUE__MAX_ATTEMPTS=3          [queue] max_attempts = 3
+
+Every key is checked at start; an unknown or bad key is an error that names it.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from pipelines.pipeline import Tools
+from worker.errors import ConfigError
+
+ENV_PREFIX = "EVIDENCE_"
+ENV_CONFIG = "EVIDENCE_CONFIG"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StoreSettings(_Section):
+    backend: Literal["local"] = "local"
+    root: Path | None = Field(None, description="default: <home>/store")
+    min_free_bytes: int = Field(256 * 2**20, ge=0, description="refuse an upload that would leave less free")
+
+
+class QueueSettings(_Section):
+    backend: Literal["sqlite"] = "sqlite"
+    path: Path | None = Field(None, description="default: <home>/queue.sqlite3")
+    visibility_timeout_s: float = Field(300.0, gt=0)
+    max_attempts: int = Field(5, ge=1)
+    backoff_base_s: float = Field(30.0, ge=0)
+    backoff_max_s: float = Field(3600.0, ge=0)
+
+
+class WorkerSettings(_Section):
+    poll_interval_s: float = Field(2.0, gt=0)
+    heartbeat_interval_s: float | None = Field(None, gt=0, description="default: a third of the visibility timeout")
+    work_dir: Path | None = Field(None, description="default: <home>/work")
+    inbox_stable_s: float = Field(5.0, ge=0, description="an inbox file must keep its size this long")
+
+
+class MediaSettings(_Section):
+    ffmpeg: str = "ffmpeg"
+    ffprobe: str = "ffprobe"
+    timeout_s: float = Field(600.0, gt=0)
+
+
+class Settings(_Section):
+    home: Path = Path("evidence-data")
+    operator: str | None = Field(None, description="who this worker acts as in custody events")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    store: StoreSettings = StoreSettings()
+    queue: QueueSettings = QueueSettings()
+    worker: WorkerSettings = WorkerSettings()
+    media: MediaSettings = MediaSettings()
+
+    @property
+    def store_root(self) -> Path:
+        return self.store.root or self.home / "store"
+
+    @property
+    def queue_path(self) -> Path:
+        return self.queue.path or self.home / "queue.sqlite3"
+
+    @property
+    def work_dir(self) -> Path:
+        return self.worker.work_dir or self.home / "work"
+
+    @property
+    def heartbeat_interval_s(self) -> float:
+        return self.worker.heartbeat_interval_s or self.queue.visibility_timeout_s / 3
+
+    @property
+    def actor(self) -> str:
+        """Who custody events say acted: the configured operator, else user@host."""
+        return self.operator or f"{getpass.getuser()}@{socket.gethostname()}"
+
+    @property
+    def tools(self) -> Tools:
+        return Tools(ffmpeg=self.media.ffmpeg, ffprobe=self.media.ffprobe, timeout_s=self.media.timeout_s)
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective settings as JSON-able data, secrets replaced by asterisks."""
+        return _redact(self.model_dump(mode="python"))
+
+
+def _redact(value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        return "**********" if value.get_secret_value() else ""
+    if isinstance(value, Mapping):
+        return {key: _redact(item) for key, item in value.items()}
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
+    data: dict[str, Any] = {}
+    sources: dict[tuple[str, ...], str] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == ENV_CONFIG:
+            continue
+        path = tuple(part.lower() for part in name[len(ENV_PREFIX):].split("__"))
+        node = data
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{name}: {'.'.join(path[:-1])} is a value, not a section")
+        node[path[-1]] = value
+        sources[path] = name
+    return data, sources
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(dict(merged[key]), value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _describe(error: ValidationError, sources: Mapping[tuple[str, ...], str], origin: str) -> str:
+    lines = []
+    for item in error.errors():
+        path = tuple(str(part) for part in item["loc"])
+        key = ".".join(path)
+        where = sources.get(path, origin)
+        message = "unknown setting" if item["type"] == "extra_forbidden" else item["msg"]
+        lines.append(f"{key}: {message} (from {where})")
+    return "invalid settings:\n  " + "\n  ".join(lines)
+
+
+def load_settings(config_path: Path | str | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    environ = os.environ if environ is None else environ
+    path = config_path or environ.get(ENV_CONFIG)
+    data: dict[str, Any] = {}
+    origin = "defaults"
+    if path:
+        origin = str(path)
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {path} cannot be read: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    overrides, sources = _env_overrides(environ)
+    try:
+        settings = Settings.model_validate(_merge(data, overrides))
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, sources, origin)) from None
+    # Resolve now: a worker that changes directory must not move its evidence.
+    return settings.model_copy(update={"home": settings.home.expanduser().resolve()})

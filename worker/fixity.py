@@ -1,0 +1,45 @@
+"""Streaming SHA-256: hashing while copying, and re-hashing what is stored."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import BinaryIO
+
+from worker.progress import SILENT, Progress
+
+# Large reads keep the per-call overhead negligible; hashlib releases the GIL
+# on buffers this size, so hashing one stream does not stall another thread.
+CHUNK_BYTES = 8 * 2**20
+
+
+def copy_and_hash(source: BinaryIO, target: BinaryIO | None, progress: Progress = SILENT) -> tuple[str, int]:
+    """Read ``source`` to its end, writing to ``target`` if given; return (lowercase hex SHA-256, size)."""
+    digest = hashlib.sha256()
+    buffer = bytearray(CHUNK_BYTES)
+    view = memoryview(buffer)
+    size = 0
+    while n := source.readinto(buffer):
+        chunk = view[:n]
+        digest.update(chunk)
+        if target is not None:
+            target.write(chunk)
+        size += n
+        progress.update(n)
+    return digest.hexdigest(), size
+
+
+def hash_file(path: Path, progress: Progress = SILENT) -> tuple[str, int]:
+    """(SHA-256, size) of the file at ``path``."""
+    with open(path, "rb", buffering=0) as handle:
+        return copy_and_hash(handle, None, progress)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new file in ``path`` survive a power cut."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

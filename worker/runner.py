@@ -1,0 +1,168 @@
+"""Runner: one job in, one committed run (or a clear failure) out.
+
+It fetches a verified copy of the original into a private work folder, runs
+the pipeline's steps in order, and hands their files to the store, which
+writes run.json last. Custody events frame every attempt. The run id is
+derived from the job, so a redelivered job for a committed run does nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import threading
+import time
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipelines import registry
+from pipelines.errors import StepError
+from pipelines.pipeline import ParameterError, Pipeline, StepContext, Tools, run_id
+from worker import __version__, custody
+from worker.errors import EvidenceError, JobError, LeaseLost, NotFound
+from worker.progress import progress_bar
+from worker.queue import Job
+from worker.store import EvidenceStore, stored_name
+from worker.timestamps import utc_now
+from worker.workdirs import private_workdir
+
+log = logging.getLogger("evidence.runner")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    run_id: str
+    committed: bool          # False: the run was already committed, nothing was done
+    record: Mapping[str, Any] | None = None
+
+
+def is_retryable(error: BaseException) -> bool:
+    if isinstance(error, (StepError, EvidenceError)):
+        return error.retryable
+    return not isinstance(error, (ValueError, TypeError, KeyError))
+
+
+def describe(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text if isinstance(error, (StepError, EvidenceError)) else f"{type(error).__name__}: {text}"
+
+
+def plan(job: Job) -> tuple[Pipeline, dict[str, Any], str]:
+    """The pipeline, effective parameters and run id of ``job``; JobError if it can never run."""
+    try:
+        pipeline = registry.get(job.pipeline)
+        params = pipeline.resolve_params(job.params)
+    except (registry.UnknownPipeline, ParameterError) as exc:
+        raise JobError(str(exc)) from None
+    return pipeline, params, run_id(job.evidence_id, pipeline, params, job.nonce)
+
+
+class Runner:
+    def __init__(self, store: EvidenceStore, *, work_dir: Path, tools: Tools, actor: str):
+        self.store = store
+        self.work_dir = Path(work_dir)
+        self.tools = tools
+        self.actor = actor
+
+    def run(self, job: Job, lease_lost: threading.Event | None = None,
+            protect: Callable[[], AbstractContextManager] = nullcontext) -> Outcome:
+        """Run ``job``; store writes happen inside ``protect()`` (the worker's shield from stop signals)."""
+        pipeline, params, rid = plan(job)
+        try:
+            self.store.evidence(job.evidence_id)
+        except NotFound:
+            raise JobError(f"no evidence item {job.evidence_id} in the store") from None
+        if self.store.is_committed(job.evidence_id, rid):
+            log.info("run already committed; nothing to do", extra={"job_id": job.id, "run_id": rid})
+            return Outcome(rid, committed=False)
+
+        with protect():
+            self.store.discard_uncommitted(job.evidence_id, rid)
+            started = self.store.append_custody(job.evidence_id, custody.RUN_STARTED, self.actor, {
+                "run_id": rid, "pipeline": pipeline.name, "version": pipeline.version, "params": params,
+                "job_id": job.id, "attempt": job.attempts,
+            })
+        try:
+            with private_workdir(self.work_dir, rid) as workdir:
+                record, files = self._run_steps(job, pipeline, params, rid, workdir, started)
+                if lease_lost is not None and lease_lost.is_set():
+                    raise LeaseLost("the job's lease was lost during the run; another worker may be running it")
+                with protect():
+                    committed = self.store.commit_run(job.evidence_id, rid, files, record)
+                    if committed is not None:
+                        self.store.append_custody(job.evidence_id, custody.RUN_COMMITTED, self.actor, {
+                            "run_id": rid, "job_id": job.id, "outputs": committed["outputs"],
+                        })
+        except BaseException as exc:
+            interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
+            with protect():
+                self.store.append_custody(
+                    job.evidence_id, custody.RUN_INTERRUPTED if interrupted else custody.RUN_FAILED, self.actor,
+                    {"run_id": rid, "job_id": job.id, "attempt": job.attempts,
+                     "error": describe(exc), "retryable": not interrupted and is_retryable(exc)},
+                )
+            raise
+        if committed is None:
+            log.info("another attempt committed this run first", extra={"job_id": job.id, "run_id": rid})
+            return Outcome(rid, committed=False)
+        return Outcome(rid, committed=True, record=committed)
+
+    def _run_steps(self, job: Job, pipeline: Pipeline, params: dict[str, Any], rid: str,
+                   workdir: Path, started: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Path]]:
+        evidence = self.store.evidence(job.evidence_id)
+        inputs = workdir / "input"
+        inputs.mkdir()
+        original = inputs / stored_name(str(evidence.get("original_name", "")))
+        with progress_bar(evidence.get("size"), "verifying original") as bar:
+            self.store.fetch_original(job.evidence_id, original, bar)
+        original.chmod(0o444)
+
+        files: dict[str, Path] = {}
+        facts: dict[str, Mapping[str, Any]] = {}
+        steps, warnings, tools = [], [], {}
+        with progress_bar(len(pipeline.steps), f"{pipeline.name} steps", unit="step") as bar:
+            for step in pipeline.steps:
+                step_dir = workdir / step.name
+                step_dir.mkdir()
+                context = StepContext(
+                    evidence_id=job.evidence_id, original=original, workdir=step_dir,
+                    params=pipeline.step_params(step, params), facts=dict(facts), tools=self.tools,
+                )
+                began = time.monotonic()
+                log.info("step started", extra={"job_id": job.id, "run_id": rid, "step": step.name})
+                result = step.run(context)
+                duration = round(time.monotonic() - began, 3)
+                for name, path in result.files.items():
+                    if name in files:
+                        raise StepError(f"step {step.name!r} returned output {name!r}, which an earlier step made")
+                    files[name] = Path(path)
+                facts[step.name] = dict(result.facts)
+                warnings += [f"{step.name}: {text}" for text in result.warnings]
+                tools.update(result.tools)
+                steps.append({"name": step.name, "duration_s": duration, "outputs": sorted(result.files)})
+                log.info("step finished",
+                         extra={"job_id": job.id, "run_id": rid, "step": step.name, "duration_s": duration})
+                bar.update(1)
+        record = {
+            "schema": 1,
+            "evidence_id": job.evidence_id,
+            "run_id": rid,
+            "pipeline": pipeline.name,
+            "version": pipeline.version,
+            "params": params,
+            "new_run_nonce": job.nonce,
+            "job_id": job.id,
+            "attempt": job.attempts,
+            "operator": self.actor,
+            "started_at": started["ts"],
+            "finished_at": utc_now(),
+            "custody_anchor": started["hash"],
+            "steps": steps,
+            "facts": facts,
+            "errors": warnings,  # problems steps reported that did not stop the run
+            "tools": {"evidence-worker": __version__, "python": platform.python_version(), **tools},
+        }
+        return record, files

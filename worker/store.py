@@ -1,0 +1,127 @@
+"""The EvidenceStore port: what the runner, CLI and audit need from any store.
+
+Layout, the same keys in every store:
+
+    <evidence-id>/original/<stored name>     write-once, read-only
+    <evidence-id>/evidence.json              intake facts, write-once
+    <evidence-id>/custody.jsonl              hash-chained custody events
+    <evidence-id>/runs/<run-id>/...          derivatives; run.json commits the run
+
+``evidence-id`` is the lowercase hex SHA-256 of the original's bytes. File
+names given by uploaders are kept in evidence.json, never used as keys.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from worker.custody import ChainReport
+from worker.progress import SILENT, Progress
+
+EVIDENCE_ID = re.compile(r"^[0-9a-f]{64}$")
+OUTPUT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+RUN_RECORD = "run.json"
+
+
+@dataclass(frozen=True)
+class Stored:
+    evidence_id: str
+    size: int
+    duplicate: bool   # the same bytes were already stored
+    location: str     # where a person finds the original
+
+
+def stored_name(original_name: str) -> str:
+    """``original.<ext>`` with the uploader's extension when it is plain, else ``original.bin``."""
+    suffix = original_name.rsplit(".", 1)[-1].lower() if "." in original_name else ""
+    return f"original.{suffix}" if re.fullmatch(r"[a-z0-9]{1,8}", suffix) else "original.bin"
+
+
+class EvidenceStore(ABC):
+    @abstractmethod
+    def put_original(
+        self, source: BinaryIO, *, intake: Mapping[str, Any], actor: str,
+        size_hint: int | None = None, progress: Progress = SILENT,
+    ) -> Stored:
+        """Store ``source`` write-once under its SHA-256; log "ingested" or "duplicate upload"."""
+
+    @abstractmethod
+    def fetch_original(self, evidence_id: str, dest: Path, progress: Progress = SILENT) -> Path:
+        """Copy the original to ``dest``, re-verifying its SHA-256 (IntegrityError on mismatch)."""
+
+    @abstractmethod
+    def verify_original(self, evidence_id: str, progress: Progress = SILENT) -> None:
+        """Re-hash the stored original; IntegrityError on mismatch."""
+
+    @abstractmethod
+    def evidence(self, evidence_id: str) -> dict[str, Any]:
+        """The intake facts (evidence.json); NotFound if there is no such item."""
+
+    @abstractmethod
+    def evidence_ids(self) -> list[str]:
+        """Every item in the store, including ones whose intake was interrupted."""
+
+    @abstractmethod
+    def append_custody(self, evidence_id: str, event: str, actor: str, details: Mapping[str, Any]) -> dict:
+        """Append one event to the item's chain, durably; return it."""
+
+    @abstractmethod
+    def custody(self, evidence_id: str) -> ChainReport:
+        """The item's events and the result of checking their chain."""
+
+    @abstractmethod
+    def is_committed(self, evidence_id: str, run_id: str) -> bool: ...
+
+    @abstractmethod
+    def commit_run(
+        self, evidence_id: str, run_id: str, files: Mapping[str, Path], record: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        """Store ``files`` and then run.json (``record`` plus output hashes) as a new run.
+
+        Returns the record written, or None when the run was already committed
+        (nothing is overwritten).
+        """
+
+    @abstractmethod
+    def discard_uncommitted(self, evidence_id: str, run_id: str) -> None:
+        """Remove what an earlier, crashed attempt of this run left behind (never a committed run)."""
+
+    @abstractmethod
+    def run_records(self, evidence_id: str) -> list[dict[str, Any]]:
+        """run.json of every committed run, oldest first."""
+
+    @abstractmethod
+    def read_output(self, evidence_id: str, run_id: str, name: str) -> bytes:
+        """A (small) output of a committed run."""
+
+    @abstractmethod
+    def hash_output(self, evidence_id: str, run_id: str, name: str) -> tuple[str, int]:
+        """(SHA-256, size) of an output of a committed run, as stored now."""
+
+    @abstractmethod
+    def uncommitted_leftovers(self, evidence_id: str) -> list[str]:
+        """Traces of runs that never committed (crashed attempts), for the audit to report."""
+
+    @abstractmethod
+    def location(self, evidence_id: str, run_id: str | None = None) -> str:
+        """Where a person finds the item (or one of its runs)."""
+
+    def resolve(self, prefix: str) -> str:
+        """The full evidence id that ``prefix`` (at least 6 hex digits) names."""
+        from worker.errors import NotFound
+
+        prefix = prefix.strip().lower()
+        if EVIDENCE_ID.match(prefix):
+            self.evidence(prefix)
+            return prefix
+        if not re.fullmatch(r"[0-9a-f]{6,63}", prefix):
+            raise NotFound(f"{prefix!r} is not an evidence id (64 hex digits, or a unique prefix of 6 or more)")
+        matches = [item for item in self.evidence_ids() if item.startswith(prefix)]
+        if len(matches) != 1:
+            raise NotFound(f"{len(matches) or 'no'} evidence items start with {prefix!r}")
+        return matches[0]

@@ -1,0 +1,146 @@
+"""Worker: lease jobs, run them, ack or fail them; heartbeats; clean shutdown.
+
+SIGTERM or SIGINT once: lease nothing more, finish the current job, exit 0.
+A second signal: stop the current step now and give the job back to the
+queue (the attempt is not counted); it never interrupts a store write.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from worker.inbox import Inbox
+from worker.queue import DEAD, Job, JobQueue
+from worker.runner import Runner, describe, is_retryable
+from worker.workdirs import remove_abandoned
+
+log = logging.getLogger("evidence.worker")
+
+
+class ShutdownNow(KeyboardInterrupt):
+    """Raised in the main thread by a second stop signal."""
+
+
+class _Heartbeat(threading.Thread):
+    """Keeps the lease alive while a step runs, however long it takes."""
+
+    def __init__(self, queue: JobQueue, job: Job, interval_s: float, visibility_timeout_s: float):
+        super().__init__(name=f"heartbeat-{job.id[:8]}", daemon=True)
+        self.queue, self.job = queue, job
+        self.interval_s, self.visibility_timeout_s = interval_s, visibility_timeout_s
+        self.stop = threading.Event()
+        self.lost = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(self.interval_s):
+            try:
+                alive = self.queue.heartbeat(self.job, self.visibility_timeout_s)
+            except Exception:
+                log.exception("heartbeat failed; trying again", extra={"job_id": self.job.id})
+                continue
+            if not alive:
+                self.lost.set()
+                log.error("lease lost; this run will not be committed", extra={"job_id": self.job.id})
+                return
+
+
+class Worker:
+    def __init__(self, queue: JobQueue, runner: Runner, *, visibility_timeout_s: float,
+                 heartbeat_interval_s: float, poll_interval_s: float, inbox: Inbox | None = None):
+        self.queue = queue
+        self.runner = runner
+        self.visibility_timeout_s = visibility_timeout_s
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.poll_interval_s = poll_interval_s
+        self.inbox = inbox
+        self.stopping = threading.Event()
+        self._signals = 0
+        self._abortable = False   # inside a job, outside a store write
+
+    # -- signals -----------------------------------------------------------
+
+    def _on_signal(self, signum: int, _frame) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            self.stopping.set()
+            log.warning("stop requested: finishing the current job; signal again to give it back now",
+                        extra={"signal": signal.Signals(signum).name})
+            return
+        if self._abortable:
+            raise ShutdownNow()
+        log.warning("writing to the store; signal again to give the job back", extra={"signal": signal.Signals(signum).name})
+
+    @contextmanager
+    def protected(self) -> Iterator[None]:
+        """A store write that a stop signal must not cut in half."""
+        was, self._abortable = self._abortable, False
+        try:
+            yield
+        finally:
+            self._abortable = was
+
+    # -- loop --------------------------------------------------------------
+
+    def run(self, once: bool = False) -> int:
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        watcher = None
+        try:
+            if self.inbox is not None:
+                if once:
+                    self.inbox.scan_settled()
+                else:
+                    watcher = threading.Thread(target=self.inbox.watch, name="inbox", daemon=True,
+                                               args=(self.stopping, self.poll_interval_s))
+                    watcher.start()
+            remove_abandoned(self.runner.work_dir)
+            log.info("worker started", extra={"once": once})
+            while not self.stopping.is_set():
+                job = self.queue.lease(self.visibility_timeout_s)
+                if job is None:
+                    if once:
+                        break
+                    self.stopping.wait(self.poll_interval_s)
+                    continue
+                self.process(job)
+        finally:
+            self.stopping.set()
+            if watcher is not None:
+                watcher.join(timeout=30)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        log.info("worker stopped")
+        return 0
+
+    def process(self, job: Job) -> None:
+        fields = {"job_id": job.id, "evidence_id": job.evidence_id, "pipeline": job.pipeline,
+                  "attempt": job.attempts}
+        log.info("job leased", extra=fields)
+        heartbeat = _Heartbeat(self.queue, job, self.heartbeat_interval_s, self.visibility_timeout_s)
+        heartbeat.start()
+        try:
+            self._abortable = True
+            outcome = self.runner.run(job, heartbeat.lost, protect=self.protected)
+        except ShutdownNow:
+            self._abortable = False
+            self.queue.release(job)
+            self.stopping.set()
+            log.warning("job given back to the queue on shutdown", extra=fields)
+            return
+        except Exception as exc:
+            self._abortable = False
+            reason = describe(exc)
+            state = self.queue.fail(job, reason, retryable=is_retryable(exc))
+            level = logging.ERROR if state == DEAD else logging.WARNING
+            log.log(level, "job failed", extra={**fields, "reason": reason, "state": state})
+            return
+        finally:
+            self._abortable = False
+            heartbeat.stop.set()
+            heartbeat.join()
+        acked = self.queue.ack(job)
+        log.info("job done" if acked else "job done, but its lease was lost before the ack",
+                 extra={**fields, "run_id": outcome.run_id, "committed": outcome.committed})
