@@ -24,6 +24,9 @@ class Tools:
     timeout_s: float = 600.0
 
 
+DEFAULT_TOOLS = Tools()
+
+
 @dataclass(frozen=True)
 class StepContext:
     evidence_id: str
@@ -31,7 +34,7 @@ class StepContext:
     workdir: Path                       # where this step writes its outputs
     params: Mapping[str, Any]           # this step's parameters ("probe.x" arrives as "x")
     facts: Mapping[str, Mapping[str, Any]]  # what earlier steps found, by step name
-    tools: Tools = Tools()
+    tools: Tools = DEFAULT_TOOLS
 
 
 @dataclass(frozen=True)

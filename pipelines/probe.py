@@ -12,6 +12,7 @@ run.json, logs or any derivative.
 
 from __future__ import annotations
 
+import itertools
 import json
 import statistics
 from collections.abc import Mapping
@@ -20,7 +21,7 @@ from typing import Any
 
 from pipelines import ffmpeg_cli
 from pipelines.errors import MediaToolError, RejectedInput
-from pipelines.pipeline import StepContext, StepResult, Tools
+from pipelines.pipeline import DEFAULT_TOOLS, StepContext, StepResult, Tools
 from pipelines.sniff import Container, sniff_container
 
 DEFAULTS: dict[str, Any] = {
@@ -81,11 +82,11 @@ def _float(value: Any) -> float | None:
 
 
 def _rotation(stream: Mapping[str, Any]) -> int:
+    """Degrees, as ffprobe reports the stream's display matrix (0 when there is none)."""
     for side in stream.get("side_data_list", []) or []:
         if "rotation" in side:
             return int(round(float(side["rotation"])))
-    rotate = (stream.get("tags") or {}).get("rotate")
-    return -int(rotate) if rotate and rotate.lstrip("-").isdigit() else 0
+    return 0
 
 
 def _is_cover_art(stream: Mapping[str, Any]) -> bool:
@@ -165,7 +166,7 @@ def _variable_frame_rate(path: Path, container: Container, tools: Tools) -> bool
         timeout=tools.timeout_s,
     )
     times = sorted(t for p in report.get("packets", []) if (t := _float(p.get("pts_time"))) is not None)
-    deltas = [b - a for a, b in zip(times, times[1:]) if b > a]
+    deltas = [b - a for a, b in itertools.pairwise(times) if b > a]
     if len(deltas) < 3:
         return None
     typical = statistics.median(deltas)
@@ -207,7 +208,7 @@ def _check_decodes(path: Path, container: Container, duration: float, params, to
     return summary, warnings
 
 
-def probe_file(path: Path, params: Mapping[str, Any], tools: Tools = Tools()) -> tuple[dict, dict, list[str]]:
+def probe_file(path: Path, params: Mapping[str, Any], tools: Tools = DEFAULT_TOOLS) -> tuple[dict, dict, list[str]]:
     """(public facts, restricted facts, warnings) for ``path``, or RejectedInput."""
     size = path.stat().st_size
     if size > params["max_size_bytes"]:
@@ -284,5 +285,6 @@ def run(ctx: StepContext) -> StepResult:
         files={"probe.json": out},
         facts=facts,
         warnings=warnings,
-        tools={"ffprobe": ffmpeg_cli.tool_version(ctx.tools.ffprobe), "ffmpeg": ffmpeg_cli.tool_version(ctx.tools.ffmpeg)},
+        tools={name: ffmpeg_cli.tool_version(cmd) for name, cmd in
+               (("ffprobe", ctx.tools.ffprobe), ("ffmpeg", ctx.tools.ffmpeg))},
     )

@@ -64,7 +64,8 @@ def _check_runs(store: EvidenceStore, item: ItemAudit, chain: custody.ChainRepor
             item.problems.append(f"run {run_id}: its 'run started' custody event is missing from the log")
         if run_id not in committed_events:
             item.problems.append(f"run {run_id}: committed, but the custody log has no 'run committed' event")
-    item.notes += [f"uncommitted leftover of a crashed run: {path}" for path in store.uncommitted_leftovers(item.evidence_id)]
+    leftovers = store.uncommitted_leftovers(item.evidence_id)
+    item.notes += [f"uncommitted leftover of a crashed run: {path}" for path in leftovers]
 
 
 def audit_item(store: EvidenceStore, evidence_id: str, actor: str) -> ItemAudit:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from worker.config import Settings
 from worker.local_store import LocalStore
+from worker.queue import JobQueue
 from worker.sqlite_queue import SqliteQueue
 from worker.store import EvidenceStore
-from worker.queue import JobQueue
 
 
 def open_store(settings: Settings) -> EvidenceStore:

@@ -11,7 +11,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from pipelines import registry
 from worker import __version__, custody
 from worker.audit import audit_store
 from worker.backends import open_queue, open_store

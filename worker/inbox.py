@@ -4,7 +4,7 @@ A file is ingested once its size and modification time have not changed for
 ``stable_s`` seconds. Only after the store has the original durably is the
 inbox copy moved to ``.ingested/``; a file that cannot be ingested stays
 where it is with a ``<name>.error`` note beside it, and is tried again when
-the file changes. Nothing in the inbox is ever deleted.
+the file changes (or the watcher restarts). Nothing in the inbox is ever deleted.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ class Inbox:
         self.folder.mkdir(parents=True, exist_ok=True)
         (self.folder / DONE_FOLDER).mkdir(exist_ok=True)
         self._seen: dict[str, tuple[int, int, float]] = {}  # name -> (size, mtime_ns, unchanged since)
+        self._failed: dict[str, tuple[int, int]] = {}      # name -> (size, mtime_ns) when it failed
 
     def _note(self, path: Path, reason: str) -> None:
         note = path.with_name(path.name + NOTE_SUFFIX)
@@ -46,12 +47,6 @@ class Inbox:
                         "Fix the problem or replace the file; it is tried again when it changes.\n",
                         encoding="utf-8")
         log.error("inbox file not ingested", extra={"file": path.name, "reason": reason})
-
-    def _has_current_note(self, path: Path, mtime_ns: int) -> bool:
-        try:
-            return os.stat(path.with_name(path.name + NOTE_SUFFIX)).st_mtime_ns >= mtime_ns
-        except FileNotFoundError:
-            return False
 
     def _move_done(self, path: Path, evidence_id: str) -> Path:
         done = self.folder / DONE_FOLDER
@@ -79,14 +74,14 @@ class Inbox:
             present.add(name)
             path = Path(entry.path)
             info = entry.stat(follow_symlinks=False)
-            if not stat.S_ISREG(info.st_mode):
-                if not self._has_current_note(path, info.st_mtime_ns):
-                    kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file (a link or device)"
-                    self._note(path, f"{name!r} is {kind}; put the files themselves in the inbox")
-                continue
-            if self._has_current_note(path, info.st_mtime_ns):
-                continue
             signature = (info.st_size, info.st_mtime_ns)
+            if self._failed.get(name) == signature:
+                continue  # failed as it is now; a changed file is tried again
+            if not stat.S_ISREG(info.st_mode):
+                kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file (a link or device)"
+                self._note(path, f"{name!r} is {kind}; put the files themselves in the inbox")
+                self._failed[name] = signature
+                continue
             seen = self._seen.get(name)
             if seen is None or seen[:2] != signature:
                 self._seen[name] = (*signature, now)
@@ -96,8 +91,9 @@ class Inbox:
             result = self._ingest_one(path, signature)
             if result is not None:
                 results.append(result)
-        for name in set(self._seen) - present:
-            del self._seen[name]
+        for table in (self._seen, self._failed):
+            for name in set(table) - present:
+                del table[name]
         return results
 
     def _ingest_one(self, path: Path, signature: tuple[int, int]) -> Ingested | None:
@@ -105,6 +101,8 @@ class Inbox:
             result = self.ingest(path)
         except (EvidenceError, OSError) as exc:
             self._note(path, str(exc))
+            self._failed[path.name] = signature
+            self._seen.pop(path.name, None)
             return None
         after = os.stat(path, follow_symlinks=False)
         if (after.st_size, after.st_mtime_ns) != signature:

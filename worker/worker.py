@@ -72,7 +72,8 @@ class Worker:
             return
         if self._abortable:
             raise ShutdownNow()
-        log.warning("writing to the store; signal again to give the job back", extra={"signal": signal.Signals(signum).name})
+        log.warning("writing to the store; signal again to give the job back",
+                    extra={"signal": signal.Signals(signum).name})
 
     @contextmanager
     def protected(self) -> Iterator[None]:

@@ -1,0 +1,100 @@
+"""Shared fixtures: real ffmpeg, real files, real processes. Nothing here is a mock."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from worker.config import Settings, load_settings
+from worker.local_store import LocalStore
+from worker.sqlite_queue import SqliteQueue
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+SAMPLE_VIDEO = REPO / "worker" / "samples" / "street-walkers-1080p.mp4"
+SLOW_CLI = REPO / "tests" / "helpers" / "slow_pipeline.py"
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"test data folder {SHARED_DATA} (../shared/data) is not there")
+    return SHARED_DATA
+
+
+def ffmpeg(*args: str) -> None:
+    """Make test media with the real ffmpeg."""
+    subprocess.run(["ffmpeg", "-hide_banner", "-v", "error", "-y", *args], check=True, stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path / "home"
+
+
+def evidence_env(home: Path, **overrides: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EVIDENCE_")}
+    env.update({
+        "EVIDENCE_HOME": str(home),
+        "EVIDENCE_QUEUE__BACKOFF_BASE_S": "0",
+        "EVIDENCE_QUEUE__MAX_ATTEMPTS": "2",
+        "EVIDENCE_WORKER__POLL_INTERVAL_S": "0.2",
+        "EVIDENCE_WORKER__INBOX_STABLE_S": "0.5",
+        "EVIDENCE_STORE__MIN_FREE_BYTES": "0",
+        "EVIDENCE_OPERATOR": "test-operator",
+    })
+    env.update(overrides)
+    return env
+
+
+@pytest.fixture
+def settings(home: Path) -> Settings:
+    return load_settings(environ=evidence_env(home))
+
+
+@pytest.fixture
+def store(settings: Settings) -> LocalStore:
+    return LocalStore(settings.store_root)
+
+
+@pytest.fixture
+def queue(settings: Settings) -> SqliteQueue:
+    return SqliteQueue(settings.queue_path, max_attempts=2, backoff_base_s=0)
+
+
+class Cli:
+    """The real ``evidence`` command in a child process, on one EVIDENCE_HOME."""
+
+    def __init__(self, home: Path):
+        self.home = home
+        self.env = evidence_env(home)
+
+    def command(self, *args: str, slow: bool = False) -> list[str]:
+        entry = [str(SLOW_CLI)] if slow else ["-m", "worker"]
+        return [sys.executable, *entry, *map(str, args)]
+
+    def __call__(self, *args: str, slow: bool = False, check: bool = True, timeout: float = 120,
+                 **env: str) -> subprocess.CompletedProcess:
+        done = subprocess.run(self.command(*args, slow=slow), cwd=REPO, env={**self.env, **env},
+                              capture_output=True, text=True, timeout=timeout)
+        if check and done.returncode != 0:
+            raise AssertionError(f"evidence {' '.join(map(str, args))} exited {done.returncode}:\n"
+                                 f"{done.stdout}\n{done.stderr}")
+        return done
+
+    def json(self, *args: str, **kwargs) -> dict:
+        return json.loads(self(*args, "--json", **kwargs).stdout)
+
+    def popen(self, *args: str, slow: bool = False, **env: str) -> subprocess.Popen:
+        return subprocess.Popen(self.command(*args, slow=slow), cwd=REPO, env={**self.env, **env},
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture
+def cli(home: Path) -> Cli:
+    return Cli(home)
