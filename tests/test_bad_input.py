@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 from conftest import SAMPLE_VIDEO, Cli, ffmpeg
@@ -83,8 +84,13 @@ def test_a_hostile_file_name_is_stored_safely_and_processed(cli: Cli, tmp_path: 
     second = cli.json("ingest", renamed, "--name", claimed, "--no-enqueue")["ingested"][0]
     assert cli.json("show", second["evidence_id"])["original"]["name"] == claimed
     assert not Path("/etc/cron.d/evidence").exists()
+    undecodable = tmp_path / os.fsdecode(b"\xff\xfe clip.mp4")
+    undecodable.write_bytes(b"\x01" * 100)
+    third = cli.json("ingest", undecodable, "--no-enqueue")["ingested"][0]
+    record = json.loads((cli.home / "store" / third["evidence_id"] / "evidence.json").read_text())
+    assert bytes.fromhex(record["original_name_bytes_hex"]) == b"\xff\xfe clip.mp4"
     assert sorted(p.name for p in (cli.home / "store").iterdir()) == sorted(
-        [".incoming", first["evidence_id"], second["evidence_id"]])
+        [".incoming", first["evidence_id"], second["evidence_id"], third["evidence_id"]])
 
 
 def test_a_hung_media_tool_is_retried_then_dead_lettered(cli: Cli):

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import textwrap
+import threading
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
@@ -17,7 +19,7 @@ from worker.backends import open_queue, open_store
 from worker.config import Settings, load_settings
 from worker.errors import BadSource, ConfigError, EvidenceError, JobError, NotFound
 from worker.inbox import Inbox
-from worker.intake import ingest, parse_languages
+from worker.intake import ingest, parse_languages, readable_name
 from worker.jobs import reprocess
 from worker.logs import configure as configure_logs
 from worker.queue import DEAD
@@ -168,15 +170,15 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
                             collected_by=args.collected_by, languages=languages, note=args.note,
                             enqueue=not args.no_enqueue)
         except EvidenceError as exc:
-            failed.append({"source": str(path), "error": str(exc)})
+            failed.append({"source": readable_name(str(path))[0], "error": str(exc)})
             if not args.json:
-                print(f"NOT STORED  {path}: {exc}", file=sys.stderr)
+                print(f"NOT STORED  {exc}", file=sys.stderr)
             continue
         done.append(result.to_json())
         if not args.json:
             state = "already stored (duplicate upload logged)" if result.duplicate else "stored"
             queued = f"; intake job {result.job_id}" if result.job_id else ""
-            print(f"{result.evidence_id}  {path}: {state}, {result.size} bytes{queued}")
+            print(f"{result.evidence_id}  {result.source}: {state}, {result.size} bytes{queued}")
     if args.json:
         _print_json({"ingested": done, "failed": failed})
     return EXIT_PROBLEM if failed else EXIT_OK
@@ -188,9 +190,6 @@ def cmd_watch(settings: Settings, args: argparse.Namespace) -> int:
     if args.once:
         inbox.scan_settled()
         return EXIT_OK
-    import signal
-    import threading
-
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

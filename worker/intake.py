@@ -71,22 +71,23 @@ def ingest(
     is off for the inbox, where a link could point anywhere on the machine.
     """
     path = Path(path)
+    shown = readable_name(str(path))[0]  # the path as text for reports and errors, whatever its bytes
     flags = os.O_RDONLY | (0 if follow_symlinks else os.O_NOFOLLOW)
     try:
         info = os.stat(path, follow_symlinks=follow_symlinks)
         if stat.S_ISDIR(info.st_mode):
-            raise BadSource(f"{path} is a directory; ingest the files in it (for example: evidence ingest {path}/*)")
+            raise BadSource(f"{shown} is a directory; ingest the files in it (for example: evidence ingest {shown}/*)")
         if not stat.S_ISREG(info.st_mode):
-            raise BadSource(f"{path} is not a regular file")
+            raise BadSource(f"{shown} is not a regular file")
         fd = os.open(path, flags)
     except FileNotFoundError:
-        raise BadSource(f"{path} does not exist") from None
+        raise BadSource(f"{shown} does not exist") from None
     except OSError as exc:
-        raise BadSource(f"{path} cannot be opened: {exc.strerror}") from None
+        raise BadSource(f"{shown} cannot be opened: {exc.strerror}") from None
     with os.fdopen(fd, "rb", buffering=0) as handle:
         opened = os.fstat(handle.fileno())
         if not stat.S_ISREG(opened.st_mode):  # swapped after the check above
-            raise BadSource(f"{path} is not a regular file")
+            raise BadSource(f"{shown} is not a regular file")
         original_name, name_bytes = readable_name(name if name is not None else path.name)
         intake = {
             "original_name": original_name,
@@ -100,5 +101,5 @@ def ingest(
             stored = store.put_original(handle, intake=intake, actor=actor, size_hint=opened.st_size, progress=bar)
     job = submit(store, queue, stored.evidence_id, "intake", {}, actor=actor,
                  reason="duplicate upload" if stored.duplicate else "ingest") if enqueue else None
-    return Ingested(str(path), stored.evidence_id, stored.duplicate, stored.size, stored.location,
+    return Ingested(shown, stored.evidence_id, stored.duplicate, stored.size, stored.location,
                     job.id if job else None)

@@ -100,7 +100,12 @@ class Worker:
             remove_abandoned(self.runner.work_dir)
             log.info("worker started", extra={"once": once})
             while not self.stopping.is_set():
-                job = self.queue.lease(self.visibility_timeout_s)
+                try:
+                    job = self.queue.lease(self.visibility_timeout_s)
+                except Exception:  # e.g. the database stayed locked; the queue keeps the jobs
+                    log.exception("could not lease a job; trying again")
+                    self.stopping.wait(self.poll_interval_s)
+                    continue
                 if job is None:
                     if once:
                         break
