@@ -116,6 +116,7 @@ def bench_queue(folder: Path, jobs_per_process: int, processes: int = 2) -> dict
     return {
         "processes": processes,
         "cycles": cycles,
+        "cycles_per_process": [done for done, _ in results],
         "seconds": round(slowest, 3),
         "cycles_per_s": round(cycles / slowest, 1),
         "operations_per_s": round(3 * cycles / slowest, 1),

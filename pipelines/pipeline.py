@@ -96,6 +96,11 @@ class Pipeline:
             params[key] = _coerce(key, value, self.defaults[key])
         return params
 
+    def overrides(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Only what differs from the defaults, in its proper type: one spelling per run."""
+        resolved = self.resolve_params(params)
+        return {key: value for key, value in resolved.items() if value != self.defaults[key]}
+
     def step_params(self, step: Step, params: Mapping[str, Any]) -> dict[str, Any]:
         prefix = step.name + "."
         return {key[len(prefix):]: value for key, value in params.items() if key.startswith(prefix)}

@@ -142,3 +142,37 @@ def test_watch_once_ingests_what_is_there(cli: Cli, tmp_path: Path, settings: Se
     cli("watch", inbox, "--once")
     assert cli.json("status")["queue"]["queued"] == 1
     assert not (inbox / "a.mp4").exists() and (inbox / ".ingested" / "a.mp4").exists()
+
+
+def test_a_link_planted_at_the_note_name_is_replaced_not_followed(tmp_path: Path, store, queue):
+    inbox = make_inbox(tmp_path / "inbox", store, queue, stable_s=0)
+    victim = tmp_path / "custody.jsonl"
+    victim.write_text("precious\n")
+    (inbox.folder / "x.mp4").symlink_to(tmp_path / "anything")
+    (inbox.folder / "x.mp4.error").symlink_to(victim)
+    inbox.scan()
+    assert victim.read_text() == "precious\n"
+    assert not (inbox.folder / "x.mp4.error").is_symlink()
+    assert "not a regular file" in (inbox.folder / "x.mp4.error").read_text()
+
+
+def test_one_bad_entry_does_not_stop_the_others(tmp_path: Path, store, queue):
+    inbox = make_inbox(tmp_path / "inbox", store, queue, stable_s=0)
+    (inbox.folder / "a").mkdir()
+    (inbox.folder / "a.error").mkdir()  # the note for "a" cannot be written
+    (inbox.folder / "b.mp4").write_bytes(b"recording b")
+    scan_until(inbox, lambda: not (inbox.folder / "b.mp4").exists())
+    assert len(store.evidence_ids()) == 1
+
+
+def test_a_stored_file_that_cannot_be_moved_is_not_stored_again_and_again(tmp_path: Path, store, queue):
+    inbox = make_inbox(tmp_path / "inbox", store, queue, stable_s=0)
+    (inbox.folder / ".ingested").rmdir()
+    (inbox.folder / ".ingested").write_text("a file where the folder should be")
+    (inbox.folder / "c.mp4").write_bytes(b"recording c")
+    for _ in range(4):
+        inbox.scan()
+    [evidence_id] = store.evidence_ids()
+    assert [e["event"] for e in store.custody(evidence_id).events] == ["ingested", "job enqueued"]
+    note = (inbox.folder / "c.mp4.error").read_text()
+    assert f"stored as evidence {evidence_id}" in note and (inbox.folder / "c.mp4").exists()

@@ -6,6 +6,9 @@ import io
 import multiprocessing
 import os
 import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -176,6 +179,69 @@ def test_custody_chain_detects_tampering(store: LocalStore, tamper: str):
     path.write_bytes(b"".join(lines))
     report = store.custody(stored.evidence_id)
     assert not report.ok, tamper
-    if tamper == "torn":
+    # Nothing may be chained onto a last event that was altered (earlier damage stays visible anyway).
+    if tamper == "edit":
+        lines[-1] = lines[-1].replace(b'"n":2', b'"n":9')
+        path.write_bytes(b"".join(lines))
         with pytest.raises(CustodyError):
             store.append_custody(stored.evidence_id, custody.AUDIT_RESULT, "tester", {})
+
+
+def test_a_torn_last_event_is_repaired_in_the_chain_and_its_bytes_kept(store: LocalStore):
+    stored = put_bytes(store, b"video")
+    store.append_custody(stored.evidence_id, custody.AUDIT_RESULT, "tester", {"n": 1})
+    path = store.root / stored.evidence_id / "custody.jsonl"
+    torn = path.read_bytes()[:-25]  # power cut in the middle of writing the last event
+    path.write_bytes(torn)
+    store.append_custody(stored.evidence_id, custody.RUN_STARTED, "tester", {"run_id": "r"})
+    assert path.read_bytes().startswith(torn + b"\n"), "the damaged bytes must stay for inspection"
+    report = store.custody(stored.evidence_id)
+    assert report.ok, report.problems
+    assert [e["event"] for e in report.events] == [custody.INGESTED, custody.CUSTODY_REPAIRED, custody.RUN_STARTED]
+    assert report.repairs == ["line 2 was cut short (torn write) and the repair is logged"]
+    # A forged "repair" of an edited event does not pass.
+    lines = path.read_bytes().split(b"\n")
+    lines[1] = lines[1][:-3] + b"xyz"
+    path.write_bytes(b"\n".join(lines))
+    assert not store.custody(stored.evidence_id).ok
+
+
+def hold_lock_in_another_process(path: Path) -> subprocess.Popen:
+    """A live owner: another process holding the lock on ``path`` until it is killed."""
+    code = ("import fcntl, sys, time\nh = open(sys.argv[1], 'a+b')\nfcntl.flock(h, fcntl.LOCK_EX)\n"
+            "print('locked', flush=True)\ntime.sleep(600)")
+    owner = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True)
+    assert owner.stdout.readline().strip() == "locked"
+    return owner
+
+
+def test_a_staging_folder_is_discarded_only_when_its_owner_is_gone(store: LocalStore):
+    stored = put_bytes(store, b"video")
+    runs = store.root / stored.evidence_id / "runs"
+    staging = runs / ".staging-intake-v1-dddd-0123456789ab"
+    staging.mkdir(parents=True)
+    owner = hold_lock_in_another_process(staging.with_name(staging.name + ".lock"))
+    try:
+        store.discard_uncommitted(stored.evidence_id, "intake-v1-dddd")
+        assert staging.is_dir(), "a live worker's commit in progress was deleted"
+    finally:
+        owner.kill()
+        owner.wait()
+    store.discard_uncommitted(stored.evidence_id, "intake-v1-dddd")
+    assert not staging.exists() and not list(runs.iterdir())
+
+
+def test_partial_uploads_of_dead_processes_are_removed(store: LocalStore):
+    incoming = store.root / ".incoming"
+    dead, alive, fresh = incoming / "upload-dead", incoming / "upload-alive", incoming / "upload-fresh"
+    for path in (dead, alive, fresh):
+        path.write_bytes(b"unredacted bytes")
+    for path in (dead, alive):
+        os.utime(path, (time.time() - 3600, time.time() - 3600))
+    owner = hold_lock_in_another_process(alive)
+    try:
+        assert store.remove_abandoned_uploads() == [str(dead)]
+    finally:
+        owner.kill()
+        owner.wait()
+    assert sorted(p.name for p in incoming.iterdir()) == ["upload-alive", "upload-fresh"]

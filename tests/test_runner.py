@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import threading
 import time
+from contextlib import contextmanager
 
 import pytest
 from conftest import SAMPLE_VIDEO
 
 from worker import custody
+from worker.audit import audit_item
 from worker.config import Settings
 from worker.errors import LeaseLost
 from worker.jobs import submit
@@ -56,3 +60,68 @@ def test_a_run_whose_lease_was_lost_is_not_committed(store, queue: SqliteQueue, 
     assert store.run_records(evidence_id) == []
     assert store.custody(evidence_id).events[-1]["event"] == custody.RUN_FAILED
     assert not list(runner.work_dir.iterdir()), "the work folder holds an unredacted copy; it must go"
+
+
+def test_a_commit_whose_custody_event_was_lost_is_logged_on_redelivery(store, queue: SqliteQueue, runner: Runner):
+    evidence_id = stored_sample(store)
+    job, rid = submit(store, queue, evidence_id, "intake", {}, actor="t", reason="test")
+    leased = queue.lease(60)
+    runner.run(leased)
+    # What a worker killed right after the commit leaves: a committed run and no 'run committed' event.
+    path = store.root / evidence_id / "custody.jsonl"
+    lines = path.read_bytes().splitlines(keepends=True)
+    assert b'"run committed"' in lines[-1]
+    path.write_bytes(b"".join(lines[:-1]))
+    assert any("no 'run committed' event" in p for p in audit_item(store, evidence_id, "t").problems)
+
+    assert not runner.run(leased).committed
+    last = store.custody(evidence_id).events[-1]
+    assert (last["event"], last["details"]["run_id"]) == (custody.RUN_COMMITTED, rid)
+    assert "recovered" in last["details"]
+    assert audit_item(store, evidence_id, "t").ok
+
+
+def test_a_stop_signal_right_after_the_commit_does_not_mark_the_run_interrupted(store, queue, runner: Runner):
+    evidence_id = stored_sample(store)
+    submit(store, queue, evidence_id, "intake", {}, actor="t", reason="test")
+    job = queue.lease(60)
+
+    @contextmanager
+    def signal_arrives_when_leaving_the_commit():
+        yield
+        if store.run_records(evidence_id):
+            raise KeyboardInterrupt  # what the worker's second-signal handler raises
+
+    with pytest.raises(KeyboardInterrupt):
+        runner.run(job, protect=signal_arrives_when_leaving_the_commit)
+    events = [e["event"] for e in store.custody(evidence_id).events]
+    assert events[-1] == custody.RUN_COMMITTED and custody.RUN_INTERRUPTED not in events
+
+
+def test_equivalent_parameters_make_one_job_and_one_run(store, queue: SqliteQueue):
+    evidence_id = stored_sample(store)
+    first, rid = submit(store, queue, evidence_id, "intake", {}, actor="t", reason="test")
+    for same in ({"probe.decode_seconds": "3"}, {"probe.decode_seconds": 3}, {"probe.decode_seconds": "3.0"}):
+        again, again_rid = submit(store, queue, evidence_id, "intake", same, actor="t", reason="test")
+        assert (again.id, again_rid) == (first.id, rid)
+    other, other_rid = submit(store, queue, evidence_id, "intake", {"probe.decode_seconds": "4"}, actor="t",
+                              reason="test")
+    assert other.id != first.id and other_rid != rid and other.params == {"probe.decode_seconds": 4.0}
+
+
+def test_audit_notices_a_deleted_run_and_edited_intake_facts(store, queue: SqliteQueue, runner: Runner):
+    evidence_id = stored_sample(store)
+    submit(store, queue, evidence_id, "intake", {}, actor="t", reason="test")
+    outcome = runner.run(queue.lease(60))
+    assert audit_item(store, evidence_id, "t").ok
+    item = store.root / evidence_id
+    record = json.loads((item / "evidence.json").read_text())
+    record["original_name"] = "someone-else.mp4"
+    (item / "evidence.json").chmod(0o644)
+    (item / "evidence.json").write_text(json.dumps(record))
+    run_dir = item / "runs" / outcome.run_id
+    run_dir.chmod(0o755)
+    shutil.rmtree(run_dir)
+    problems = "\n".join(audit_item(store, evidence_id, "t").problems)
+    assert "'original_name' differs from what the 'ingested' custody event recorded" in problems
+    assert f"run {outcome.run_id}: logged as committed, but the run (or its run.json) is gone" in problems

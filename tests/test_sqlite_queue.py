@@ -116,12 +116,20 @@ def test_release_gives_a_job_back_without_counting_the_attempt(queue: SqliteQueu
     assert (again.id, again.attempts) == (leased.id, 1)
 
 
-def test_two_processes_never_lease_the_same_job(queue: SqliteQueue):
-    ids = {queue.enqueue(EVIDENCE, "intake", {"n": n})[0].id for n in range(60)}
-    code = "got = []\nwhile (j := q.lease(60)) is not None:\n    got.append(j.id); q.ack(j)\nprint(' '.join(got))"
+def test_two_processes_never_lease_the_same_job(queue: SqliteQueue, tmp_path: Path):
+    ids = {queue.enqueue(EVIDENCE, "intake", {"n": n})[0].id for n in range(300)}
+    go = tmp_path / "go"
+    code = (f"import os, time\nwhile not os.path.exists({str(go)!r}): time.sleep(0.01)\n"
+            "got = []\nwhile (j := q.lease(60)) is not None:\n    got.append(j.id); q.ack(j); time.sleep(0.003)\n"
+            "print(' '.join(got))")
     script = f"import sys; sys.path.insert(0, {str(REPO)!r})\nfrom worker.sqlite_queue import SqliteQueue\n" \
              f"q = SqliteQueue({str(queue.path)!r})\n{code}"
     procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True) for _ in range(2)]
-    seen = [p.communicate(timeout=60)[0].split() for p in procs]
+    time.sleep(1.0)  # both are up and polling for the start signal
+    # (Each pauses briefly between jobs, as real work does: SQLite's busy wait is not fair, and a
+    # process that re-takes the write lock in a tight loop can starve the other.)
+    go.touch()
+    seen = [p.communicate(timeout=120)[0].split() for p in procs]
     assert all(p.returncode == 0 for p in procs)
+    assert all(seen), f"no contention: one process got every job ({[len(s) for s in seen]})"
     assert sorted(seen[0] + seen[1]) == sorted(ids), "every job exactly once across both processes"

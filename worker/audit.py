@@ -28,14 +28,19 @@ class ItemAudit:
         return {**asdict(self), "ok": self.ok}
 
 
-def _check_intake(store: EvidenceStore, item: ItemAudit) -> None:
+def _check_intake(store: EvidenceStore, item: ItemAudit, chain: custody.ChainReport) -> None:
     try:
         record = store.evidence(item.evidence_id)
     except NotFound:
         item.problems.append("intake incomplete: the original has no evidence.json")
         record = {}
-    if record and record.get("sha256") != item.evidence_id:
-        item.problems.append("evidence.json names another SHA-256 than the item's id")
+    ingested = next((e.get("details") or {} for e in chain.events if e.get("event") == custody.INGESTED), None)
+    if record and ingested is None:
+        item.problems.append("custody: there is no 'ingested' event")
+    # The intake facts were logged in the chain when they were written; they must still agree.
+    for key, logged in (ingested or {}).items():
+        if record and record.get(key) != logged:
+            item.problems.append(f"evidence.json: {key!r} differs from what the 'ingested' custody event recorded")
     try:
         with progress_bar(record.get("size"), f"re-hashing {item.evidence_id[:12]}") as bar:
             store.verify_original(item.evidence_id, bar)
@@ -49,7 +54,10 @@ def _check_runs(store: EvidenceStore, item: ItemAudit, chain: custody.ChainRepor
         event["details"].get("run_id") for event in chain.events
         if event.get("event") == custody.RUN_COMMITTED and isinstance(event.get("details"), dict)
     }
-    for record in store.run_records(item.evidence_id):
+    records = store.run_records(item.evidence_id)
+    for missing in sorted(committed_events - {r.get("run_id") for r in records}):
+        item.problems.append(f"run {missing}: logged as committed, but the run (or its run.json) is gone")
+    for record in records:
         run_id = record.get("run_id", "?")
         item.runs_checked += 1
         for name, expected in (record.get("outputs") or {}).items():
@@ -70,10 +78,11 @@ def _check_runs(store: EvidenceStore, item: ItemAudit, chain: custody.ChainRepor
 
 def audit_item(store: EvidenceStore, evidence_id: str, actor: str) -> ItemAudit:
     item = ItemAudit(evidence_id)
-    _check_intake(store, item)
     chain = store.custody(evidence_id)
+    _check_intake(store, item, chain)
     item.custody_events = chain.count
     item.problems += [f"custody: {problem}" for problem in chain.problems]
+    item.notes += [f"custody: {repair}" for repair in chain.repairs]
     _check_runs(store, item, chain)
     try:
         store.append_custody(evidence_id, custody.AUDIT_RESULT, actor, {

@@ -35,6 +35,7 @@ RUN_INTERRUPTED = "run interrupted"
 REPROCESS_REQUESTED = "reprocess requested"
 AUDIT_RESULT = "audit result"
 RESTRICTED_VIEWED = "restricted facts viewed"
+CUSTODY_REPAIRED = "custody repaired"
 
 
 def _event_hash(event: Mapping[str, Any]) -> str:
@@ -74,11 +75,24 @@ class ChainReport:
     count: int = 0
     head: str = GENESIS
     problems: list[str] = field(default_factory=list)
+    repairs: list[str] = field(default_factory=list)   # torn events ended by a logged repair
     events: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.problems
+
+
+def _parse(raw: bytes) -> dict[str, Any] | None:
+    try:
+        event = json.loads(raw)
+    except ValueError:
+        return None
+    return event if isinstance(event, dict) else None
+
+
+def _damage(raw: bytes, line: int) -> dict[str, Any]:
+    return {"damaged_line": line, "damaged_length": len(raw), "damaged_bytes_sha256": hashlib.sha256(raw).hexdigest()}
 
 
 def verify_chain(data: bytes, evidence_id: str) -> ChainReport:
@@ -87,15 +101,18 @@ def verify_chain(data: bytes, evidence_id: str) -> ChainReport:
     if data and not data.endswith(b"\n"):
         report.problems.append("the last event is incomplete (torn write or truncation)")
     lines: Sequence[bytes] = data.splitlines()
-    expected_prev = GENESIS
+    expected_prev: str | None = GENESIS
+    expected_seq: int | None = 0
     for number, raw in enumerate(lines, start=1):
-        try:
-            event = json.loads(raw)
-            if not isinstance(event, dict):
-                raise ValueError("not an object")
-        except ValueError:
-            report.problems.append(f"line {number} is not a valid event (edited or damaged)")
-            expected_prev = None
+        event = _parse(raw)
+        if event is None:
+            following = _parse(lines[number]) if number < len(lines) else None
+            if (following is not None and following.get("event") == CUSTODY_REPAIRED
+                    and following.get("details") == _damage(raw, number)):
+                report.repairs.append(f"line {number} was cut short (torn write) and the repair is logged")
+            else:
+                report.problems.append(f"line {number} is not a valid event (edited or damaged)")
+                expected_prev = expected_seq = None
             continue
         report.events.append(event)
         if event.get("hash") != _event_hash(event):
@@ -104,24 +121,37 @@ def verify_chain(data: bytes, evidence_id: str) -> ChainReport:
             report.problems.append(
                 f"line {number} does not follow the event before it (an event was deleted, inserted or reordered)"
             )
-        if event.get("seq") != number - 1:
-            report.problems.append(f"line {number} has sequence number {event.get('seq')!r}, expected {number - 1}")
+        if expected_seq is not None and event.get("seq") != expected_seq:
+            report.problems.append(f"line {number} has sequence number {event.get('seq')!r}, expected {expected_seq}")
         if event.get("evidence_id") != evidence_id:
             report.problems.append(f"line {number} belongs to another evidence item")
         expected_prev = event.get("hash")
-    report.count = len(lines)
+        expected_seq = event["seq"] + 1 if isinstance(event.get("seq"), int) else None
+    report.count = len(report.events)
     if report.events:
         report.head = report.events[-1].get("hash", GENESIS)
     return report
 
 
-def last_event(data: bytes) -> dict[str, Any] | None:
-    """The event to chain the next one to; CustodyError-worthy damage is reported as ValueError."""
-    if not data:
-        return None
-    if not data.endswith(b"\n"):
-        raise ValueError("the custody log ends in an incomplete event")
-    event = json.loads(data.splitlines()[-1])
-    if event.get("hash") != _event_hash(event):
-        raise ValueError("the last custody event does not match its hash")
+def _intact(raw: bytes) -> dict[str, Any]:
+    event = _parse(raw)
+    if event is None or event.get("hash") != _event_hash(event):
+        raise ValueError("its last complete event was altered or damaged")
     return event
+
+
+def next_link(data: bytes) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(the event to chain the next one to, details of a torn last line that must be repaired first).
+
+    Only a last line cut short (no newline) counts as torn; any other damage is
+    tampering and raises ValueError, so nothing is appended to a chain that
+    cannot be trusted.
+    """
+    if not data:
+        return None, None
+    lines = data.split(b"\n")
+    if data.endswith(b"\n"):
+        return _intact(lines[-2]), None
+    intact = lines[:-1]
+    previous = _intact(intact[-1]) if intact else None
+    return previous, _damage(lines[-1], len(intact) + 1)

@@ -99,7 +99,9 @@ def ingest(
         }
         with progress_bar(opened.st_size, "storing original") as bar:
             stored = store.put_original(handle, intake=intake, actor=actor, size_hint=opened.st_size, progress=bar)
-    job = submit(store, queue, stored.evidence_id, "intake", {}, actor=actor,
-                 reason="duplicate upload" if stored.duplicate else "ingest") if enqueue else None
-    return Ingested(shown, stored.evidence_id, stored.duplicate, stored.size, stored.location,
-                    job.id if job else None)
+    job_id = None
+    if enqueue:
+        job, _ = submit(store, queue, stored.evidence_id, "intake", {}, actor=actor,
+                        reason="duplicate upload" if stored.duplicate else "ingest")
+        job_id = job.id
+    return Ingested(shown, stored.evidence_id, stored.duplicate, stored.size, stored.location, job_id)

@@ -14,34 +14,35 @@ from worker.queue import Job, JobQueue
 from worker.store import EvidenceStore
 
 
-def expected_run_id(evidence_id: str, pipeline: str, params: Mapping[str, Any], nonce: str | None) -> str:
-    """The run id a job will produce; JobError if the pipeline or parameters are wrong."""
+def _checked(evidence_id: str, pipeline: str, params: Mapping[str, Any], nonce: str | None) -> tuple[dict, str]:
+    """(the parameters in their one canonical form, the run id they name); JobError if they can never run."""
     try:
         found = registry.get(pipeline)
-        return run_id(evidence_id, found, found.resolve_params(params), nonce)
+        overrides = found.overrides(params)
+        return overrides, run_id(evidence_id, found, found.resolve_params(overrides), nonce)
     except (registry.UnknownPipeline, ParameterError) as exc:
         raise JobError(str(exc)) from None
 
 
 def submit(store: EvidenceStore, queue: JobQueue, evidence_id: str, pipeline: str,
-           params: Mapping[str, Any], *, actor: str, reason: str, nonce: str | None = None) -> Job:
-    expected_run_id(evidence_id, pipeline, params, nonce)  # refuse now what could never run
-    job, created = queue.enqueue(evidence_id, pipeline, params, nonce)
+           params: Mapping[str, Any], *, actor: str, reason: str, nonce: str | None = None) -> tuple[Job, str]:
+    """Queue a job (once: the same waiting job is not queued twice); returns it and its run id."""
+    overrides, rid = _checked(evidence_id, pipeline, params, nonce)
+    job, created = queue.enqueue(evidence_id, pipeline, overrides, nonce)
     if created:
         store.append_custody(evidence_id, custody.JOB_ENQUEUED, actor, {
-            "job_id": job.id, "pipeline": pipeline, "params": dict(params), "new_run": nonce is not None,
-            "reason": reason,
+            "job_id": job.id, "pipeline": pipeline, "params": overrides, "new_run": nonce is not None,
+            "run_id": rid, "reason": reason,
         })
-    return job
+    return job, rid
 
 
 def reprocess(store: EvidenceStore, queue: JobQueue, evidence_id: str, *, pipeline: str,
               params: Mapping[str, Any], new_run: bool, actor: str) -> tuple[Job, str]:
     """Queue ``pipeline`` again; the same parameters without ``new_run`` name the same run."""
     nonce = uuid.uuid4().hex if new_run else None
-    rid = expected_run_id(evidence_id, pipeline, params, nonce)
+    overrides, rid = _checked(evidence_id, pipeline, params, nonce)
     store.append_custody(evidence_id, custody.REPROCESS_REQUESTED, actor, {
-        "pipeline": pipeline, "params": dict(params), "new_run": new_run, "run_id": rid,
+        "pipeline": pipeline, "params": overrides, "new_run": new_run, "run_id": rid,
     })
-    job = submit(store, queue, evidence_id, pipeline, params, actor=actor, reason="reprocess", nonce=nonce)
-    return job, rid
+    return submit(store, queue, evidence_id, pipeline, overrides, actor=actor, reason="reprocess", nonce=nonce)

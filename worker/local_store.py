@@ -8,7 +8,8 @@ the same bytes end with one copy, one "ingested" and one "duplicate upload".
 
 A run is assembled in a hidden staging folder (outputs, then run.json) and
 renamed into ``runs/<run-id>`` in one step, so a crash never leaves anything
-that looks committed.
+that looks committed. Uploads and staging folders are locked by their owner
+while in progress; what a killed process left is recognised by its free lock.
 """
 
 from __future__ import annotations
@@ -19,15 +20,17 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import uuid
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from worker import custody
 from worker.errors import CustodyError, IntegrityError, NotFound, StoreFull
 from worker.fixity import copy_and_hash, fsync_dir, hash_file
+from worker.locks import OWNER_GRACE_S, abandoned, exclusive
 from worker.progress import SILENT, Progress
 from worker.store import EVIDENCE_ID, OUTPUT_NAME, RUN_RECORD, EvidenceStore, Stored, stored_name
 from worker.timestamps import utc_now
@@ -35,6 +38,8 @@ from worker.timestamps import utc_now
 _READ_ONLY_FILE = 0o444
 _READ_ONLY_DIR = 0o555
 _STAGING_PREFIX = ".staging-"
+_LOCK_SUFFIX = ".lock"
+_UPLOAD_PREFIX = "upload-"
 
 
 def _write_json_once(path: Path, value: Mapping[str, Any]) -> bool:
@@ -55,6 +60,10 @@ def _write_json_once(path: Path, value: Mapping[str, Any]) -> bool:
         return True
     finally:
         os.unlink(tmp)
+
+
+def _staging_lock(staging: Path) -> Path:
+    return staging.with_name(staging.name + _LOCK_SUFFIX)
 
 
 class LocalStore(EvidenceStore):
@@ -79,14 +88,9 @@ class LocalStore(EvidenceStore):
             raise NotFound(f"no original stored for {evidence_id}")
         return files[0]
 
-    @contextmanager
-    def _locked(self, evidence_id: str) -> Iterator[None]:
-        with open(self._item(evidence_id) / ".lock", "a+b") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+    def _locked(self, evidence_id: str) -> AbstractContextManager:
+        """Orders everything that changes one item: installing its original, appending custody."""
+        return exclusive(self._item(evidence_id) / ".lock")
 
     # -- originals ---------------------------------------------------------
 
@@ -103,10 +107,11 @@ class LocalStore(EvidenceStore):
     def put_original(self, source: BinaryIO, *, intake: Mapping[str, Any], actor: str,
                      size_hint: int | None = None, progress: Progress = SILENT) -> Stored:
         self._check_space(size_hint)
-        fd, tmp_name = tempfile.mkstemp(dir=self._incoming, prefix="upload-")
+        fd, tmp_name = tempfile.mkstemp(dir=self._incoming, prefix=_UPLOAD_PREFIX)
         tmp = Path(tmp_name)
         try:
             with os.fdopen(fd, "wb") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX)  # a live upload; see remove_abandoned_uploads
                 digest, size = copy_and_hash(source, handle, progress)
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -150,12 +155,22 @@ class LocalStore(EvidenceStore):
             }
             first_intake = _write_json_once(item / "evidence.json", record)
             if first_intake:
-                self._append_locked(digest, custody.INGESTED, actor, {
-                    "sha256": digest, "size": size, **intake,
-                })
+                self._append_locked(digest, custody.INGESTED, actor, {"sha256": digest, "size": size, **intake})
             else:
                 self._append_locked(digest, custody.DUPLICATE_UPLOAD, actor, {"size": size, **intake})
         return Stored(digest, size, duplicate=not first_intake, location=str(self._original(digest)))
+
+    def remove_abandoned_uploads(self) -> list[str]:
+        removed = []
+        for path in self._incoming.glob(f"{_UPLOAD_PREFIX}*"):
+            try:
+                if time.time() - path.stat().st_mtime < OWNER_GRACE_S or not abandoned(path):
+                    continue
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            removed.append(str(path))
+        return removed
 
     def _verified_copy(self, evidence_id: str, target: BinaryIO | None, progress: Progress) -> None:
         path = self._original(evidence_id)
@@ -201,11 +216,18 @@ class LocalStore(EvidenceStore):
         with open(path, "a+b") as handle:
             handle.seek(0)
             try:
-                previous = custody.last_event(handle.read())
+                previous, torn = custody.next_link(handle.read())
             except ValueError as exc:
                 raise CustodyError(f"custody log of {evidence_id} cannot be extended safely: {exc}") from None
+            lines = b""
+            if torn is not None:
+                # A power cut or full disk cut the last event short. Keep its bytes, end the line, and
+                # record the repair in the chain before the new event.
+                previous = custody.new_event(previous, event=custody.CUSTODY_REPAIRED, evidence_id=evidence_id,
+                                             actor=actor, details=torn)
+                lines = b"\n" + custody.encode(previous)
             entry = custody.new_event(previous, event=event, evidence_id=evidence_id, actor=actor, details=details)
-            handle.write(custody.encode(entry))
+            handle.write(lines + custody.encode(entry))
             handle.flush()
             os.fsync(handle.fileno())
         if not existed:
@@ -246,40 +268,56 @@ class LocalStore(EvidenceStore):
         for name in files:
             if not OUTPUT_NAME.match(name) or name == RUN_RECORD:
                 raise ValueError(f"{name!r} cannot be an output name")
-        runs = final.parent
-        runs.mkdir(exist_ok=True)
-        staging = runs / f"{_STAGING_PREFIX}{run_id}-{uuid.uuid4().hex[:12]}"
-        staging.mkdir()
-        try:
-            outputs = {}
-            for name, source in sorted(files.items()):
-                with open(source, "rb", buffering=0) as src, open(staging / name, "xb") as dst:
-                    digest, size = copy_and_hash(src, dst)
-                    dst.flush()
-                    os.fsync(dst.fileno())
-                os.chmod(staging / name, _READ_ONLY_FILE)
-                outputs[name] = {"sha256": digest, "size": size}
-            full = {**record, "outputs": outputs, "committed_at": utc_now()}
-            _write_json_once(staging / RUN_RECORD, full)  # last file written: this is the commit record
-            fsync_dir(staging)
+        final.parent.mkdir(exist_ok=True)
+        staging = final.with_name(f"{_STAGING_PREFIX}{run_id}-{uuid.uuid4().hex[:12]}")
+        # Locked before the folder exists: discard_uncommitted never sees this folder unlocked.
+        with exclusive(_staging_lock(staging)):
+            staging.mkdir()
             try:
-                os.rename(staging, final)
-            except OSError as exc:
-                if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
-                    return None  # another attempt committed this run first; keep theirs
-                raise
-            fsync_dir(runs)
-            os.chmod(final, _READ_ONLY_DIR)
-            return full
-        finally:
-            if staging.exists():
-                shutil.rmtree(staging, ignore_errors=True)
+                return self._fill_and_rename(staging, final, files, record)
+            finally:
+                if staging.exists():
+                    shutil.rmtree(staging, ignore_errors=True)
+                _staging_lock(staging).unlink(missing_ok=True)
+
+    def _fill_and_rename(self, staging: Path, final: Path, files: Mapping[str, Path],
+                         record: Mapping[str, Any]) -> dict[str, Any] | None:
+        outputs = {}
+        for name, source in sorted(files.items()):
+            with open(source, "rb", buffering=0) as src, open(staging / name, "xb") as dst:
+                digest, size = copy_and_hash(src, dst)
+                dst.flush()
+                os.fsync(dst.fileno())
+            os.chmod(staging / name, _READ_ONLY_FILE)
+            outputs[name] = {"sha256": digest, "size": size}
+        full = {**record, "outputs": outputs, "committed_at": utc_now()}
+        _write_json_once(staging / RUN_RECORD, full)  # last file written: this is the commit record
+        fsync_dir(staging)
+        try:
+            os.rename(staging, final)
+        except OSError as exc:
+            if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                return None  # another attempt committed this run first; keep theirs
+            raise
+        fsync_dir(final.parent)
+        os.chmod(final, _READ_ONLY_DIR)
+        return full
+
+    def _staging_folders(self, evidence_id: str, run_id: str = "") -> list[Path]:
+        runs = self._item(evidence_id) / "runs"
+        if not runs.is_dir():
+            return []
+        return sorted(p for p in runs.glob(f"{_STAGING_PREFIX}{run_id}*") if p.is_dir())
 
     def discard_uncommitted(self, evidence_id: str, run_id: str) -> None:
-        runs = self._item(evidence_id) / "runs"
-        if runs.is_dir():
-            for leftover in runs.glob(f"{_STAGING_PREFIX}{run_id}-*"):
-                shutil.rmtree(leftover, ignore_errors=True)
+        for staging in self._staging_folders(evidence_id, f"{run_id}-"):
+            try:
+                if not abandoned(_staging_lock(staging)):
+                    continue  # a live worker is committing it
+            except FileNotFoundError:
+                pass  # its owner got as far as removing its lock
+            shutil.rmtree(staging, ignore_errors=True)
+            _staging_lock(staging).unlink(missing_ok=True)
 
     def run_records(self, evidence_id: str) -> list[dict[str, Any]]:
         runs = self._item(evidence_id) / "runs"
@@ -311,10 +349,7 @@ class LocalStore(EvidenceStore):
             raise NotFound(f"run {run_id} has no output {name!r}") from None
 
     def uncommitted_leftovers(self, evidence_id: str) -> list[str]:
-        runs = self._item(evidence_id) / "runs"
-        if not runs.is_dir():
-            return []
-        return sorted(str(p) for p in runs.iterdir() if p.name.startswith(_STAGING_PREFIX))
+        return [str(p) for p in self._staging_folders(evidence_id)]
 
     def location(self, evidence_id: str, run_id: str | None = None) -> str:
         return str(self._run_dir(evidence_id, run_id) if run_id else self._item(evidence_id))

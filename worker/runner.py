@@ -27,7 +27,7 @@ from worker.progress import progress_bar
 from worker.queue import Job
 from worker.store import EvidenceStore, stored_name
 from worker.timestamps import utc_now
-from worker.workdirs import private_workdir
+from worker.workdirs import private_workdir, remove_abandoned
 
 log = logging.getLogger("evidence.runner")
 
@@ -77,6 +77,8 @@ class Runner:
             raise JobError(f"no evidence item {job.evidence_id} in the store") from None
         if self.store.is_committed(job.evidence_id, rid):
             log.info("run already committed; nothing to do", extra={"job_id": job.id, "run_id": rid})
+            with protect():
+                self._log_commit_if_missing(job, rid)
             return Outcome(rid, committed=False)
 
         with protect():
@@ -85,6 +87,7 @@ class Runner:
                 "run_id": rid, "pipeline": pipeline.name, "version": pipeline.version, "params": params,
                 "job_id": job.id, "attempt": job.attempts,
             })
+        committed = None
         try:
             with private_workdir(self.work_dir, rid) as workdir:
                 record, files = self._run_steps(job, pipeline, params, rid, workdir, started)
@@ -97,6 +100,8 @@ class Runner:
                             "run_id": rid, "job_id": job.id, "outputs": committed["outputs"],
                         })
         except BaseException as exc:
+            if committed is not None or self.store.is_committed(job.evidence_id, rid):
+                raise  # the run is committed; a late error or stop signal changes nothing about it
             interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
             with protect():
                 self.store.append_custody(
@@ -109,6 +114,26 @@ class Runner:
             log.info("another attempt committed this run first", extra={"job_id": job.id, "run_id": rid})
             return Outcome(rid, committed=False)
         return Outcome(rid, committed=True, record=committed)
+
+    def _log_commit_if_missing(self, job: Job, rid: str) -> None:
+        """A worker killed between commit and custody event leaves a committed run unlogged; log it now."""
+        chain = self.store.custody(job.evidence_id)
+        if any(e.get("event") == custody.RUN_COMMITTED and (e.get("details") or {}).get("run_id") == rid
+               for e in chain.events):
+            return
+        record = next(r for r in self.store.run_records(job.evidence_id) if r.get("run_id") == rid)
+        self.store.append_custody(job.evidence_id, custody.RUN_COMMITTED, self.actor, {
+            "run_id": rid, "job_id": record.get("job_id"), "outputs": record.get("outputs"),
+            "recovered": "the worker that committed this run stopped before logging it",
+        })
+        log.warning("logged a run committed by a worker that stopped before logging it",
+                    extra={"job_id": job.id, "run_id": rid})
+
+    def clean_up_after_crashes(self) -> None:
+        """Remove work folders and partial uploads of processes that died (they hold unredacted bytes)."""
+        remove_abandoned(self.work_dir)
+        for path in self.store.remove_abandoned_uploads():
+            log.warning("removed a partial upload of a process that stopped mid-copy", extra={"path": path})
 
     def _run_steps(self, job: Job, pipeline: Pipeline, params: dict[str, Any], rid: str,
                    workdir: Path, started: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Path]]:

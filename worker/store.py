@@ -51,6 +51,10 @@ class EvidenceStore(ABC):
         """Store ``source`` write-once under its SHA-256; log "ingested" or "duplicate upload"."""
 
     @abstractmethod
+    def remove_abandoned_uploads(self) -> list[str]:
+        """Delete partial uploads whose process died mid-copy (unredacted bytes must not linger)."""
+
+    @abstractmethod
     def fetch_original(self, evidence_id: str, dest: Path, progress: Progress = SILENT) -> Path:
         """Copy the original to ``dest``, re-verifying its SHA-256 (IntegrityError on mismatch)."""
 

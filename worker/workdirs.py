@@ -7,7 +7,6 @@ killed worker (its lock no longer held) is removed when any worker starts.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import shutil
 import tempfile
@@ -16,11 +15,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from worker.locks import OWNER_GRACE_S, abandoned, exclusive
+
 log = logging.getLogger("evidence.workdirs")
 
 LOCK = ".lock"
-# A folder this young may be one whose owner has not taken its lock yet.
-_GRACE_S = 60
 
 
 @contextmanager
@@ -28,8 +27,7 @@ def private_workdir(root: Path, prefix: str) -> Iterator[Path]:
     root.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir=root))
     try:
-        with open(folder / LOCK, "wb") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with exclusive(folder / LOCK):
             yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -44,12 +42,10 @@ def remove_abandoned(root: Path) -> list[Path]:
         if not folder.is_dir():
             continue
         try:
-            with open(folder / LOCK, "rb") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            continue  # its worker is alive
+            if not abandoned(folder / LOCK):
+                continue  # its worker is alive
         except FileNotFoundError:
-            if time.time() - folder.stat().st_mtime < _GRACE_S:
+            if time.time() - folder.stat().st_mtime < OWNER_GRACE_S:
                 continue
         shutil.rmtree(folder, ignore_errors=True)
         removed.append(folder)

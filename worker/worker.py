@@ -16,7 +16,6 @@ from contextlib import contextmanager
 from worker.inbox import Inbox
 from worker.queue import DEAD, Job, JobQueue
 from worker.runner import Runner, describe, is_retryable
-from worker.workdirs import remove_abandoned
 
 log = logging.getLogger("evidence.worker")
 
@@ -97,7 +96,7 @@ class Worker:
                     watcher = threading.Thread(target=self.inbox.watch, name="inbox", daemon=True,
                                                args=(self.stopping, self.poll_interval_s))
                     watcher.start()
-            remove_abandoned(self.runner.work_dir)
+            self.runner.clean_up_after_crashes()
             log.info("worker started", extra={"once": once})
             while not self.stopping.is_set():
                 try:
