@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -35,12 +36,16 @@ class _Heartbeat(threading.Thread):
         self.lost = threading.Event()
 
     def run(self) -> None:
+        renewed = time.monotonic()
         while not self.stop.wait(self.interval_s):
             try:
                 alive = self.queue.heartbeat(self.job, self.visibility_timeout_s)
             except Exception:
-                log.exception("heartbeat failed; trying again", extra={"job_id": self.job.id})
-                continue
+                log.exception("heartbeat failed", extra={"job_id": self.job.id})
+                # Unrenewed this long, the lease has expired and another worker may hold the job.
+                alive = time.monotonic() - renewed < self.visibility_timeout_s
+            else:
+                renewed = time.monotonic()
             if not alive:
                 self.lost.set()
                 log.error("lease lost; this run will not be committed", extra={"job_id": self.job.id})
