@@ -26,7 +26,3 @@ def get(name: str) -> Pipeline:
         return _PIPELINES[name]
     except KeyError:
         raise UnknownPipeline(name) from None
-
-
-def names() -> list[str]:
-    return sorted(_PIPELINES)
