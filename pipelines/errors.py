@@ -14,4 +14,8 @@ class RejectedInput(StepError):
 
 
 class MediaToolError(StepError):
-    """ffmpeg or ffprobe failed or timed out on input that passed the format checks."""
+    """ffmpeg or ffprobe could not be run, or ran too long."""
+
+
+class MediaRefused(MediaToolError):
+    """The tool ran and refused the input (non-zero exit): the input, not the tool, is at fault."""

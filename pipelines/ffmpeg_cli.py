@@ -18,7 +18,7 @@ from pathlib import Path
 
 import ffmpeg
 
-from pipelines.errors import MediaToolError
+from pipelines.errors import MediaRefused, MediaToolError
 
 PROTOCOL_WHITELIST = "file,pipe"
 
@@ -90,7 +90,7 @@ def ffprobe_json(
     ]
     done = run_tool(args, timeout=timeout)
     if done.returncode != 0:
-        raise MediaToolError(error_summary(done.stderr))
+        raise MediaRefused(error_summary(done.stderr))
     try:
         return json.loads(done.stdout.decode("utf-8", "replace") or "{}")
     except json.JSONDecodeError as exc:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines import ffmpeg_cli
-from pipelines.errors import MediaToolError, RejectedInput
+from pipelines.errors import MediaRefused, RejectedInput
 from pipelines.pipeline import DEFAULT_TOOLS, StepContext, StepResult, Tools
 from pipelines.sniff import Container, sniff_container
 
@@ -219,9 +219,7 @@ def probe_file(path: Path, params: Mapping[str, Any], tools: Tools = DEFAULT_TOO
             path, demuxer=container.demuxer,
             show=("-show_format", "-show_streams"), ffprobe_cmd=tools.ffprobe, timeout=tools.timeout_s,
         )
-    except MediaToolError as exc:
-        if "ran longer" in str(exc) or "cannot run" in str(exc):
-            raise
+    except MediaRefused as exc:
         raise RejectedInput(f"it starts like {container.family} but cannot be read as one: {exc}") from exc
     videos, audios = _check_streams(report, container, params)
     duration = _duration(report)

@@ -83,6 +83,12 @@ class ChainReport:
         return not self.problems
 
 
+def _split(data: bytes) -> tuple[list[bytes], bytes | None]:
+    """(the complete lines, the bytes after the last newline if a write was cut short)."""
+    *complete, tail = data.split(b"\n")
+    return complete, tail or None
+
+
 def _parse(raw: bytes) -> dict[str, Any] | None:
     try:
         event = json.loads(raw)
@@ -100,7 +106,8 @@ def verify_chain(data: bytes, evidence_id: str) -> ChainReport:
     report = ChainReport()
     if data and not data.endswith(b"\n"):
         report.problems.append("the last event is incomplete (torn write or truncation)")
-    lines: Sequence[bytes] = data.splitlines()
+    complete, torn = _split(data)
+    lines: Sequence[bytes] = complete + ([torn] if torn else [])
     expected_prev: str | None = GENESIS
     expected_seq: int | None = 0
     for number, raw in enumerate(lines, start=1):
@@ -147,11 +154,6 @@ def next_link(data: bytes) -> tuple[dict[str, Any] | None, dict[str, Any] | None
     tampering and raises ValueError, so nothing is appended to a chain that
     cannot be trusted.
     """
-    if not data:
-        return None, None
-    lines = data.split(b"\n")
-    if data.endswith(b"\n"):
-        return _intact(lines[-2]), None
-    intact = lines[:-1]
-    previous = _intact(intact[-1]) if intact else None
-    return previous, _damage(lines[-1], len(intact) + 1)
+    complete, torn = _split(data)
+    previous = _intact(complete[-1]) if complete else None
+    return previous, _damage(torn, len(complete) + 1) if torn else None

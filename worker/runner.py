@@ -72,7 +72,7 @@ class Runner:
         """Run ``job``; store writes happen inside ``protect()`` (the worker's shield from stop signals)."""
         pipeline, params, rid = plan(job)
         try:
-            self.store.evidence(job.evidence_id)
+            evidence = self.store.evidence(job.evidence_id)
         except NotFound:
             raise JobError(f"no evidence item {job.evidence_id} in the store") from None
         if self.store.is_committed(job.evidence_id, rid):
@@ -90,7 +90,7 @@ class Runner:
         committed = None
         try:
             with private_workdir(self.work_dir, rid) as workdir:
-                record, files = self._run_steps(job, pipeline, params, rid, workdir, started)
+                record, files = self._run_steps(job, evidence, pipeline, params, rid, workdir, started)
                 if lease_lost is not None and lease_lost.is_set():
                     raise LeaseLost("the job's lease was lost during the run; another worker may be running it")
                 with protect():
@@ -135,9 +135,8 @@ class Runner:
         for path in self.store.remove_abandoned_uploads():
             log.warning("removed a partial upload of a process that stopped mid-copy", extra={"path": path})
 
-    def _run_steps(self, job: Job, pipeline: Pipeline, params: dict[str, Any], rid: str,
+    def _run_steps(self, job: Job, evidence: Mapping[str, Any], pipeline: Pipeline, params: dict[str, Any], rid: str,
                    workdir: Path, started: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Path]]:
-        evidence = self.store.evidence(job.evidence_id)
         inputs = workdir / "input"
         inputs.mkdir()
         original = inputs / stored_name(str(evidence.get("original_name", "")))

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from worker.custody import ChainReport
+from worker.errors import NotFound
 from worker.progress import SILENT, Progress
 
 EVIDENCE_ID = re.compile(r"^[0-9a-f]{64}$")
@@ -117,8 +118,6 @@ class EvidenceStore(ABC):
 
     def resolve(self, prefix: str) -> str:
         """The full evidence id that ``prefix`` (at least 6 hex digits) names."""
-        from worker.errors import NotFound
-
         prefix = prefix.strip().lower()
         if EVIDENCE_ID.match(prefix):
             self.evidence(prefix)
