@@ -19,3 +19,13 @@ class MediaToolError(StepError):
 
 class MediaRefused(MediaToolError):
     """The tool ran and refused the input (non-zero exit): the input, not the tool, is at fault."""
+
+
+class OverMemoryCeiling(MediaToolError):
+    """A media tool needed more memory than its ceiling; the same ceiling gives the same result."""
+
+    retryable = False
+
+
+class NoSpace(StepError):
+    """A media tool could not write: the disk is full. An outage, retried once space is freed."""

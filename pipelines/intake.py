@@ -9,7 +9,7 @@ from pipelines.pipeline import Pipeline, Step
 
 INTAKE = Pipeline(
     name="intake",
-    version="1",
+    version="2",
     steps=(Step("probe", probe.run),),
-    defaults={f"probe.{key}": value for key, value in probe.DEFAULTS.items()},
+    params={f"probe.{key}": param for key, param in probe.PARAMS.items()},
 )

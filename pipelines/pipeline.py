@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,11 +18,14 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Tools:
-    """Where the media tools are and how long one call may take."""
+    """Where the media tools are, and the limits every call of them runs under."""
 
     ffmpeg: str = "ffmpeg"
     ffprobe: str = "ffprobe"
     timeout_s: float = 600.0
+    threads: int = 2                          # decoder/encoder threads; each one multiplies frame memory
+    memory_limit_bytes: int = 3 * 2**30       # RLIMIT_AS of every child
+    max_pixels: int = 8192 * 4320             # pixels of one frame (8K); a bigger frame is never decoded
 
 
 DEFAULT_TOOLS = Tools()
@@ -52,11 +56,35 @@ class Step:
 
 
 class ParameterError(ValueError):
-    """A parameter that the pipeline does not have, or a value of the wrong kind."""
+    """A parameter that the pipeline does not have, or a value of the wrong kind or out of range."""
 
 
-def _coerce(key: str, value: Any, default: Any) -> Any:
-    kind = type(default)
+@dataclass(frozen=True)
+class Param:
+    """One pipeline parameter: its default (which fixes its type) and the range it may take."""
+
+    default: Any
+    minimum: float | None = None
+    maximum: float | None = None
+
+    def coerce(self, key: str, value: Any) -> Any:
+        """``value`` in the default's type, checked against the range; ParameterError otherwise."""
+        kind = type(self.default)
+        value = _parse(key, value, kind)
+        if kind is float and not math.isfinite(value):
+            raise ParameterError(f"parameter {key!r} takes a finite number, not {value!r}")
+        if kind in (int, float):
+            if (self.minimum is not None and value < self.minimum) or (self.maximum is not None and value > self.maximum):
+                raise ParameterError(f"parameter {key!r} takes {self._range()}, not {value!r}")
+        return value
+
+    def _range(self) -> str:
+        if self.minimum is not None and self.maximum is not None:
+            return f"a value from {self.minimum:g} to {self.maximum:g}"
+        return f"a value of at least {self.minimum:g}" if self.minimum is not None else f"at most {self.maximum:g}"
+
+
+def _parse(key: str, value: Any, kind: type) -> Any:
     if isinstance(value, str) and kind is not str:
         text = value.strip().lower()
         try:
@@ -81,25 +109,29 @@ class Pipeline:
     name: str
     version: str
     steps: tuple[Step, ...]
-    defaults: Mapping[str, Any] = field(default_factory=dict)  # "step.param" -> default value
+    params: Mapping[str, Param] = field(default_factory=dict)  # "step.param" -> its definition
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return {key: param.default for key, param in self.params.items()}
 
     def resolve_params(self, overrides: Mapping[str, Any]) -> dict[str, Any]:
-        """Defaults with ``overrides`` applied, each checked against the default's type."""
-        unknown = sorted(set(overrides) - set(self.defaults))
+        """Defaults with ``overrides`` applied, each checked against its type and range."""
+        unknown = sorted(set(overrides) - set(self.params))
         if unknown:
-            known = ", ".join(sorted(self.defaults)) or "none"
+            known = ", ".join(sorted(self.params)) or "none"
             raise ParameterError(
                 f"pipeline {self.name!r} has no parameter {', '.join(map(repr, unknown))} (it has: {known})"
             )
-        params = dict(self.defaults)
+        params = self.defaults
         for key, value in overrides.items():
-            params[key] = _coerce(key, value, self.defaults[key])
+            params[key] = self.params[key].coerce(key, value)
         return params
 
     def overrides(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """Only what differs from the defaults, in its proper type: one spelling per run."""
         resolved = self.resolve_params(params)
-        return {key: value for key, value in resolved.items() if value != self.defaults[key]}
+        return {key: value for key, value in resolved.items() if value != self.params[key].default}
 
     def step_params(self, step: Step, params: Mapping[str, Any]) -> dict[str, Any]:
         prefix = step.name + "."
@@ -108,7 +140,8 @@ class Pipeline:
 
 def canonical_json(value: Any) -> bytes:
     """One byte string per value: sorted keys, no spaces, UTF-8. Used wherever we hash JSON."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False).encode("utf-8")
 
 
 def run_id(evidence_id: str, pipeline: Pipeline, params: Mapping[str, Any], nonce: str | None) -> str:

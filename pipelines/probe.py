@@ -1,9 +1,13 @@
 """probe: is this an allowed, readable audio/video file, and what is in it?
 
-Three gates, cheapest first: the first bytes must look like an allowlisted
-container (pipelines.sniff); ffprobe, allowed only that container's demuxer,
-must read it; ffmpeg must decode the first and the last seconds. Anything
-else is RejectedInput with a reason a person can act on.
+Gates, cheapest first: the first bytes must look like an allowlisted
+container (pipelines.sniff); an MP4/MOV must not take its media from other
+files (pipelines.mp4_boxes); ffprobe, allowed only that container's demuxer
+and the allowlisted decoders, lists the streams without decoding any, and
+every stream must be allowed and every frame small enough
+(pipelines.streams, ``media.max_pixels``); then ffprobe reads the stream
+details and ffmpeg must decode the first and the last seconds. Anything else
+is RejectedInput with a reason a person can act on.
 
 Facts that identify people or places (creation time, device, GPS, and every
 raw metadata tag) go to the ``restricted`` part of probe.json only: never to
@@ -19,29 +23,19 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pipelines import ffmpeg_cli
+from pipelines import ffmpeg_cli, mp4_boxes, streams
 from pipelines.errors import MediaRefused, RejectedInput
-from pipelines.pipeline import DEFAULT_TOOLS, StepContext, StepResult, Tools
-from pipelines.sniff import Container, sniff_container
+from pipelines.pipeline import DEFAULT_TOOLS, Param, StepContext, StepResult, Tools
+from pipelines.sniff import MP4, Container, sniff_container
 
-DEFAULTS: dict[str, Any] = {
-    "max_duration_s": 12 * 3600.0,
-    "max_size_bytes": 256 * 2**30,
-    "min_dimension": 16,
-    "max_dimension": 16384,
-    "decode_seconds": 3.0,
+PARAMS: dict[str, Param] = {
+    "max_duration_s": Param(12 * 3600.0, minimum=1, maximum=7 * 86400),
+    "max_size_bytes": Param(256 * 2**30, minimum=1, maximum=2**50),
+    "min_dimension": Param(16, minimum=1, maximum=65536),
+    "max_dimension": Param(16384, minimum=1, maximum=65536),
+    "decode_seconds": Param(3.0, minimum=0.5, maximum=600),
 }
-
-# Codecs that field cameras, phones and audio recorders actually write.
-VIDEO_CODECS = frozenset({
-    "h264", "hevc", "mpeg4", "mpeg2video", "mpeg1video", "mjpeg", "vp8", "vp9", "av1",
-    "dvvideo", "h263", "prores", "ffv1", "theora", "msmpeg4v2", "msmpeg4v3",
-})
-AUDIO_CODECS = frozenset({
-    "aac", "mp3", "mp2", "ac3", "eac3", "opus", "vorbis", "flac", "alac", "amr_nb", "amr_wb",
-    "pcm_s16le", "pcm_s16be", "pcm_s24le", "pcm_s24be", "pcm_s32le", "pcm_f32le", "pcm_u8",
-    "pcm_mulaw", "pcm_alaw", "pcm_bluray", "pcm_dvd", "adpcm_ima_wav", "gsm_ms",
-})
+DEFAULTS: dict[str, Any] = {key: param.default for key, param in PARAMS.items()}
 
 # Metadata keys that say when, where or with what a recording was made.
 _CREATION_KEYS = ("creation_time", "com.apple.quicktime.creationdate", "date")
@@ -89,10 +83,6 @@ def _rotation(stream: Mapping[str, Any]) -> int:
     return 0
 
 
-def _is_cover_art(stream: Mapping[str, Any]) -> bool:
-    return bool((stream.get("disposition") or {}).get("attached_pic"))
-
-
 def restricted_facts(report: Mapping[str, Any]) -> dict[str, Any]:
     """When, where and with what the recording was made, plus every raw tag."""
     format_tags = (report.get("format") or {}).get("tags") or {}
@@ -117,33 +107,66 @@ def _stream_summary(stream: Mapping[str, Any]) -> dict[str, Any]:
         "codec": stream.get("codec_name"),
         "duration_s": _float(stream.get("duration")),
         "language": (stream.get("tags") or {}).get("language"),
-        "cover_art": _is_cover_art(stream),
+        "cover_art": streams.is_cover_art(stream),
     }
 
 
-def _check_streams(report: Mapping[str, Any], container: Container, params: Mapping[str, Any]):
-    streams = report.get("streams", [])
-    videos = [s for s in streams if s.get("codec_type") == "video" and not _is_cover_art(s)]
-    audios = [s for s in streams if s.get("codec_type") == "audio"]
-    if container.audio_only:
-        videos = []
-    if not videos and not audios:
-        raise RejectedInput("the file has no audio or video stream")
+def _check_frame_sizes(videos: list[dict], params: Mapping[str, Any], tools: Tools) -> None:
     for stream in videos:
-        codec = stream.get("codec_name")
-        if codec not in VIDEO_CODECS:
-            raise RejectedInput(f"video codec {codec!r} is not on the allowlist")
         width, height = int(stream.get("width") or 0), int(stream.get("height") or 0)
+        if not width or not height:
+            continue  # the container does not say; the decoders' own -max_pixels cap still holds
         low, high = params["min_dimension"], params["max_dimension"]
         if min(width, height) < low or max(width, height) > high:
             raise RejectedInput(
                 f"video is {width}x{height} pixels; accepted sizes are {low} to {high} pixels a side"
             )
-    for stream in audios:
-        codec = stream.get("codec_name")
-        if codec not in AUDIO_CODECS:
-            raise RejectedInput(f"audio codec {codec!r} is not on the allowlist")
-    return videos, audios
+        if width * height > tools.max_pixels:
+            raise RejectedInput(
+                f"stream {stream.get('index')}: a frame of {width}x{height} is {width * height:,} pixels; the limit"
+                f" is media.max_pixels = {tools.max_pixels:,} (8K is 33,177,600), which keeps a decompression"
+                " bomb from exhausting memory. If the recording is genuine, raise it ([media] max_pixels or"
+                " EVIDENCE_MEDIA__MAX_PIXELS) and retry the job"
+            )
+
+
+def _inventory(path: Path, container: Container, params: Mapping[str, Any], tools: Tools) -> dict:
+    """Every stream as the container declares it, before any frame is decoded; RejectedInput naming a bad one.
+
+    ffprobe does not gather stream information here (no packet is decoded)
+    and may open only allowlisted decoders, so it refuses a file with any
+    other stream as a whole; ffmpeg's stream listing then names that stream.
+    """
+    try:
+        report = ffmpeg_cli.ffprobe_json(path, demuxer=container.demuxer, tools=tools,
+                                         extra=("-nofind_stream_info",), cap_pixels=False)
+    except MediaRefused as exc:
+        listed = {"streams": ffmpeg_cli.listed_streams(path, demuxer=container.demuxer, tools=tools)}
+        streams.check_streams(listed, audio_only=container.audio_only)
+        raise RejectedInput(f"it starts like {container.family} but cannot be read as one: {exc}") from exc
+    streams.check_streams(report, audio_only=container.audio_only)
+    videos, audios = streams.main_streams(report, audio_only=container.audio_only)
+    if not videos and not audios:
+        raise RejectedInput("the file has no audio or video stream")
+    _check_frame_sizes(videos, params, tools)
+    return report
+
+
+def _layout_warnings(path: Path, container: Container) -> list[str]:
+    """RejectedInput for an MP4/MOV whose media lives elsewhere; warnings for bytes after its end."""
+    if container is not MP4:
+        return []
+    layout = mp4_boxes.read_layout(path)
+    if layout.external_references:
+        raise RejectedInput(
+            "it refers to media outside itself, which is never opened: " + "; ".join(layout.external_references[:3])
+        )
+    if not layout.trailing_bytes:
+        return []
+    head = layout.trailing_head
+    kind = " (a ZIP archive)" if head.startswith(b"PK\x03\x04") else ""
+    return [f"{layout.trailing_bytes} bytes follow the end of the MP4 structure{kind}, starting {head.hex(' ')};"
+            " they are kept in the original but are not part of the recording"]
 
 
 def _duration(report: Mapping[str, Any]) -> float:
@@ -160,10 +183,9 @@ def _variable_frame_rate(path: Path, container: Container, tools: Tools) -> bool
     report = ffmpeg_cli.ffprobe_json(
         path,
         demuxer=container.demuxer,
+        tools=tools,
         show=("-show_entries", "packet=pts_time"),
         extra=("-select_streams", "v:0", "-read_intervals", f"%+{_VFR_WINDOW_S}"),
-        ffprobe_cmd=tools.ffprobe,
-        timeout=tools.timeout_s,
     )
     times = sorted(t for p in report.get("packets", []) if (t := _float(p.get("pts_time"))) is not None)
     deltas = [b - a for a, b in itertools.pairwise(times) if b > a]
@@ -174,10 +196,8 @@ def _variable_frame_rate(path: Path, container: Container, tools: Tools) -> bool
 
 
 def _decode_window(path: Path, container: Container, seconds: float, from_end: bool, tools: Tools) -> dict:
-    args = ffmpeg_cli.decode_args(
-        path, demuxer=container.demuxer, seconds=seconds, from_end=from_end, ffmpeg_cmd=tools.ffmpeg
-    )
-    done = ffmpeg_cli.run_tool(args, timeout=tools.timeout_s)
+    args = ffmpeg_cli.decode_args(path, demuxer=container.demuxer, seconds=seconds, from_end=from_end, tools=tools)
+    done = ffmpeg_cli.run_tool(args, tools)
     where = "last" if from_end else "first"
     if done.returncode != 0:
         raise RejectedInput(
@@ -214,20 +234,25 @@ def probe_file(path: Path, params: Mapping[str, Any], tools: Tools = DEFAULT_TOO
     if size > params["max_size_bytes"]:
         raise RejectedInput(f"the file is {size} bytes; the limit is {params['max_size_bytes']} bytes")
     container = sniff_container(path)
+    layout_warnings = _layout_warnings(path, container)
+    _inventory(path, container, params, tools)
     try:
-        report = ffmpeg_cli.ffprobe_json(
-            path, demuxer=container.demuxer,
-            show=("-show_format", "-show_streams"), ffprobe_cmd=tools.ffprobe, timeout=tools.timeout_s,
-        )
+        report = ffmpeg_cli.ffprobe_json(path, demuxer=container.demuxer, tools=tools)
     except MediaRefused as exc:
-        raise RejectedInput(f"it starts like {container.family} but cannot be read as one: {exc}") from exc
-    videos, audios = _check_streams(report, container, params)
+        raise RejectedInput(
+            f"it starts like {container.family} but its streams cannot be read: {exc}"
+            f" (frames are decoded only up to media.max_pixels = {tools.max_pixels:,} pixels)"
+        ) from exc
+    streams.check_streams(report, audio_only=container.audio_only)  # what stream-information found, too
+    videos, audios = streams.main_streams(report, audio_only=container.audio_only)
+    _check_frame_sizes(videos, params, tools)
     duration = _duration(report)
     if duration > params["max_duration_s"]:
         raise RejectedInput(
             f"the recording is {duration:.0f} s long; the limit is {params['max_duration_s']:.0f} s"
         )
     decode, warnings = _check_decodes(path, container, duration, params, tools)
+    warnings = layout_warnings + warnings
 
     video = None
     if videos:
@@ -283,6 +308,6 @@ def run(ctx: StepContext) -> StepResult:
         files={"probe.json": out},
         facts=facts,
         warnings=warnings,
-        tools={name: ffmpeg_cli.tool_version(cmd) for name, cmd in
+        tools={name: ffmpeg_cli.tool_version(ctx.tools, cmd) for name, cmd in
                (("ffprobe", ctx.tools.ffprobe), ("ffmpeg", ctx.tools.ffmpeg))},
     )

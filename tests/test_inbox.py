@@ -6,7 +6,6 @@ import hashlib
 import os
 import threading
 import time
-from functools import partial
 from pathlib import Path
 
 import pytest
@@ -14,13 +13,20 @@ from conftest import SAMPLE_VIDEO, Cli
 
 from worker.config import Settings
 from worker.inbox import Inbox
-from worker.intake import ingest
+from worker.intake import ingest_handle
 from worker.local_store import LocalStore
 from worker.sqlite_queue import SqliteQueue
 
 
 def make_inbox(folder: Path, store: LocalStore, queue: SqliteQueue, stable_s: float = 0.3) -> Inbox:
-    return Inbox(folder, partial(ingest, store, queue, actor="inbox-test", follow_symlinks=False), stable_s=stable_s)
+    def ingest_one(handle, name, shown):
+        return ingest_handle(store, queue, handle, source=shown, name=name, actor="inbox-test")
+
+    return Inbox(folder, ingest_one, store, stable_s=stable_s, actor="inbox-test")
+
+
+def note(inbox: Inbox, name: str) -> Path:
+    return inbox.folder / ".error" / f"{name}.txt"
 
 
 def scan_until(inbox: Inbox, condition, timeout: float = 20) -> None:
@@ -73,8 +79,7 @@ def test_a_file_that_cannot_be_stored_stays_in_the_inbox_with_a_note(tmp_path: P
     inbox.scan()
     inbox.scan()
     assert target.read_bytes() == SAMPLE_VIDEO.read_bytes(), "the inbox copy must survive a failed store"
-    note = inbox.folder / "evidence.mp4.error"
-    assert "not ingested" in note.read_text()
+    assert "was not ingested" in note(inbox, "evidence.mp4").read_text()
     assert not list((inbox.folder / ".ingested").iterdir())
     # Unchanged file: not retried on every scan. Replaced file: tried again.
     (broken_root / ".incoming").unlink()
@@ -94,8 +99,8 @@ def test_directories_and_links_get_a_note_and_are_never_followed(tmp_path: Path,
     (inbox.folder / "link.mp4").symlink_to(secret)
     for _ in range(3):
         inbox.scan()
-    assert "a directory" in (inbox.folder / "a folder.error").read_text()
-    assert "not a regular file" in (inbox.folder / "link.mp4.error").read_text()
+    assert "a directory" in note(inbox, "a folder").read_text()
+    assert "not a regular file" in note(inbox, "link.mp4").read_text()
     assert store.evidence_ids() == []
     assert (inbox.folder / "link.mp4").is_symlink() and (inbox.folder / "a folder").is_dir()
 
@@ -149,17 +154,19 @@ def test_a_link_planted_at_the_note_name_is_replaced_not_followed(tmp_path: Path
     victim = tmp_path / "custody.jsonl"
     victim.write_text("precious\n")
     (inbox.folder / "x.mp4").symlink_to(tmp_path / "anything")
-    (inbox.folder / "x.mp4.error").symlink_to(victim)
+    (inbox.folder / ".error").mkdir()
+    note(inbox, "x.mp4").symlink_to(victim)
     inbox.scan()
     assert victim.read_text() == "precious\n"
-    assert not (inbox.folder / "x.mp4.error").is_symlink()
-    assert "not a regular file" in (inbox.folder / "x.mp4.error").read_text()
+    assert not note(inbox, "x.mp4").is_symlink()
+    assert "not a regular file" in note(inbox, "x.mp4").read_text()
 
 
 def test_one_bad_entry_does_not_stop_the_others(tmp_path: Path, store, queue):
     inbox = make_inbox(tmp_path / "inbox", store, queue, stable_s=0)
     (inbox.folder / "a").mkdir()
-    (inbox.folder / "a.error").mkdir()  # the note for "a" cannot be written
+    (inbox.folder / ".error").mkdir()
+    note(inbox, "a").mkdir()  # the note for "a" cannot be written
     (inbox.folder / "b.mp4").write_bytes(b"recording b")
     scan_until(inbox, lambda: not (inbox.folder / "b.mp4").exists())
     assert len(store.evidence_ids()) == 1
@@ -167,12 +174,16 @@ def test_one_bad_entry_does_not_stop_the_others(tmp_path: Path, store, queue):
 
 def test_a_stored_file_that_cannot_be_moved_is_not_stored_again_and_again(tmp_path: Path, store, queue):
     inbox = make_inbox(tmp_path / "inbox", store, queue, stable_s=0)
-    (inbox.folder / ".ingested").rmdir()
-    (inbox.folder / ".ingested").write_text("a file where the folder should be")
-    (inbox.folder / "c.mp4").write_bytes(b"recording c")
+    data = b"recording c"
+    short = hashlib.sha256(data).hexdigest()[:12]
+    done = inbox.folder / ".ingested"
+    done.mkdir()
+    for taken in ["c.mp4", f"c.mp4.{short}", *[f"c.mp4.{short}.{n}" for n in range(1, 1000)]]:
+        (done / taken).write_bytes(b"an earlier arrival")  # every name the move could take is taken
+    (inbox.folder / "c.mp4").write_bytes(data)
     for _ in range(4):
         inbox.scan()
     [evidence_id] = store.evidence_ids()
     assert [e["event"] for e in store.custody(evidence_id).events] == ["ingested", "job enqueued"]
-    note = (inbox.folder / "c.mp4.error").read_text()
-    assert f"stored as evidence {evidence_id}" in note and (inbox.folder / "c.mp4").exists()
+    text = note(inbox, "c.mp4").read_text()
+    assert f"stored as evidence {evidence_id}" in text and (inbox.folder / "c.mp4").exists()

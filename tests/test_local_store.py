@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import multiprocessing
 import os
@@ -14,9 +15,14 @@ from pathlib import Path
 import pytest
 
 from worker import custody
-from worker.errors import CustodyError, IntegrityError, StoreFull
-from worker.fixity import hash_file
+from worker.errors import CustodyError, IntegrityError
 from worker.local_store import LocalStore
+from worker.space import DiskFull
+
+
+def hash_file(path: Path) -> tuple[str, int]:
+    data = Path(path).read_bytes()
+    return hashlib.sha256(data).hexdigest(), len(data)
 
 INTAKE = {"original_name": "interview.mp4", "case": "C-1"}
 
@@ -35,8 +41,8 @@ def test_original_is_stored_read_only_under_its_sha256(store: LocalStore):
     assert stored.evidence_id == hash_file(path)[0]
     assert path.read_bytes() == b"footage bytes"
     assert path.name == "original.mp4"
-    assert stat.S_IMODE(path.stat().st_mode) == 0o444
-    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o555
+    assert stat.S_IMODE(path.stat().st_mode) == 0o400
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o500
     record = store.evidence(stored.evidence_id)
     assert (record["sha256"], record["size"], record["case"]) == (stored.evidence_id, 13, "C-1")
     assert events(store, stored.evidence_id) == [custody.INGESTED]
@@ -57,13 +63,15 @@ def test_same_bytes_again_keep_one_copy_and_log_a_duplicate_upload(store: LocalS
 
 def test_different_bytes_can_never_replace_an_original(store: LocalStore, tmp_path: Path):
     stored = put_bytes(store, b"the real original")
-    impostor = tmp_path / "impostor"
+    impostor = store.root / ".incoming" / "upload-impostor"
     impostor.write_bytes(b"forged bytes of the same length!")
     # Even handed the victim's id directly, installation must not replace the stored bytes.
-    store._install_original(impostor, stored.evidence_id, len(b"the real original"), INTAKE, "attacker")
-    assert Path(stored.location).read_bytes() == b"the real original"
-    with pytest.raises(IntegrityError):
-        store._install_original(impostor, stored.evidence_id, 999, INTAKE, "attacker")
+    with store._incoming() as incoming:
+        store._install_original(incoming, impostor.name, stored.evidence_id, len(b"the real original"), INTAKE,
+                                "attacker")
+        assert Path(stored.location).read_bytes() == b"the real original"
+        with pytest.raises(IntegrityError):
+            store._install_original(incoming, impostor.name, stored.evidence_id, 999, INTAKE, "attacker")
     assert Path(stored.location).read_bytes() == b"the real original"
     other = put_bytes(store, b"different bytes")
     assert other.evidence_id != stored.evidence_id
@@ -126,7 +134,7 @@ def test_hostile_names_are_kept_as_data_and_never_used_as_paths(store: LocalStor
 
 def test_an_upload_that_would_fill_the_disk_is_refused_before_copying(tmp_path: Path):
     store = LocalStore(tmp_path / "store", min_free_bytes=2**62)
-    with pytest.raises(StoreFull):
+    with pytest.raises(DiskFull, match="store.min_free_bytes"):
         store.put_original(io.BytesIO(b"x"), intake=INTAKE, actor="t", size_hint=1)
     assert store.evidence_ids() == []
 
@@ -135,14 +143,16 @@ def test_committed_runs_are_never_overwritten(store: LocalStore, tmp_path: Path)
     stored = put_bytes(store, b"video")
     out = tmp_path / "out.json"
     out.write_text("first")
-    record = store.commit_run(stored.evidence_id, "intake-v1-aaaa", {"out.json": out}, {"run_id": "intake-v1-aaaa"})
-    assert record["outputs"]["out.json"]["sha256"] == hash_file(out)[0]
+    committed = store.commit_run(stored.evidence_id, "intake-v1-aaaa", {"out.json": out},
+                                 {"run_id": "intake-v1-aaaa"})
+    assert committed.record["outputs"]["out.json"]["sha256"] == hash_file(out)[0]
+    assert committed.sha256 == hash_file(store.root / stored.evidence_id / "runs" / "intake-v1-aaaa" / "run.json")[0]
     out.write_text("second")
     assert store.commit_run(stored.evidence_id, "intake-v1-aaaa", {"out.json": out}, {"run_id": "x"}) is None
     assert store.read_output(stored.evidence_id, "intake-v1-aaaa", "out.json") == b"first"
     with pytest.raises(ValueError):
         store.commit_run(stored.evidence_id, "intake-v1-bbbb", {"../escape": out}, {})
-    assert [r["run_id"] for r in store.run_records(stored.evidence_id)] == ["intake-v1-aaaa"]
+    assert [r.record["run_id"] for r in store.run_records(stored.evidence_id)] == ["intake-v1-aaaa"]
 
 
 def test_a_crashed_commit_never_looks_committed_and_is_cleared_by_the_next_attempt(store: LocalStore, tmp_path):
@@ -187,19 +197,24 @@ def test_custody_chain_detects_tampering(store: LocalStore, tamper: str):
             store.append_custody(stored.evidence_id, custody.AUDIT_RESULT, "tester", {})
 
 
-def test_a_torn_last_event_is_repaired_in_the_chain_and_its_bytes_kept(store: LocalStore):
+def test_a_torn_last_event_nothing_explains_stops_appends_until_a_person_acknowledges_it(store: LocalStore):
     stored = put_bytes(store, b"video")
     store.append_custody(stored.evidence_id, custody.AUDIT_RESULT, "tester", {"n": 1})
     path = store.root / stored.evidence_id / "custody.jsonl"
-    torn = path.read_bytes()[:-25]  # power cut in the middle of writing the last event
+    torn = path.read_bytes()[:-25]  # cut by someone: no interrupted write of ours explains it
     path.write_bytes(torn)
-    store.append_custody(stored.evidence_id, custody.RUN_STARTED, "tester", {"run_id": "r"})
+    for recover in (True, False):
+        with pytest.raises(CustodyError, match="acknowledge"):
+            store.append_custody(stored.evidence_id, custody.RUN_STARTED, "tester", {"run_id": "r"}, recover=recover)
+    assert path.read_bytes() == torn and not store.custody(stored.evidence_id).ok
+    store.acknowledge_custody_damage(stored.evidence_id, "archivist", "cut by a disk fault; event 2 was an audit")
     assert path.read_bytes().startswith(torn + b"\n"), "the damaged bytes must stay for inspection"
+    store.append_custody(stored.evidence_id, custody.RUN_STARTED, "tester", {"run_id": "r"})
     report = store.custody(stored.evidence_id)
     assert report.ok, report.problems
-    assert [e["event"] for e in report.events] == [custody.INGESTED, custody.CUSTODY_REPAIRED, custody.RUN_STARTED]
-    assert report.repairs == ["line 2 was cut short (torn write) and the repair is logged"]
-    # A forged "repair" of an edited event does not pass.
+    assert [e["event"] for e in report.events] == [custody.INGESTED, custody.CUSTODY_ACKNOWLEDGED, custody.RUN_STARTED]
+    assert "archivist acknowledged it" in report.repairs[0] and "disk fault" in report.repairs[0]
+    # A forged acknowledgement of an edited event does not pass.
     lines = path.read_bytes().split(b"\n")
     lines[1] = lines[1][:-3] + b"xyz"
     path.write_bytes(b"\n".join(lines))

@@ -12,6 +12,7 @@ from conftest import SAMPLE_VIDEO, ffmpeg
 
 from pipelines import ffmpeg_cli
 from pipelines.errors import MediaToolError, RejectedInput
+from pipelines.pipeline import Tools
 from pipelines.probe import DEFAULTS, probe_file
 
 
@@ -142,17 +143,21 @@ def test_playlists_are_rejected_and_never_followed(tmp_path: Path, target: str):
         probe(playlist)
     # Second gate: even asked directly, ffprobe may only use the demuxer we name.
     with pytest.raises(MediaToolError, match="not on whitelist"):
-        ffmpeg_cli.ffprobe_json(playlist, demuxer="mov", timeout=30)
+        ffmpeg_cli.ffprobe_json(playlist, demuxer="mov", tools=Tools(timeout_s=30))
     assert not canary.close(), "the playlist's entry was opened"
 
 
 def test_a_hung_tool_is_stopped_by_its_timeout():
     with pytest.raises(MediaToolError, match="ran longer than"):
-        ffmpeg_cli.run_tool(["sleep", "5"], timeout=0.2)
+        ffmpeg_cli.run_tool(["sleep", "5"], Tools(timeout_s=0.2))
 
 
 def test_ffmpeg_commands_are_argument_lists_with_the_safety_options(tmp_path: Path):
-    args = ffmpeg_cli.decode_args(tmp_path / "-i evil;rm -rf ~.mp4", demuxer="mov", seconds=3)
+    args = ffmpeg_cli.decode_args(tmp_path / "-i evil;rm -rf ~.mp4", demuxer="mov", seconds=3,
+                                  tools=Tools(threads=3, max_pixels=1000))
     assert args[args.index("-protocol_whitelist") + 1] == "file,pipe"
     assert args[args.index("-format_whitelist") + 1] == "mov"
+    assert "h264" in args[args.index("-codec_whitelist") + 1].split(",")
+    assert "tiff" not in args[args.index("-codec_whitelist") + 1].split(",")
+    assert args[args.index("-threads") + 1] == "3" and args[args.index("-max_pixels") + 1] == "1000"
     assert args[args.index("-i") + 1] == f"file:{tmp_path}/-i evil;rm -rf ~.mp4"

@@ -72,13 +72,13 @@ def test_a_commit_whose_custody_event_was_lost_is_logged_on_redelivery(store, qu
     lines = path.read_bytes().splitlines(keepends=True)
     assert b'"run committed"' in lines[-1]
     path.write_bytes(b"".join(lines[:-1]))
-    assert any("no 'run committed' event" in p for p in audit_item(store, evidence_id, "t").problems)
+    assert any("no 'run committed' event" in p for p in audit_item(store, queue, evidence_id, "t").problems)
 
     assert not runner.run(leased).committed
     last = store.custody(evidence_id).events[-1]
     assert (last["event"], last["details"]["run_id"]) == (custody.RUN_COMMITTED, rid)
     assert "recovered" in last["details"]
-    assert audit_item(store, evidence_id, "t").ok
+    assert audit_item(store, queue, evidence_id, "t").ok
 
 
 def test_a_stop_signal_right_after_the_commit_does_not_mark_the_run_interrupted(store, queue, runner: Runner):
@@ -113,7 +113,7 @@ def test_audit_notices_a_deleted_run_and_edited_intake_facts(store, queue: Sqlit
     evidence_id = stored_sample(store)
     submit(store, queue, evidence_id, "intake", {}, actor="t", reason="test")
     outcome = runner.run(queue.lease(60))
-    assert audit_item(store, evidence_id, "t").ok
+    assert audit_item(store, queue, evidence_id, "t").ok
     item = store.root / evidence_id
     record = json.loads((item / "evidence.json").read_text())
     record["original_name"] = "someone-else.mp4"
@@ -122,6 +122,6 @@ def test_audit_notices_a_deleted_run_and_edited_intake_facts(store, queue: Sqlit
     run_dir = item / "runs" / outcome.run_id
     run_dir.chmod(0o755)
     shutil.rmtree(run_dir)
-    problems = "\n".join(audit_item(store, evidence_id, "t").problems)
+    problems = "\n".join(audit_item(store, queue, evidence_id, "t").problems)
     assert "'original_name' differs from what the 'ingested' custody event recorded" in problems
     assert f"run {outcome.run_id}: logged as committed, but the run (or its run.json) is gone" in problems

@@ -1,4 +1,9 @@
-"""Fixity audit: re-hash every original, check every custody chain and every committed run."""
+"""Fixity audit: re-hash every original, check every custody chain, every committed run and every job.
+
+The audit only reads: it logs its result in each item's chain, but never
+repairs what it reports (a damaged chain stays a problem until a worker's
+recovery or a person's acknowledgement closes it).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,11 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from worker import custody
-from worker.errors import CustodyError, IntegrityError, NotFound
+from worker import custody, verified
+from worker.errors import CustodyError, IntegrityError, NotFound, QueueUnavailable
 from worker.progress import progress_bar
+from worker.queue import JobQueue
+from worker.requeue import lost_jobs
 from worker.store import EvidenceStore
 
 
@@ -32,15 +39,10 @@ def _check_intake(store: EvidenceStore, item: ItemAudit, chain: custody.ChainRep
     try:
         record = store.evidence(item.evidence_id)
     except NotFound:
-        item.problems.append("intake incomplete: the original has no evidence.json")
+        item.problems.append("intake incomplete: the original has no evidence.json (a worker start completes it)")
         record = {}
-    ingested = next((e.get("details") or {} for e in chain.events if e.get("event") == custody.INGESTED), None)
-    if record and ingested is None:
-        item.problems.append("custody: there is no 'ingested' event")
-    # The intake facts were logged in the chain when they were written; they must still agree.
-    for key, logged in (ingested or {}).items():
-        if record and record.get(key) != logged:
-            item.problems.append(f"evidence.json: {key!r} differs from what the 'ingested' custody event recorded")
+    if record:  # the intake facts were logged in the chain when they were written; they must still agree
+        item.problems += verified.intake_problems(record, chain)
     try:
         with progress_bar(record.get("size"), f"re-hashing {item.evidence_id[:12]}") as bar:
             store.verify_original(item.evidence_id, bar)
@@ -50,14 +52,13 @@ def _check_intake(store: EvidenceStore, item: ItemAudit, chain: custody.ChainRep
 
 def _check_runs(store: EvidenceStore, item: ItemAudit, chain: custody.ChainReport) -> None:
     hashes = {event.get("hash") for event in chain.events}
-    committed_events = {
-        event["details"].get("run_id") for event in chain.events
-        if event.get("event") == custody.RUN_COMMITTED and isinstance(event.get("details"), dict)
-    }
-    records = store.run_records(item.evidence_id)
-    for missing in sorted(committed_events - {r.get("run_id") for r in records}):
+    committed_events = verified.committed_run_ids(chain)
+    runs = verified.runs(store, item.evidence_id, chain)
+    item.problems += [f"run {run_id}: {problem}" for run_id, problem in sorted(runs.problems.items())]
+    present = {r["run_id"] for r in runs.records} | set(runs.problems)
+    for missing in sorted(committed_events - present):
         item.problems.append(f"run {missing}: logged as committed, but the run (or its run.json) is gone")
-    for record in records:
+    for record in runs.records:
         run_id = record.get("run_id", "?")
         item.runs_checked += 1
         for name, expected in (record.get("outputs") or {}).items():
@@ -70,13 +71,21 @@ def _check_runs(store: EvidenceStore, item: ItemAudit, chain: custody.ChainRepor
                 item.problems.append(f"run {run_id}: output {name} no longer matches its recorded SHA-256")
         if record.get("custody_anchor") not in hashes:
             item.problems.append(f"run {run_id}: its 'run started' custody event is missing from the log")
-        if run_id not in committed_events:
-            item.problems.append(f"run {run_id}: committed, but the custody log has no 'run committed' event")
     leftovers = store.uncommitted_leftovers(item.evidence_id)
     item.notes += [f"uncommitted leftover of a crashed run: {path}" for path in leftovers]
 
 
-def audit_item(store: EvidenceStore, evidence_id: str, actor: str) -> ItemAudit:
+def _check_jobs(store: EvidenceStore, queue: JobQueue | None, item: ItemAudit, chain: custody.ChainReport) -> None:
+    if queue is None:
+        item.notes.append("jobs not checked: the queue could not be read")
+        return
+    try:
+        item.problems += [lost.describe() for lost in lost_jobs(store, queue, item.evidence_id, chain)]
+    except QueueUnavailable as exc:
+        item.notes.append(f"jobs not checked: {exc}")
+
+
+def audit_item(store: EvidenceStore, queue: JobQueue | None, evidence_id: str, actor: str) -> ItemAudit:
     item = ItemAudit(evidence_id)
     chain = store.custody(evidence_id)
     _check_intake(store, item, chain)
@@ -84,15 +93,16 @@ def audit_item(store: EvidenceStore, evidence_id: str, actor: str) -> ItemAudit:
     item.problems += [f"custody: {problem}" for problem in chain.problems]
     item.notes += [f"custody: {repair}" for repair in chain.repairs]
     _check_runs(store, item, chain)
+    _check_jobs(store, queue, item, chain)
     try:
         store.append_custody(evidence_id, custody.AUDIT_RESULT, actor, {
             "ok": item.ok, "problems": item.problems[:20], "runs_checked": item.runs_checked,
-        })
+        }, recover=False)
     except CustodyError as exc:
         item.problems.append(f"custody: the audit result could not be logged: {exc}")
     return item
 
 
-def audit_store(store: EvidenceStore, actor: str) -> Iterator[ItemAudit]:
+def audit_store(store: EvidenceStore, queue: JobQueue | None, actor: str) -> Iterator[ItemAudit]:
     for evidence_id in store.evidence_ids():
-        yield audit_item(store, evidence_id, actor)
+        yield audit_item(store, queue, evidence_id, actor)

@@ -50,12 +50,16 @@ class WorkerSettings(_Section):
     heartbeat_interval_s: float | None = Field(None, gt=0, description="default: a third of the visibility timeout")
     work_dir: Path | None = Field(None, description="default: <home>/work")
     inbox_stable_s: float = Field(5.0, ge=0, description="an inbox file must keep its size this long")
+    disk_full_pause_s: float = Field(60.0, gt=0, description="how long a worker waits after a full disk")
 
 
 class MediaSettings(_Section):
     ffmpeg: str = "ffmpeg"
     ffprobe: str = "ffprobe"
-    timeout_s: float = Field(600.0, gt=0)
+    timeout_s: float = Field(600.0, gt=0, description="longest one ffmpeg/ffprobe call may run")
+    threads: int = Field(2, ge=1, le=64, description="decoder/encoder threads of every call")
+    memory_limit_bytes: int = Field(3 * 2**30, ge=512 * 2**20, description="address-space ceiling of every call")
+    max_pixels: int = Field(8192 * 4320, ge=16 * 16, description="largest frame, in pixels, any call may decode")
 
 
 class Settings(_Section):
@@ -90,7 +94,9 @@ class Settings(_Section):
 
     @property
     def tools(self) -> Tools:
-        return Tools(ffmpeg=self.media.ffmpeg, ffprobe=self.media.ffprobe, timeout_s=self.media.timeout_s)
+        m = self.media
+        return Tools(ffmpeg=m.ffmpeg, ffprobe=m.ffprobe, timeout_s=m.timeout_s, threads=m.threads,
+                     memory_limit_bytes=m.memory_limit_bytes, max_pixels=m.max_pixels)
 
     def redacted(self) -> dict[str, Any]:
         """The effective settings as JSON-able data, secrets replaced by asterisks."""

@@ -36,6 +36,9 @@ REPROCESS_REQUESTED = "reprocess requested"
 AUDIT_RESULT = "audit result"
 RESTRICTED_VIEWED = "restricted facts viewed"
 CUSTODY_REPAIRED = "custody repaired"
+CUSTODY_ACKNOWLEDGED = "custody damage acknowledged"
+INCOMPLETE_UPLOAD = "incomplete upload"
+JOB_REQUEUED = "job requeued"
 
 
 def _event_hash(event: Mapping[str, Any]) -> str:
@@ -83,7 +86,7 @@ class ChainReport:
         return not self.problems
 
 
-def _split(data: bytes) -> tuple[list[bytes], bytes | None]:
+def split_lines(data: bytes) -> tuple[list[bytes], bytes | None]:
     """(the complete lines, the bytes after the last newline if a write was cut short)."""
     *complete, tail = data.split(b"\n")
     return complete, tail or None
@@ -97,7 +100,8 @@ def _parse(raw: bytes) -> dict[str, Any] | None:
     return event if isinstance(event, dict) else None
 
 
-def _damage(raw: bytes, line: int) -> dict[str, Any]:
+def damage(raw: bytes, line: int) -> dict[str, Any]:
+    """How a damaged line is identified in the event that closes it."""
     return {"damaged_line": line, "damaged_length": len(raw), "damaged_bytes_sha256": hashlib.sha256(raw).hexdigest()}
 
 
@@ -106,22 +110,23 @@ def verify_chain(data: bytes, evidence_id: str) -> ChainReport:
     report = ChainReport()
     if data and not data.endswith(b"\n"):
         report.problems.append("the last event is incomplete (torn write or truncation)")
-    complete, torn = _split(data)
+    complete, torn = split_lines(data)
     lines: Sequence[bytes] = complete + ([torn] if torn else [])
     expected_prev: str | None = GENESIS
     expected_seq: int | None = 0
     for number, raw in enumerate(lines, start=1):
         event = _parse(raw)
         if event is None:
-            following = _parse(lines[number]) if number < len(lines) else None
-            if (following is not None and following.get("event") == CUSTODY_REPAIRED
-                    and following.get("details") == _damage(raw, number)):
-                report.repairs.append(f"line {number} was cut short (torn write) and the repair is logged")
+            closed = _closing_note(raw, number, _parse(lines[number]) if number < len(lines) else None)
+            if closed is not None:
+                report.repairs.append(closed)
             else:
                 report.problems.append(f"line {number} is not a valid event (edited or damaged)")
                 expected_prev = expected_seq = None
             continue
         report.events.append(event)
+        if event.get("event") == CUSTODY_REPAIRED and (event.get("details") or {}).get("interrupted_write"):
+            report.repairs.append(f"line {number}: an interrupted write of this software was removed and logged")
         if event.get("hash") != _event_hash(event):
             report.problems.append(f"line {number} was altered: its hash does not match its content")
         if expected_prev is not None and event.get("prev") != expected_prev:
@@ -140,20 +145,30 @@ def verify_chain(data: bytes, evidence_id: str) -> ChainReport:
     return report
 
 
-def _intact(raw: bytes) -> dict[str, Any]:
-    event = _parse(raw)
+def _closing_note(raw: bytes, number: int, following: Mapping[str, Any] | None) -> str | None:
+    """How the event after a damaged line closed it (repaired or acknowledged), or None if nothing did."""
+    if following is None:
+        return None
+    details = following.get("details")
+    if not isinstance(details, dict) or any(details.get(key) != value for key, value in damage(raw, number).items()):
+        return None
+    if following.get("event") == CUSTODY_REPAIRED:
+        return f"line {number} was cut short (torn write) and the repair is logged"
+    if following.get("event") == CUSTODY_ACKNOWLEDGED:
+        return (f"line {number} is damaged; {following.get('actor')} acknowledged it at {following.get('ts')}:"
+                f" {details.get('reason')}")
+    return None
+
+
+def last_intact(complete: Sequence[bytes]) -> dict[str, Any] | None:
+    """The event to chain the next one to: the last complete line, which must be intact.
+
+    Any damage there is tampering and raises ValueError, so nothing is
+    appended to a chain that cannot be trusted.
+    """
+    if not complete:
+        return None
+    event = _parse(complete[-1])
     if event is None or event.get("hash") != _event_hash(event):
         raise ValueError("its last complete event was altered or damaged")
     return event
-
-
-def next_link(data: bytes) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """(the event to chain the next one to, details of a torn last line that must be repaired first).
-
-    Only a last line cut short (no newline) counts as torn; any other damage is
-    tampering and raises ValueError, so nothing is appended to a chain that
-    cannot be trusted.
-    """
-    complete, torn = _split(data)
-    previous = _intact(complete[-1]) if complete else None
-    return previous, _damage(torn, len(complete) + 1) if torn else None

@@ -23,14 +23,14 @@ class CustodyError(EvidenceError):
     """A custody log that cannot be appended to safely (damaged or tampered)."""
 
 
-class StoreFull(EvidenceError):
-    """Not enough free space to store an original safely."""
-
-    retryable = True
-
-
 class BadSource(EvidenceError):
     """An ingest source that is not a regular file (a directory, a device, a link in the inbox)."""
+
+
+class QueueUnavailable(EvidenceError):
+    """The job queue cannot be opened or used (damaged file, full disk, missing WAL files)."""
+
+    retryable = True
 
 
 class JobError(EvidenceError):

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
-from pathlib import Path
 from typing import BinaryIO
 
 from worker.progress import SILENT, Progress
@@ -28,18 +26,3 @@ def copy_and_hash(source: BinaryIO, target: BinaryIO | None, progress: Progress 
         size += n
         progress.update(n)
     return digest.hexdigest(), size
-
-
-def hash_file(path: Path, progress: Progress = SILENT) -> tuple[str, int]:
-    """(SHA-256, size) of the file at ``path``."""
-    with open(path, "rb", buffering=0) as handle:
-        return copy_and_hash(handle, None, progress)
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename or a new file in ``path`` survive a power cut."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -1,107 +1,154 @@
 """The watched inbox: files that have finished arriving are ingested, then moved aside.
 
 A file is ingested once its size and modification time have not changed for
-``stable_s`` seconds. Only after the store has the original durably is the
-inbox copy moved to ``.ingested/``; a file that cannot be ingested stays
-where it is with a ``<name>.error`` note beside it, and is tried again when
-the file changes (or the watcher restarts). Nothing in the inbox is ever deleted.
+``stable_s`` seconds and no process holds it open for writing any more (a
+phone upload that pauses is not a finished upload). Only after the store has
+the original durably is the inbox copy moved to ``.ingested/``; a file that
+cannot be ingested stays where it is with a note in ``.error/``, and is
+tried again when the file changes (or the watcher restarts). A file that
+changed while it was stored is kept as what arrived, logged in that item's
+custody as an incomplete upload, and ingested again once it settles.
+
+Every name is resolved relative to the inbox folder, held open, without
+following links: a link planted as ``.ingested`` or ``.error`` is refused
+and nothing moves. Nothing in the inbox is ever deleted or overwritten.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import os
 import stat
-import tempfile
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
+from worker import custody
+from worker.directory import Directory, LinkRefused
 from worker.errors import EvidenceError
-from worker.intake import Ingested
+from worker.intake import Ingested, open_source, readable_name
+from worker.space import is_disk_full
+from worker.store import EvidenceStore
 from worker.timestamps import utc_now
+from worker.writers import open_for_writing
 
 log = logging.getLogger("evidence.inbox")
 
 DONE_FOLDER = ".ingested"
-NOTE_SUFFIX = ".error"
+NOTES_FOLDER = ".error"
 # Names that upload tools give files they are still writing.
-PARTIAL_SUFFIXES = (NOTE_SUFFIX, ".part", ".partial", ".crdownload", ".download", ".tmp")
+PARTIAL_SUFFIXES = (".part", ".partial", ".crdownload", ".download", ".tmp")
+_NAME_MAX = 255  # bytes, on every common Linux file system
+
+Ingest = Callable[[BinaryIO, str, str], Ingested]   # (open file, uploader's name, name as shown) -> result
+
+
+def fitted_name(name: str, suffix: str = "") -> str:
+    """``name + suffix`` within the file system's name limit, shortened with a hash of the whole when needed."""
+    whole = name + suffix
+    if len(os.fsencode(whole)) <= _NAME_MAX:
+        return whole
+    mark = "~" + hashlib.sha256(os.fsencode(name)).hexdigest()[:12]
+    room = _NAME_MAX - len(os.fsencode(mark + suffix))
+    return os.fsdecode(os.fsencode(name)[:room]) + mark + suffix  # the same bytes, cut; never a new character
 
 
 class Inbox:
-    def __init__(self, folder: Path, ingest: Callable[[Path], Ingested], *, stable_s: float,
+    def __init__(self, folder: Path, ingest: Ingest, store: EvidenceStore, *, stable_s: float, actor: str,
                  clock: Callable[[], float] = time.monotonic):
         self.folder = Path(folder)
         self.ingest = ingest
+        self.store = store
+        self.actor = actor
         self.stable_s = stable_s
         self.clock = clock
-        self.folder.mkdir(parents=True, exist_ok=True)
-        (self.folder / DONE_FOLDER).mkdir(exist_ok=True)
+        self.root = Directory.open(self.folder, create=True)
         self._seen: dict[str, tuple[int, int, float]] = {}  # name -> (size, mtime_ns, unchanged since)
         self._failed: dict[str, tuple[int, int]] = {}      # name -> (size, mtime_ns) when it failed
 
-    def _note(self, path: Path, reason: str, *, stored_as: str | None = None) -> None:
-        """Explain beside the file why it is still in the inbox."""
-        log.error("inbox file left in place", extra={"file": path.name, "reason": reason, "evidence_id": stored_as})
+    def close(self) -> None:
+        self.root.close()
+
+    def _folder(self, name: str) -> Directory:
+        """``.ingested`` or ``.error``, opened afresh for each use: a link swapped in is refused, not followed."""
+        return self.root.child(name, create=True)
+
+    # -- notes and moves ---------------------------------------------------
+
+    def _note(self, name: str, reason: str, *, stored_as: str | None = None) -> None:
+        """Explain, in ``.error/``, why the file is still in the inbox."""
+        shown = readable_name(name)[0]
+        log.error("inbox file left in place", extra={"file": shown, "reason": reason, "evidence_id": stored_as})
         if stored_as is None:
-            text = (f"{utc_now()} not ingested: {reason}\nThe file was left here untouched. "
+            text = (f"{utc_now()} {shown!r} was not ingested: {reason}\nThe file was left in the inbox untouched. "
                     "Fix the problem or replace the file; it is tried again when it changes.\n")
         else:
-            text = (f"{utc_now()} stored as evidence {stored_as}, but not moved to {DONE_FOLDER}/: {reason}\n"
-                    "The evidence is safe in the store; this copy may be removed by hand.\n")
-        # Written beside and renamed over: a link planted at NAME.error is replaced, never followed.
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".note-")
+            text = (f"{utc_now()} {shown!r} was stored as evidence {stored_as}, but not moved to {DONE_FOLDER}/:"
+                    f" {reason}\nThe evidence is safe in the store; the inbox copy may be removed by hand.\n")
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-            os.replace(tmp, path.with_name(path.name + NOTE_SUFFIX))
-        except OSError as exc:
-            log.error("could not write the inbox note", extra={"file": path.name, "reason": str(exc)})
-        finally:
-            if os.path.lexists(tmp):
-                os.unlink(tmp)
+            with self._folder(NOTES_FOLDER) as notes:
+                fd, tmp = notes.new_temp(".note-")
+                with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                    handle.write(text)
+                notes.rename(tmp, notes, fitted_name(name, ".txt"))  # replaces our own older note, never a link's target
+        except (OSError, EvidenceError) as exc:
+            log.error("could not write the inbox note", extra={"file": shown, "reason": str(exc)})
 
-    def _move_done(self, path: Path, evidence_id: str) -> Path:
-        done = self.folder / DONE_FOLDER
-        candidates = [path.name, f"{path.name}.{evidence_id[:12]}"]
-        candidates += [f"{path.name}.{evidence_id[:12]}.{n}" for n in range(1, 1000)]
-        for candidate in candidates:
-            target = done / candidate
-            try:
-                os.link(path, target)  # never overwrites an earlier arrival of the same name
-            except FileExistsError:
-                continue
-            except OSError as exc:
-                if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV):
-                    raise
-                # exFAT/FAT/SMB inboxes have no hard links: rename into a name that is free.
-                if os.path.lexists(target):
+    def _clear_note(self, name: str) -> None:
+        try:
+            with self._folder(NOTES_FOLDER) as notes:
+                notes.unlink(fitted_name(name, ".txt"), missing_ok=True)
+        except (OSError, EvidenceError):
+            pass
+
+    def _move_done(self, name: str, evidence_id: str) -> str:
+        with self._folder(DONE_FOLDER) as done:
+            candidates = [fitted_name(name), fitted_name(name, f".{evidence_id[:12]}")]
+            candidates += [fitted_name(name, f".{evidence_id[:12]}.{n}") for n in range(1, 1000)]
+            for candidate in candidates:
+                try:
+                    self.root.link(name, done, candidate)  # never overwrites an earlier arrival of the same name
+                except FileExistsError:
                     continue
-                os.rename(path, target)
-                return target
-            os.unlink(path)
-            return target
-        raise EvidenceError(f"cannot find a free name for {path.name} in {done}")
+                except OSError as exc:
+                    if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV):
+                        raise
+                    # exFAT/FAT/SMB inboxes have no hard links: rename into a name that is free.
+                    if done.exists(candidate):
+                        continue
+                    self.root.rename(name, done, candidate)
+                    return candidate
+                self.root.unlink(name)
+                return candidate
+        raise EvidenceError(f"cannot find a free name for {readable_name(name)[0]!r} in {DONE_FOLDER}/")
+
+    # -- scanning ----------------------------------------------------------
 
     def scan(self) -> list[Ingested]:
         """One pass over the inbox; returns what was ingested in it."""
+        for special in (DONE_FOLDER, NOTES_FOLDER):
+            try:
+                self._folder(special).close()
+            except LinkRefused as exc:
+                log.error("inbox refused: nothing is moved or noted while this stands", extra={"reason": str(exc)})
+                return []
         now = self.clock()
         present: set[str] = set()
         results: list[Ingested] = []
-        for entry in os.scandir(self.folder):
-            name = entry.name
+        for name in self.root.names():
             if name.startswith(".") or name.endswith(PARTIAL_SUFFIXES):
                 continue
             present.add(name)
             try:
-                result = self._consider(entry, now)
+                result = self._consider(name, now)
             except Exception as exc:  # one bad entry must not stop the others
-                log.exception("inbox entry could not be handled", extra={"file": name})
-                self._failed[name] = self._signature(entry)
-                self._note(Path(entry.path), f"unexpected error: {exc}")
+                log.exception("inbox entry could not be handled", extra={"file": readable_name(name)[0]})
+                self._failed[name] = self._signature(name)
+                self._note(name, f"unexpected error: {exc}")
                 continue
             if result is not None:
                 results.append(result)
@@ -110,23 +157,24 @@ class Inbox:
                 del table[name]
         return results
 
-    @staticmethod
-    def _signature(entry: os.DirEntry) -> tuple[int, int]:
+    def _signature(self, name: str) -> tuple[int, int]:
         try:
-            info = entry.stat(follow_symlinks=False)
+            info = self.root.lstat(name)
         except OSError:
             return (-1, -1)
         return (info.st_size, info.st_mtime_ns)
 
-    def _consider(self, entry: os.DirEntry, now: float) -> Ingested | None:
-        name, path = entry.name, Path(entry.path)
-        info = entry.stat(follow_symlinks=False)
+    def _consider(self, name: str, now: float) -> Ingested | None:
+        try:
+            info = self.root.lstat(name)
+        except FileNotFoundError:
+            return None
         signature = (info.st_size, info.st_mtime_ns)
         if self._failed.get(name) == signature:
             return None  # failed as it is now; a changed file is tried again
         if not stat.S_ISREG(info.st_mode):
             kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file (a link or device)"
-            self._note(path, f"{name!r} is {kind}; put the files themselves in the inbox")
+            self._note(name, f"{readable_name(name)[0]!r} is {kind}; put the files themselves in the inbox")
             self._failed[name] = signature
             return None
         seen = self._seen.get(name)
@@ -135,36 +183,62 @@ class Inbox:
             return None
         if now - seen[2] < self.stable_s:
             return None
-        return self._ingest_one(path, signature)
+        return self._ingest_one(name, signature, now)
 
-    def _ingest_one(self, path: Path, signature: tuple[int, int]) -> Ingested | None:
+    def _ingest_one(self, name: str, signature: tuple[int, int], now: float) -> Ingested | None:
+        shown = readable_name(name)[0]
         try:
-            result = self.ingest(path)
+            with open_source(name, dir_fd=self.root.fd, follow_symlinks=False) as handle:
+                if open_for_writing(handle.fileno()):
+                    log.info("inbox file is still open for writing; waiting", extra={"file": shown})
+                    self._seen[name] = (*signature, now)
+                    return None
+                before = os.fstat(handle.fileno())
+                result = self.ingest(handle, name, shown)
+                after = os.fstat(handle.fileno())
         except (EvidenceError, OSError) as exc:
-            self._note(path, str(exc))
-            self._failed[path.name] = signature
-            self._seen.pop(path.name, None)
+            self._seen.pop(name, None)
+            if is_disk_full(exc):  # an outage: tried again on a later scan, no note that blames the file
+                log.error("inbox file not stored: the disk is full", extra={"file": shown, "reason": str(exc)})
+                return None
+            self._note(name, str(exc))
+            self._failed[name] = signature
             return None
-        after = os.stat(path, follow_symlinks=False)
-        if (after.st_size, after.st_mtime_ns) != signature:
-            # What was stored is kept (it is what arrived); the finished file is stored once stable.
-            log.warning("inbox file changed while it was stored; it will be stored again once stable",
-                        extra={"file": path.name, "evidence_id": result.evidence_id})
-            self._seen.pop(path.name, None)
+        self._seen.pop(name, None)
+        if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns) or after.st_size != result.size:
+            self._log_incomplete(name, result, after.st_size)
             return result
-        self._seen.pop(path.name, None)
         try:
-            moved = self._move_done(path, result.evidence_id)
+            now_there = self.root.lstat(name)
+        except FileNotFoundError:
+            log.warning("inbox file was removed while it was stored; what was read is stored",
+                        extra={"file": shown, "evidence_id": result.evidence_id})
+            return result
+        if now_there.st_ino != before.st_ino:
+            return result  # a new upload took the name meanwhile; it is ingested once it settles
+        try:
+            moved = self._move_done(name, result.evidence_id)
         except (OSError, EvidenceError) as exc:
             # Stored and queued; only the tidying failed. Do not store it again on every scan.
-            self._failed[path.name] = signature
-            self._note(path, str(exc), stored_as=result.evidence_id)
+            self._failed[name] = signature
+            self._note(name, str(exc), stored_as=result.evidence_id)
             return result
+        self._clear_note(name)
         log.info("inbox file ingested", extra={
-            "file": path.name, "evidence_id": result.evidence_id, "duplicate": result.duplicate,
-            "job_id": result.job_id, "moved_to": str(moved),
+            "file": shown, "evidence_id": result.evidence_id, "duplicate": result.duplicate,
+            "job_id": result.job_id, "moved_to": f"{DONE_FOLDER}/{readable_name(moved)[0]}",
         })
         return result
+
+    def _log_incomplete(self, name: str, result: Ingested, size_now: int) -> None:
+        """What was stored is kept (it is what arrived); the finished file is stored once it settles."""
+        shown = readable_name(name)[0]
+        log.warning("inbox file changed while it was stored: stored as an incomplete upload; the finished file "
+                    "is stored once it settles", extra={"file": shown, "evidence_id": result.evidence_id})
+        self.store.append_custody(result.evidence_id, custody.INCOMPLETE_UPLOAD, self.actor, {
+            "inbox_name": shown, "stored_size": result.size, "size_after_storing": size_now,
+            "reason": "the file was still being written while it was stored",
+        })
 
     def scan_settled(self) -> list[Ingested]:
         """Ingest what is there now and stays unchanged for ``stable_s`` (for one-shot runs)."""

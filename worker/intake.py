@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from worker.errors import BadSource
 from worker.jobs import submit
@@ -51,57 +52,74 @@ def parse_languages(text: str | Sequence[str] | None) -> list[str]:
     return codes
 
 
-def ingest(
+def open_source(path: Path | str, *, dir_fd: int | None = None, follow_symlinks: bool = True) -> BinaryIO:
+    """Open an upload for reading; BadSource unless it is a regular file.
+
+    ``O_NONBLOCK``: a FIFO swapped in for the file cannot hang the open, and
+    the check is made on the open descriptor, so a swap after it changes
+    nothing. ``follow_symlinks`` is off for the inbox, where a link could
+    point anywhere on the machine.
+    """
+    shown = readable_name(str(path))[0]
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC | (0 if follow_symlinks else os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, flags, dir_fd=dir_fd)
+    except FileNotFoundError:
+        raise BadSource(f"{shown} does not exist") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise BadSource(f"{shown} is a symbolic link; links are never followed here") from None
+        raise BadSource(f"{shown} cannot be opened: {exc.strerror}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise BadSource(f"{shown} is a directory; ingest the files in it (for example: evidence ingest {shown}/*)")
+        raise BadSource(f"{shown} is not a regular file")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb", buffering=0)
+
+
+def ingest(store: EvidenceStore, queue: JobQueue, path: Path, *, name: str | None = None, **intake) -> Ingested:
+    """Store the file at ``path`` as an original and (unless told not to) queue the intake pipeline."""
+    with open_source(path) as handle:
+        return ingest_handle(store, queue, handle, source=readable_name(str(path))[0],
+                             name=name if name is not None else Path(path).name, **intake)
+
+
+def ingest_handle(
     store: EvidenceStore,
     queue: JobQueue,
-    path: Path,
+    handle: BinaryIO,
     *,
+    source: str,
+    name: str,
     actor: str,
-    name: str | None = None,
     case: str | None = None,
     collected_by: str | None = None,
     languages: Sequence[str] = (),
     note: str | None = None,
     enqueue: bool = True,
-    follow_symlinks: bool = True,
 ) -> Ingested:
-    """Store ``path`` as an original and (unless told not to) queue the intake pipeline.
+    """Store what ``handle`` reads as an original and (unless told not to) queue the intake pipeline.
 
-    The uploader's name is recorded, never used as a path. ``follow_symlinks``
-    is off for the inbox, where a link could point anywhere on the machine.
+    The uploader's name is recorded, never used as a path.
     """
-    path = Path(path)
-    shown = readable_name(str(path))[0]  # the path as text for reports and errors, whatever its bytes
-    flags = os.O_RDONLY | (0 if follow_symlinks else os.O_NOFOLLOW)
-    try:
-        info = os.stat(path, follow_symlinks=follow_symlinks)
-        if stat.S_ISDIR(info.st_mode):
-            raise BadSource(f"{shown} is a directory; ingest the files in it (for example: evidence ingest {shown}/*)")
-        if not stat.S_ISREG(info.st_mode):
-            raise BadSource(f"{shown} is not a regular file")
-        fd = os.open(path, flags)
-    except FileNotFoundError:
-        raise BadSource(f"{shown} does not exist") from None
-    except OSError as exc:
-        raise BadSource(f"{shown} cannot be opened: {exc.strerror}") from None
-    with os.fdopen(fd, "rb", buffering=0) as handle:
-        opened = os.fstat(handle.fileno())
-        if not stat.S_ISREG(opened.st_mode):  # swapped after the check above
-            raise BadSource(f"{shown} is not a regular file")
-        original_name, name_bytes = readable_name(name if name is not None else path.name)
-        intake = {
-            "original_name": original_name,
-            "original_name_bytes_hex": name_bytes,
-            "case": case,
-            "collected_by": collected_by,
-            "languages": list(languages),
-            "note": note,
-        }
-        with progress_bar(opened.st_size, "storing original") as bar:
-            stored = store.put_original(handle, intake=intake, actor=actor, size_hint=opened.st_size, progress=bar)
+    original_name, name_bytes = readable_name(name)
+    intake = {
+        "original_name": original_name,
+        "original_name_bytes_hex": name_bytes,
+        "case": case,
+        "collected_by": collected_by,
+        "languages": list(languages),
+        "note": note,
+    }
+    size = os.fstat(handle.fileno()).st_size
+    with progress_bar(size, "storing original") as bar:
+        stored = store.put_original(handle, intake=intake, actor=actor, size_hint=size, progress=bar)
     job_id = None
     if enqueue:
         job, _ = submit(store, queue, stored.evidence_id, "intake", {}, actor=actor,
                         reason="duplicate upload" if stored.duplicate else "ingest")
         job_id = job.id
-    return Ingested(shown, stored.evidence_id, stored.duplicate, stored.size, stored.location, job_id)
+    return Ingested(source, stored.evidence_id, stored.duplicate, stored.size, stored.location, job_id)

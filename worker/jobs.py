@@ -32,7 +32,7 @@ def submit(store: EvidenceStore, queue: JobQueue, evidence_id: str, pipeline: st
     if created:
         store.append_custody(evidence_id, custody.JOB_ENQUEUED, actor, {
             "job_id": job.id, "pipeline": pipeline, "params": overrides, "new_run": nonce is not None,
-            "run_id": rid, "reason": reason,
+            "nonce": nonce, "run_id": rid, "reason": reason,
         })
     return job, rid
 

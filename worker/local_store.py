@@ -1,10 +1,17 @@
 """LocalStore: the EvidenceStore on a local filesystem (the embedded default).
 
+Every folder is held open and every name resolved relative to it without
+following links (worker.directory); everything is owner-only.
+
 Write-once without races: an original is copied to a temporary file on the
 same filesystem while it is hashed, fsynced, and then hard-linked into place,
 which fails rather than replaces when the name exists. A per-item lock file
 orders the installation with the custody events, so two processes storing
 the same bytes end with one copy, one "ingested" and one "duplicate upload".
+
+An intake is one unit: evidence.json, then the original, then the "ingested"
+event. A failure (a full disk) rolls back what that intake wrote; a process
+killed half-way leaves a state that ``recover`` completes or rolls back.
 
 A run is assembled in a hidden staging folder (outputs, then run.json) and
 renamed into ``runs/<run-id>`` in one step, so a crash never leaves anything
@@ -16,340 +23,444 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import json
+import logging
 import os
-import shutil
-import tempfile
+import secrets
 import time
-import uuid
-from collections.abc import Mapping
-from contextlib import AbstractContextManager
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from worker import custody
-from worker.errors import CustodyError, IntegrityError, NotFound, StoreFull
-from worker.fixity import copy_and_hash, fsync_dir, hash_file
-from worker.locks import OWNER_GRACE_S, abandoned, exclusive
+from worker.custody_file import CustodyFile
+from worker.directory import OWNER_GRACE_S, Directory, LinkRefused
+from worker.errors import EvidenceError, IntegrityError, NotFound
+from worker.fixity import copy_and_hash
+from worker.permissions import exposed
 from worker.progress import SILENT, Progress
-from worker.store import EVIDENCE_ID, OUTPUT_NAME, RUN_RECORD, EvidenceStore, Stored, stored_name
+from worker.space import DiskFull, ensure_free, is_disk_full
+from worker.store import EVIDENCE_ID, OUTPUT_NAME, RUN_RECORD, EvidenceStore, RunRecord, Stored, stored_name
 from worker.timestamps import utc_now
 
-_READ_ONLY_FILE = 0o444
-_READ_ONLY_DIR = 0o555
+log = logging.getLogger("evidence.store")
+
 _STAGING_PREFIX = ".staging-"
 _LOCK_SUFFIX = ".lock"
 _UPLOAD_PREFIX = "upload-"
+_INCOMING = ".incoming"
+_RECORD = "evidence.json"
+_ORIGINAL = "original"
 
 
-def _write_json_once(path: Path, value: Mapping[str, Any]) -> bool:
-    """Write ``path`` durably unless it exists; False if it did."""
-    data = (json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, _READ_ONLY_FILE)
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            return False
-        fsync_dir(path.parent)
-        return True
-    finally:
-        os.unlink(tmp)
-
-
-def _staging_lock(staging: Path) -> Path:
-    return staging.with_name(staging.name + _LOCK_SUFFIX)
+def _json_bytes(value: Mapping[str, Any]) -> bytes:
+    return (json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
 
 
 class LocalStore(EvidenceStore):
     def __init__(self, root: Path, *, min_free_bytes: int = 0):
-        self.root = Path(root)
+        self.root = Path(os.path.abspath(root))
         self.min_free_bytes = min_free_bytes
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._incoming = self.root / ".incoming"
-        self._incoming.mkdir(exist_ok=True)
+        self._root = Directory.open(self.root, create=True)
+        self._root.child(_INCOMING, create=True).close()
 
-    # -- paths -------------------------------------------------------------
+    def close(self) -> None:
+        self._root.close()
 
-    def _item(self, evidence_id: str) -> Path:
+    def _incoming(self) -> Directory:
+        """Where uploads are copied before they are linked in (opened afresh: it may have been replaced)."""
+        return self._root.child(_INCOMING, create=True)
+
+    # -- folders -----------------------------------------------------------
+
+    def _check_id(self, evidence_id: str) -> str:
         if not EVIDENCE_ID.match(evidence_id):
             raise NotFound(f"{evidence_id!r} is not an evidence id")
-        return self.root / evidence_id
+        return evidence_id
 
-    def _original(self, evidence_id: str) -> Path:
-        folder = self._item(evidence_id) / "original"
-        files = sorted(folder.iterdir()) if folder.is_dir() else []
-        if not files:
-            raise NotFound(f"no original stored for {evidence_id}")
-        return files[0]
+    @contextmanager
+    def _item(self, evidence_id: str, *, create: bool = False) -> Iterator[Directory]:
+        try:
+            folder = self._root.child(self._check_id(evidence_id), create=create)
+        except FileNotFoundError:
+            raise NotFound(f"no evidence item {evidence_id}") from None
+        with folder:
+            yield folder
 
-    def _locked(self, evidence_id: str) -> AbstractContextManager:
-        """Orders everything that changes one item: installing its original, appending custody."""
-        return exclusive(self._item(evidence_id) / ".lock")
+    @contextmanager
+    def _locked(self, evidence_id: str, *, create: bool = False) -> Iterator[Directory]:
+        """Orders everything that changes one item: its intake, custody appends, recovery."""
+        with self._item(evidence_id, create=create) as item, item.locked(".lock"):
+            yield item
+
+    @staticmethod
+    def _original_name(item: Directory) -> str | None:
+        if not item.is_dir(_ORIGINAL):
+            return None
+        with item.child(_ORIGINAL) as folder:
+            names = folder.names()
+        return names[0] if names else None
 
     # -- originals ---------------------------------------------------------
 
-    def _check_space(self, size_hint: int | None) -> None:
-        if size_hint is None:
-            return
-        free = shutil.disk_usage(self.root).free
-        if free - size_hint < self.min_free_bytes:
-            raise StoreFull(
-                f"storing {size_hint} bytes would leave {max(free - size_hint, 0)} bytes free in {self.root}; "
-                f"at least {self.min_free_bytes} must stay free"
-            )
-
     def put_original(self, source: BinaryIO, *, intake: Mapping[str, Any], actor: str,
                      size_hint: int | None = None, progress: Progress = SILENT) -> Stored:
-        self._check_space(size_hint)
-        fd, tmp_name = tempfile.mkstemp(dir=self._incoming, prefix=_UPLOAD_PREFIX)
-        tmp = Path(tmp_name)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                fcntl.flock(handle, fcntl.LOCK_EX)  # a live upload; see remove_abandoned_uploads
-                digest, size = copy_and_hash(source, handle, progress)
-                handle.flush()
-                os.fsync(handle.fileno())
-            return self._install_original(tmp, digest, size, intake, actor)
-        finally:
-            tmp.unlink(missing_ok=True)
-
-    def _install_original(self, tmp: Path, digest: str, size: int, intake: Mapping[str, Any], actor: str) -> Stored:
-        """Link ``tmp`` (already hashed to ``digest``) in as the original, unless one is there."""
-        item = self._item(digest)
-        item.mkdir(exist_ok=True)
-        folder = item / "original"
-        with self._locked(digest):
-            if not folder.exists():
-                folder.mkdir()
+        if size_hint is not None:
+            ensure_free(self.root, size_hint, self.min_free_bytes, "store the original")
+        with self._incoming() as incoming:
+            fd, tmp = incoming.new_temp(_UPLOAD_PREFIX)
             try:
-                existing = self._original(digest)
-            except NotFound:
-                existing = None
+                with os.fdopen(fd, "wb") as handle:
+                    fcntl.flock(handle, fcntl.LOCK_EX)  # a live upload; see remove_abandoned_uploads
+                    digest, size = copy_and_hash(source, handle, progress)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                    os.fchmod(handle.fileno(), 0o400)
+                return self._install_original(incoming, tmp, digest, size, intake, actor)
+            except OSError as exc:
+                if is_disk_full(exc):
+                    raise DiskFull(f"the disk of {self.root} filled up while storing the original; nothing was"
+                                   " stored. Work resumes once space is freed") from exc
+                raise
+            finally:
+                incoming.unlink(tmp, missing_ok=True)
+
+    def _install_original(self, incoming: Directory, tmp: str, digest: str, size: int, intake: Mapping[str, Any],
+                          actor: str) -> Stored:
+        """Link ``tmp`` (already hashed to ``digest``) in as the original, unless one is there."""
+        with self._locked(digest, create=True) as item:
+            self._complete_intake(item, digest, actor, intake)
+            existing = self._original_name(item)
             if existing is None:
-                os.chmod(tmp, _READ_ONLY_FILE)
-                target = folder / stored_name(str(intake.get("original_name", "")))
-                os.link(tmp, target)  # never replaces: FileExistsError if anything is there
-                fsync_dir(folder)
-                os.chmod(folder, _READ_ONLY_DIR)
-                fsync_dir(item)
-                fsync_dir(self.root)
-            elif existing.stat().st_size != size:
-                raise IntegrityError(
-                    f"the stored original of {digest} is {existing.stat().st_size} bytes, not {size}: "
-                    "it was altered on disk; run 'evidence audit'"
-                )
-            record = {
-                **intake,
-                "evidence_id": digest,
-                "sha256": digest,
-                "size": size,
-                "stored_as": f"original/{self._original(digest).name}",
-                "ingested_at": utc_now(),
-                "ingested_by": actor,
-            }
-            first_intake = _write_json_once(item / "evidence.json", record)
-            if first_intake:
-                self._append_locked(digest, custody.INGESTED, actor, {"sha256": digest, "size": size, **intake})
+                name = stored_name(str(intake.get("original_name", "")))
+                self._intake_unit(item, incoming, tmp, name, digest, size, intake, actor)
+                duplicate = False
             else:
-                self._append_locked(digest, custody.DUPLICATE_UPLOAD, actor, {"size": size, **intake})
-        return Stored(digest, size, duplicate=not first_intake, location=str(self._original(digest)))
+                with item.child(_ORIGINAL) as folder:
+                    stored_size = folder.lstat(existing).st_size
+                if stored_size != size:
+                    raise IntegrityError(
+                        f"the stored original of {digest} is {stored_size} bytes, not {size}: "
+                        "it was altered on disk; run 'evidence audit'"
+                    )
+                CustodyFile(item, digest).append(custody.DUPLICATE_UPLOAD, actor, {"size": size, **intake},
+                                                 recover=True)
+                name, duplicate = existing, True
+        return Stored(digest, size, duplicate=duplicate, location=str(self.root / digest / _ORIGINAL / name))
+
+    def _intake_unit(self, item: Directory, incoming: Directory, tmp: str, name: str, digest: str, size: int,
+                     intake: Mapping[str, Any], actor: str) -> None:
+        """evidence.json, the original, the "ingested" event: all three, or none of them."""
+        record = {**intake, "evidence_id": digest, "sha256": digest, "size": size,
+                  "stored_as": f"{_ORIGINAL}/{name}", "ingested_at": utc_now(), "ingested_by": actor}
+        done: list[str] = []
+        try:
+            item.write_once(_RECORD, _json_bytes(record))
+            done.append(_RECORD)
+            with item.child(_ORIGINAL, create=True) as folder:
+                done.append(_ORIGINAL)
+                incoming.link(tmp, folder, name)  # never replaces: FileExistsError if anything is there
+                folder.fsync()
+                os.fchmod(folder.fd, 0o500)
+            item.fsync()
+            self._root.fsync()
+            CustodyFile(item, digest).append(custody.INGESTED, actor, {"sha256": digest, "size": size, **intake},
+                                             recover=True)
+        except BaseException:
+            self._roll_back(item, done)
+            raise
+
+    @staticmethod
+    def _roll_back(item: Directory, done: list[str]) -> None:
+        """Undo an intake that could not finish: no original without its record and its event."""
+        if _ORIGINAL in done:
+            item.remove_tree(_ORIGINAL)
+        if _RECORD in done:
+            item.unlink(_RECORD, missing_ok=True)
+
+    def _complete_intake(self, item: Directory, digest: str, actor: str,
+                         intake: Mapping[str, Any] | None = None) -> str | None:
+        """Finish or roll back an intake a killed process left half-done; what was done, if anything."""
+        log_file = CustodyFile(item, digest)
+        repaired = log_file.recover(actor)
+        has_record, original = item.exists(_RECORD), self._original_name(item)
+        if original is None:
+            if has_record:
+                item.unlink(_RECORD)  # the original never arrived: that intake did not happen
+                return "rolled back an intake that stopped before its original was stored"
+            return "closed an interrupted custody write" if repaired else None
+        chain = custody.verify_chain(log_file.read(), digest)
+        if any(event.get("event") == custody.INGESTED for event in chain.events):
+            return "closed an interrupted custody write" if repaired else None
+        with item.child(_ORIGINAL) as folder:
+            size = folder.lstat(original).st_size
+        if not has_record:  # stored by a version that wrote the record after the original
+            facts = dict(intake or {"intake_facts_lost": "the process storing it stopped before recording them"})
+            item.write_once(_RECORD, _json_bytes({**facts, "evidence_id": digest, "sha256": digest, "size": size,
+                                                  "stored_as": f"{_ORIGINAL}/{original}",
+                                                  "ingested_at": utc_now(), "ingested_by": actor}))
+        record = json.loads(item.read_bytes(_RECORD))
+        logged = {key: value for key, value in record.items()
+                  if key not in ("evidence_id", "stored_as", "ingested_at", "ingested_by")}
+        log_file.append(custody.INGESTED, actor, {**logged, "recovered": "the storing process stopped before "
+                                                  "logging the intake"}, recover=True)
+        return "completed an intake that stopped before it was logged"
+
+    def recover(self, actor: str) -> list[str]:
+        done = []
+        for evidence_id in self._item_names():
+            try:
+                with self._locked(evidence_id) as item:
+                    what = self._complete_intake(item, evidence_id, actor)
+            except (EvidenceError, OSError) as exc:
+                what = f"could not be recovered: {exc}"
+                log.error("item could not be recovered", extra={"evidence_id": evidence_id, "reason": str(exc)})
+            if what:
+                done.append(f"{evidence_id}: {what}")
+        return done
+
+    @staticmethod
+    def _abandoned_uploads(incoming: Directory) -> list[str]:
+        found = []
+        for name in incoming.names():
+            if not name.startswith(_UPLOAD_PREFIX):
+                continue
+            try:
+                if time.time() - incoming.lstat(name).st_mtime >= OWNER_GRACE_S and not incoming.held(name):
+                    found.append(name)
+            except FileNotFoundError:
+                continue
+        return found
+
+    def partial_uploads(self) -> list[str]:
+        with self._incoming() as incoming:
+            return [str(self.root / _INCOMING / name) for name in self._abandoned_uploads(incoming)]
 
     def remove_abandoned_uploads(self) -> list[str]:
         removed = []
-        for path in self._incoming.glob(f"{_UPLOAD_PREFIX}*"):
-            try:
-                if time.time() - path.stat().st_mtime < OWNER_GRACE_S or not abandoned(path):
-                    continue
-                path.unlink()
-            except FileNotFoundError:
-                continue
-            removed.append(str(path))
+        with self._incoming() as incoming:
+            for name in self._abandoned_uploads(incoming):
+                incoming.unlink(name, missing_ok=True)
+                removed.append(str(self.root / _INCOMING / name))
         return removed
 
+    def _open_original(self, evidence_id: str) -> BinaryIO:
+        with self._item(evidence_id) as item:
+            name = self._original_name(item)
+            if name is None:
+                raise NotFound(f"no original stored for {evidence_id}")
+            with item.child(_ORIGINAL) as folder:
+                return folder.open_file(name)
+
     def _verified_copy(self, evidence_id: str, target: BinaryIO | None, progress: Progress) -> None:
-        path = self._original(evidence_id)
-        with open(path, "rb", buffering=0) as handle:
+        with self._open_original(evidence_id) as handle:
             digest, _ = copy_and_hash(handle, target, progress)
         if digest != evidence_id:
             raise IntegrityError(
                 f"the original of {evidence_id} fails its SHA-256 check (its bytes now hash to {digest}); "
-                f"it was altered or damaged at {path}"
+                f"it was altered or damaged in {self.root / evidence_id / _ORIGINAL}"
             )
 
     def fetch_original(self, evidence_id: str, dest: Path, progress: Progress = SILENT) -> Path:
         dest = Path(dest)
-        try:
-            with open(dest, "xb") as handle:
-                self._verified_copy(evidence_id, handle, progress)
-        except BaseException:
-            dest.unlink(missing_ok=True)
-            raise
+        size = self.evidence(evidence_id).get("size") or 0
+        ensure_free(dest.parent, int(size), self.min_free_bytes, "make the work copy of the original")
+        with Directory.open(dest.parent) as folder:
+            try:
+                with folder.open_file(dest.name, "wb") as handle:
+                    self._verified_copy(evidence_id, handle, progress)
+            except BaseException as exc:
+                folder.unlink(dest.name, missing_ok=True)
+                if is_disk_full(exc) and not isinstance(exc, DiskFull):
+                    raise DiskFull(f"the disk of {dest.parent} filled up while copying the original for a run")
+                raise
         return dest
 
     def verify_original(self, evidence_id: str, progress: Progress = SILENT) -> None:
         self._verified_copy(evidence_id, None, progress)
 
     def evidence(self, evidence_id: str) -> dict[str, Any]:
-        path = self._item(evidence_id) / "evidence.json"
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise NotFound(f"no evidence item {evidence_id}") from None
+        with self._item(evidence_id) as item:
+            try:
+                return json.loads(item.read_bytes(_RECORD))
+            except FileNotFoundError:
+                raise NotFound(f"no evidence item {evidence_id} (its intake is incomplete)") from None
+
+    def _item_names(self) -> list[str]:
+        return [name for name in self._root.names() if EVIDENCE_ID.match(name) and self._root.is_dir(name)]
 
     def evidence_ids(self) -> list[str]:
-        return sorted(p.name for p in self.root.iterdir() if EVIDENCE_ID.match(p.name) and p.is_dir())
+        """Items with something stored; a folder an intake rolled back (its lock, an empty log) is none."""
+        found = []
+        for name in self._item_names():
+            try:
+                with self._item(name) as item:
+                    if item.exists(_RECORD) or item.exists(_ORIGINAL):
+                        found.append(name)
+            except (NotFound, LinkRefused):
+                continue
+        return found
 
     # -- custody -----------------------------------------------------------
 
-    def _custody_path(self, evidence_id: str) -> Path:
-        return self._item(evidence_id) / "custody.jsonl"
+    def append_custody(self, evidence_id: str, event: str, actor: str, details: Mapping[str, Any],
+                       *, recover: bool = True) -> dict:
+        with self._locked(evidence_id) as item:
+            return CustodyFile(item, evidence_id).append(event, actor, details, recover=recover)
 
-    def _append_locked(self, evidence_id: str, event: str, actor: str, details: Mapping[str, Any]) -> dict:
-        path = self._custody_path(evidence_id)
-        existed = path.exists()
-        with open(path, "a+b") as handle:
-            handle.seek(0)
-            try:
-                previous, torn = custody.next_link(handle.read())
-            except ValueError as exc:
-                raise CustodyError(f"custody log of {evidence_id} cannot be extended safely: {exc}") from None
-            lines = b""
-            if torn is not None:
-                # A power cut or full disk cut the last event short. Keep its bytes, end the line, and
-                # record the repair in the chain before the new event.
-                previous = custody.new_event(previous, event=custody.CUSTODY_REPAIRED, evidence_id=evidence_id,
-                                             actor=actor, details=torn)
-                lines = b"\n" + custody.encode(previous)
-            entry = custody.new_event(previous, event=event, evidence_id=evidence_id, actor=actor, details=details)
-            handle.write(lines + custody.encode(entry))
-            handle.flush()
-            os.fsync(handle.fileno())
-        if not existed:
-            fsync_dir(path.parent)
-        return entry
-
-    def append_custody(self, evidence_id: str, event: str, actor: str, details: Mapping[str, Any]) -> dict:
-        if not self._item(evidence_id).is_dir():
-            raise NotFound(f"no evidence item {evidence_id}")
-        with self._locked(evidence_id):
-            return self._append_locked(evidence_id, event, actor, details)
+    def acknowledge_custody_damage(self, evidence_id: str, actor: str, reason: str) -> dict:
+        with self._locked(evidence_id) as item:
+            return CustodyFile(item, evidence_id).acknowledge(actor, reason)
 
     def custody(self, evidence_id: str) -> custody.ChainReport:
-        try:
-            data = self._custody_path(evidence_id).read_bytes()
-        except FileNotFoundError:
-            data = b""
+        with self._item(evidence_id) as item:
+            log_file = CustodyFile(item, evidence_id)
+            data, interrupted = log_file.read(), log_file.interrupted()
         report = custody.verify_chain(data, evidence_id)
         if not data:
             report.problems.append("the custody log is missing or empty")
+        if interrupted is not None:
+            report.problems.append("a custody write was interrupted (its process died); the next worker start "
+                                   "or write to this item repairs it")
         return report
 
     # -- runs --------------------------------------------------------------
 
-    def _run_dir(self, evidence_id: str, run_id: str) -> Path:
-        if not OUTPUT_NAME.match(run_id):
+    def _check_run(self, run_id: str) -> str:
+        if not OUTPUT_NAME.match(run_id) or run_id.startswith("."):
             raise NotFound(f"{run_id!r} is not a run id")
-        return self._item(evidence_id) / "runs" / run_id
+        return run_id
+
+    @contextmanager
+    def _runs(self, evidence_id: str, *, create: bool = False) -> Iterator[Directory | None]:
+        with self._item(evidence_id) as item:
+            if not create and not item.is_dir("runs"):
+                yield None
+                return
+            with item.child("runs", create=create) as runs:
+                yield runs
 
     def is_committed(self, evidence_id: str, run_id: str) -> bool:
-        return (self._run_dir(evidence_id, run_id) / RUN_RECORD).is_file()
+        self._check_run(run_id)
+        with self._runs(evidence_id) as runs:
+            if runs is None or not runs.is_dir(run_id):
+                return False
+            with runs.child(run_id) as run:
+                return run.exists(RUN_RECORD)
 
     def commit_run(self, evidence_id: str, run_id: str, files: Mapping[str, Path],
-                   record: Mapping[str, Any]) -> dict[str, Any] | None:
-        final = self._run_dir(evidence_id, run_id)
-        if (final / RUN_RECORD).exists():
-            return None
+                   record: Mapping[str, Any]) -> RunRecord | None:
+        self._check_run(run_id)
         for name in files:
             if not OUTPUT_NAME.match(name) or name == RUN_RECORD:
                 raise ValueError(f"{name!r} cannot be an output name")
-        final.parent.mkdir(exist_ok=True)
-        staging = final.with_name(f"{_STAGING_PREFIX}{run_id}-{uuid.uuid4().hex[:12]}")
-        # Locked before the folder exists: discard_uncommitted never sees this folder unlocked.
-        with exclusive(_staging_lock(staging)):
-            staging.mkdir()
-            try:
-                return self._fill_and_rename(staging, final, files, record)
-            finally:
-                if staging.exists():
-                    shutil.rmtree(staging, ignore_errors=True)
-                _staging_lock(staging).unlink(missing_ok=True)
+        if self.is_committed(evidence_id, run_id):
+            return None
+        with self._runs(evidence_id, create=True) as runs:
+            staging = f"{_STAGING_PREFIX}{run_id}-{secrets.token_hex(6)}"
+            # Locked before the folder exists: discard_uncommitted never sees this folder unlocked.
+            with runs.locked(staging + _LOCK_SUFFIX):
+                try:
+                    with runs.child(staging, create=True) as folder:
+                        full, digest = self._fill(folder, files, record)
+                    try:
+                        runs.rename(staging, runs, run_id)
+                    except OSError as exc:
+                        if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                            return None  # another attempt committed this run first; keep theirs
+                        raise
+                    runs.fsync()
+                    runs.seal(run_id)
+                    return RunRecord(full, digest)
+                except OSError as exc:
+                    if is_disk_full(exc):
+                        raise DiskFull(f"the disk of {self.root} filled up while committing run {run_id};"
+                                       " nothing was committed. Work resumes once space is freed") from exc
+                    raise
+                finally:
+                    runs.remove_tree(staging)
+                    runs.unlink(staging + _LOCK_SUFFIX, missing_ok=True)
 
-    def _fill_and_rename(self, staging: Path, final: Path, files: Mapping[str, Path],
-                         record: Mapping[str, Any]) -> dict[str, Any] | None:
+    @staticmethod
+    def _fill(folder: Directory, files: Mapping[str, Path], record: Mapping[str, Any]) -> tuple[dict, str]:
         outputs = {}
         for name, source in sorted(files.items()):
-            with open(source, "rb", buffering=0) as src, open(staging / name, "xb") as dst:
+            source = Path(source)
+            with Directory.open(source.parent) as origin, origin.open_file(source.name) as src, \
+                    folder.open_file(name, "wb") as dst:
                 digest, size = copy_and_hash(src, dst)
                 dst.flush()
                 os.fsync(dst.fileno())
-            os.chmod(staging / name, _READ_ONLY_FILE)
+                os.fchmod(dst.fileno(), 0o400)
             outputs[name] = {"sha256": digest, "size": size}
         full = {**record, "outputs": outputs, "committed_at": utc_now()}
-        _write_json_once(staging / RUN_RECORD, full)  # last file written: this is the commit record
-        fsync_dir(staging)
-        try:
-            os.rename(staging, final)
-        except OSError as exc:
-            if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
-                return None  # another attempt committed this run first; keep theirs
-            raise
-        fsync_dir(final.parent)
-        os.chmod(final, _READ_ONLY_DIR)
-        return full
+        data = _json_bytes(full)
+        folder.write_once(RUN_RECORD, data)  # last file written: this is the commit record
+        folder.fsync()
+        return full, hashlib.sha256(data).hexdigest()
 
-    def _staging_folders(self, evidence_id: str, run_id: str = "") -> list[Path]:
-        runs = self._item(evidence_id) / "runs"
-        if not runs.is_dir():
-            return []
-        return sorted(p for p in runs.glob(f"{_STAGING_PREFIX}{run_id}*") if p.is_dir())
+    def _staging_folders(self, evidence_id: str, run_id: str = "") -> list[str]:
+        with self._runs(evidence_id) as runs:
+            if runs is None:
+                return []
+            prefix = f"{_STAGING_PREFIX}{run_id}"
+            return [name for name in runs.names() if name.startswith(prefix) and runs.is_dir(name)]
 
     def discard_uncommitted(self, evidence_id: str, run_id: str) -> None:
-        for staging in self._staging_folders(evidence_id, f"{run_id}-"):
-            try:
-                if not abandoned(_staging_lock(staging)):
-                    continue  # a live worker is committing it
-            except FileNotFoundError:
-                pass  # its owner got as far as removing its lock
-            shutil.rmtree(staging, ignore_errors=True)
-            _staging_lock(staging).unlink(missing_ok=True)
+        with self._runs(evidence_id) as runs:
+            for staging in self._staging_folders(evidence_id, f"{run_id}-"):
+                try:
+                    if runs.held(staging + _LOCK_SUFFIX):
+                        continue  # a live worker is committing it
+                except FileNotFoundError:
+                    pass  # its owner got as far as removing its lock
+                runs.remove_tree(staging)
+                runs.unlink(staging + _LOCK_SUFFIX, missing_ok=True)
 
-    def run_records(self, evidence_id: str) -> list[dict[str, Any]]:
-        runs = self._item(evidence_id) / "runs"
+    def run_records(self, evidence_id: str) -> list[RunRecord]:
         records = []
-        if runs.is_dir():
-            for folder in runs.iterdir():
-                path = folder / RUN_RECORD
-                if not folder.name.startswith(".") and path.is_file():
-                    records.append(json.loads(path.read_text(encoding="utf-8")))
-        return sorted(records, key=lambda r: r.get("committed_at", ""))
+        with self._runs(evidence_id) as runs:
+            for name in [] if runs is None else runs.names():
+                if name.startswith(".") or not runs.is_dir(name):
+                    continue
+                try:
+                    with runs.child(name) as run:
+                        data = run.read_bytes(RUN_RECORD)
+                except (FileNotFoundError, LinkRefused):
+                    continue
+                records.append(RunRecord(json.loads(data), hashlib.sha256(data).hexdigest()))
+        return sorted(records, key=lambda r: str(r.record.get("committed_at", "")))
 
-    def _output(self, evidence_id: str, run_id: str, name: str) -> Path:
+    @contextmanager
+    def _output(self, evidence_id: str, run_id: str, name: str) -> Iterator[BinaryIO]:
         if not self.is_committed(evidence_id, run_id):
             raise NotFound(f"run {run_id} of {evidence_id} is not committed")
         if not OUTPUT_NAME.match(name):
             raise NotFound(f"{name!r} is not an output name")
-        return self._run_dir(evidence_id, run_id) / name
+        with self._runs(evidence_id) as runs, runs.child(run_id) as run:
+            try:
+                handle = run.open_file(name)
+            except FileNotFoundError:
+                raise NotFound(f"run {run_id} has no output {name!r}") from None
+        with handle:
+            yield handle
 
     def read_output(self, evidence_id: str, run_id: str, name: str) -> bytes:
-        try:
-            return self._output(evidence_id, run_id, name).read_bytes()
-        except FileNotFoundError:
-            raise NotFound(f"run {run_id} has no output {name!r}") from None
+        with self._output(evidence_id, run_id, name) as handle:
+            return handle.read()
 
     def hash_output(self, evidence_id: str, run_id: str, name: str) -> tuple[str, int]:
-        try:
-            return hash_file(self._output(evidence_id, run_id, name))
-        except FileNotFoundError:
-            raise NotFound(f"run {run_id} has no output {name!r}") from None
+        with self._output(evidence_id, run_id, name) as handle:
+            return copy_and_hash(handle, None)
 
     def uncommitted_leftovers(self, evidence_id: str) -> list[str]:
-        return [str(p) for p in self._staging_folders(evidence_id)]
+        return [str(self.root / evidence_id / "runs" / name) for name in self._staging_folders(evidence_id)]
 
     def location(self, evidence_id: str, run_id: str | None = None) -> str:
-        return str(self._run_dir(evidence_id, run_id) if run_id else self._item(evidence_id))
+        item = self.root / self._check_id(evidence_id)
+        return str(item / "runs" / self._check_run(run_id) if run_id else item)
+
+    def exposure(self) -> list[str]:
+        return exposed(self.root)

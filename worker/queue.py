@@ -35,10 +35,17 @@ class Job:
 
 
 class JobQueue(ABC):
+    # True when this queue was created empty just now: beside a store that holds items, jobs may have
+    # been lost with an earlier queue (see worker.requeue).
+    fresh: bool = False
+
     @abstractmethod
     def enqueue(self, evidence_id: str, pipeline: str, params: Mapping[str, Any] | None = None,
-                nonce: str | None = None) -> tuple[Job, bool]:
-        """Add a job; if the same job is already waiting or running, return it instead (and False)."""
+                nonce: str | None = None, job_id: str | None = None) -> tuple[Job, bool]:
+        """Add a job; if the same job is already waiting or running, return it instead (and False).
+
+        ``job_id`` re-creates a job the custody log names (after the queue was lost); by default a new id.
+        """
 
     @abstractmethod
     def lease(self, visibility_timeout_s: float) -> Job | None:

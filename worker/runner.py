@@ -25,6 +25,7 @@ from worker import __version__, custody
 from worker.errors import EvidenceError, JobError, LeaseLost, NotFound
 from worker.progress import progress_bar
 from worker.queue import Job
+from worker.space import DiskFull, is_disk_full
 from worker.store import EvidenceStore, stored_name
 from worker.timestamps import utc_now
 from worker.workdirs import private_workdir, remove_abandoned
@@ -97,23 +98,27 @@ class Runner:
                     committed = self.store.commit_run(job.evidence_id, rid, files, record)
                     if committed is not None:
                         self.store.append_custody(job.evidence_id, custody.RUN_COMMITTED, self.actor, {
-                            "run_id": rid, "job_id": job.id, "outputs": committed["outputs"],
+                            "run_id": rid, "job_id": job.id, "outputs": committed.record["outputs"],
+                            "record_sha256": committed.sha256,
                         })
         except BaseException as exc:
             if committed is not None or self.store.is_committed(job.evidence_id, rid):
                 raise  # the run is committed; a late error or stop signal changes nothing about it
-            interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
-            with protect():
-                self.store.append_custody(
-                    job.evidence_id, custody.RUN_INTERRUPTED if interrupted else custody.RUN_FAILED, self.actor,
-                    {"run_id": rid, "job_id": job.id, "attempt": job.attempts,
-                     "error": describe(exc), "retryable": not interrupted and is_retryable(exc)},
-                )
+            interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit)) or is_disk_full(exc)
+            try:
+                with protect():
+                    self.store.append_custody(
+                        job.evidence_id, custody.RUN_INTERRUPTED if interrupted else custody.RUN_FAILED, self.actor,
+                        {"run_id": rid, "job_id": job.id, "attempt": job.attempts,
+                         "error": describe(exc), "retryable": interrupted or is_retryable(exc)},
+                    )
+            except DiskFull:
+                log.error("the run's end could not be logged: the disk is full", extra={"run_id": rid})
             raise
         if committed is None:
             log.info("another attempt committed this run first", extra={"job_id": job.id, "run_id": rid})
             return Outcome(rid, committed=False)
-        return Outcome(rid, committed=True, record=committed)
+        return Outcome(rid, committed=True, record=committed.record)
 
     def _log_commit_if_missing(self, job: Job, rid: str) -> None:
         """A worker killed between commit and custody event leaves a committed run unlogged; log it now."""
@@ -121,19 +126,23 @@ class Runner:
         if any(e.get("event") == custody.RUN_COMMITTED and (e.get("details") or {}).get("run_id") == rid
                for e in chain.events):
             return
-        record = next(r for r in self.store.run_records(job.evidence_id) if r.get("run_id") == rid)
+        stored = next(r for r in self.store.run_records(job.evidence_id) if r.record.get("run_id") == rid)
         self.store.append_custody(job.evidence_id, custody.RUN_COMMITTED, self.actor, {
-            "run_id": rid, "job_id": record.get("job_id"), "outputs": record.get("outputs"),
+            "run_id": rid, "job_id": stored.record.get("job_id"), "outputs": stored.record.get("outputs"),
+            "record_sha256": stored.sha256,
             "recovered": "the worker that committed this run stopped before logging it",
         })
         log.warning("logged a run committed by a worker that stopped before logging it",
                     extra={"job_id": job.id, "run_id": rid})
 
     def clean_up_after_crashes(self) -> None:
-        """Remove work folders and partial uploads of processes that died (they hold unredacted bytes)."""
+        """After processes that died: remove their work folders and partial uploads (they hold unredacted
+        bytes), and finish or roll back the intakes and custody writes they left half-done."""
         remove_abandoned(self.work_dir)
         for path in self.store.remove_abandoned_uploads():
             log.warning("removed a partial upload of a process that stopped mid-copy", extra={"path": path})
+        for what in self.store.recover(self.actor):
+            log.warning("recovered after a process that stopped mid-write", extra={"detail": what})
 
     def _run_steps(self, job: Job, evidence: Mapping[str, Any], pipeline: Pipeline, params: dict[str, Any], rid: str,
                    workdir: Path, started: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Path]]:
@@ -142,7 +151,7 @@ class Runner:
         original = inputs / stored_name(str(evidence.get("original_name", "")))
         with progress_bar(evidence.get("size"), "verifying original") as bar:
             self.store.fetch_original(job.evidence_id, original, bar)
-        original.chmod(0o444)
+        original.chmod(0o400)
 
         files: dict[str, Path] = {}
         facts: dict[str, Mapping[str, Any]] = {}
@@ -188,5 +197,7 @@ class Runner:
             "facts": facts,
             "errors": warnings,  # problems steps reported that did not stop the run
             "tools": {"evidence-worker": __version__, "python": platform.python_version(), **tools},
+            "limits": {"threads": self.tools.threads, "memory_limit_bytes": self.tools.memory_limit_bytes,
+                       "max_pixels": self.tools.max_pixels, "timeout_s": self.tools.timeout_s},
         }
         return record, files

@@ -4,14 +4,22 @@ WAL mode and ``BEGIN IMMEDIATE`` make a lease a single atomic claim, so any
 number of worker processes on one machine can share the file. Time is wall
 clock seconds; a lease that is not renewed by a heartbeat expires and the job
 is handed out again (a crashed worker's job comes back by itself).
+
+The file is owner-only (SQLite gives its WAL files the same mode) and never
+reached through a link. Every SQLite failure becomes one QueueUnavailable
+line that says what to do; a reader on a full disk, where SQLite cannot
+create its WAL files, reads the file as it stands instead.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import sqlite3
 import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -19,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.pipeline import canonical_json
-from worker.errors import NotFound
+from worker.directory import PRIVATE_FILE, Directory
+from worker.errors import NotFound, QueueUnavailable
 from worker.queue import DEAD, DONE, LEASED, QUEUED, Job, JobQueue
 
 _SCHEMA = """
@@ -44,26 +53,82 @@ CREATE INDEX IF NOT EXISTS jobs_same ON jobs (evidence_id, pipeline, state);
 """
 
 
+_ADVICE = {
+    "SQLITE_NOTADB": "it is damaged or not a job queue: move it aside; 'evidence requeue --missing' then "
+                     "rebuilds the jobs from the custody logs",
+    "SQLITE_CORRUPT": "it is damaged: move it aside; 'evidence requeue --missing' then rebuilds the jobs "
+                      "from the custody logs",
+    "SQLITE_FULL": "the disk is full: free space; no job is lost",
+    "SQLITE_CANTOPEN": "SQLite cannot open it or create its WAL files beside it: check that its folder is "
+                       "writable by this account and that the disk is not full",
+    "SQLITE_READONLY": "it, or its folder, is read-only for this account",
+    "SQLITE_BUSY": "another process holds it locked for too long",
+    "SQLITE_IOERR": "a read or write failed: the disk may be full or failing",
+}
+
+
+def _translated(method: Callable) -> Callable:
+    """SQLite errors as one line naming the queue file and what to do."""
+
+    @functools.wraps(method)
+    def wrapper(self: SqliteQueue, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            name = getattr(exc, "sqlite_errorname", None) or ""
+            advice = _ADVICE.get(name) or _ADVICE.get("_".join(name.split("_")[:2]), "")
+            raise QueueUnavailable(f"the job queue {self.path} cannot be used ({exc})"
+                                   + (f": {advice}" if advice else "")) from None
+    return wrapper
+
+
 class SqliteQueue(JobQueue):
+    @_translated
     def __init__(self, path: Path, *, max_attempts: int = 5, backoff_base_s: float = 30.0,
-                 backoff_max_s: float = 3600.0, clock: Callable[[], float] = time.time):
-        self.path = Path(path)
+                 backoff_max_s: float = 3600.0, clock: Callable[[], float] = time.time, read_only: bool = False):
+        self.path = Path(os.path.abspath(path))
         self.max_attempts = max_attempts
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
         self.clock = clock
+        self.read_only = read_only
         self._local = threading.local()  # sqlite3 connections belong to one thread
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._connection().executescript(_SCHEMA)  # idempotent; runs in its own transaction
+        with Directory.open(self.path.parent, create=True) as folder:
+            if not folder.exists(self.path.name):
+                if read_only:
+                    raise QueueUnavailable(f"there is no job queue at {self.path} yet")
+                try:  # created here so that it, and the WAL files SQLite copies its mode to, are owner-only
+                    os.close(folder.open_fd(self.path.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE))
+                except FileExistsError:
+                    pass
+            os.close(folder.open_fd(self.path.name, os.O_RDONLY))  # LinkRefused if a link stands there
+        db = self._connection()
+        self.fresh = not read_only and db.execute(
+            "SELECT count(*) FROM sqlite_master WHERE type='table' AND name='jobs'").fetchone()[0] == 0
+        if not read_only:
+            db.executescript(_SCHEMA)  # idempotent; runs in its own transaction
+
+    def _connect(self, immutable: bool) -> sqlite3.Connection:
+        if immutable:
+            uri = f"file:{urllib.parse.quote(str(self.path))}?immutable=1"
+            return sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")  # a job acked is a job that stays acked
+        db.execute("PRAGMA busy_timeout=30000")
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return db
 
     def _connection(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            try:
+                db = self._connect(immutable=False)
+            except sqlite3.OperationalError:
+                if not self.read_only:
+                    raise
+                db = self._connect(immutable=True)  # a full disk: SQLite cannot make its WAL files
             db.row_factory = sqlite3.Row
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")  # a job acked is a job that stays acked
-            db.execute("PRAGMA busy_timeout=30000")
             self._local.db = db
         return db
 
@@ -87,19 +152,20 @@ class SqliteQueue(JobQueue):
             last_error=row["last_error"], created_at=row["created_at"], updated_at=row["updated_at"],
         )
 
+    @_translated
     def enqueue(self, evidence_id: str, pipeline: str, params: Mapping[str, Any] | None = None,
-                nonce: str | None = None) -> tuple[Job, bool]:
+                nonce: str | None = None, job_id: str | None = None) -> tuple[Job, bool]:
         params_json = canonical_json(dict(params or {})).decode("utf-8")
         now = self.clock()
         with self._transaction() as db:
             same = db.execute(
-                "SELECT * FROM jobs WHERE evidence_id=? AND pipeline=? AND params=? AND nonce IS ? "
-                "AND state IN ('queued', 'leased')",
-                (evidence_id, pipeline, params_json, nonce),
+                "SELECT * FROM jobs WHERE (evidence_id=? AND pipeline=? AND params=? AND nonce IS ? "
+                "AND state IN ('queued', 'leased')) OR id=?",
+                (evidence_id, pipeline, params_json, nonce, job_id),
             ).fetchone()
             if same is not None:
                 return self._job(same), False
-            job_id = uuid.uuid4().hex
+            job_id = job_id or uuid.uuid4().hex
             db.execute(
                 "INSERT INTO jobs (id, evidence_id, pipeline, params, nonce, state, max_attempts,"
                 " available_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?)",
@@ -108,6 +174,7 @@ class SqliteQueue(JobQueue):
             row = db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
         return self._job(row), True
 
+    @_translated
     def lease(self, visibility_timeout_s: float) -> Job | None:
         with self._transaction() as db:
             while True:
@@ -136,6 +203,7 @@ class SqliteQueue(JobQueue):
                 )
                 return self._job(db.execute("SELECT * FROM jobs WHERE id=?", (row["id"],)).fetchone())
 
+    @_translated
     def _update_leased(self, job: Job, assignments: str, values: tuple) -> bool:
         with self._transaction() as db:
             cursor = db.execute(
@@ -144,15 +212,18 @@ class SqliteQueue(JobQueue):
             )
             return cursor.rowcount == 1
 
+    @_translated
     def heartbeat(self, job: Job, visibility_timeout_s: float) -> bool:
         return self._update_leased(job, "lease_expires=?", (self.clock() + visibility_timeout_s,))
 
+    @_translated
     def ack(self, job: Job) -> bool:
         return self._update_leased(job, "state='done', lease_token=NULL, lease_expires=NULL", ())
 
     def backoff_s(self, attempts: int) -> float:
         return min(self.backoff_base_s * 2 ** max(attempts - 1, 0), self.backoff_max_s)
 
+    @_translated
     def fail(self, job: Job, reason: str, *, retryable: bool) -> str:
         dead = not retryable or job.attempts >= job.max_attempts
         if dead:
@@ -167,12 +238,14 @@ class SqliteQueue(JobQueue):
             state = QUEUED
         return state if done else LEASED  # lease lost: whoever holds it now decides
 
+    @_translated
     def release(self, job: Job) -> None:
         self._update_leased(
             job, "state='queued', attempts=attempts-1, lease_token=NULL, lease_expires=NULL, available_at=?",
             (self.clock(),),
         )
 
+    @_translated
     def counts(self) -> dict[str, int]:
         now = self.clock()
         db = self._connection()
@@ -184,6 +257,7 @@ class SqliteQueue(JobQueue):
         counts.update({row[0]: row[1] for row in rows})
         return counts
 
+    @_translated
     def jobs(self, state: str | None = None, limit: int = 100) -> list[Job]:
         db = self._connection()
         if state is None:
@@ -193,12 +267,14 @@ class SqliteQueue(JobQueue):
                               (state, limit)).fetchall()
         return [self._job(row) for row in rows]
 
+    @_translated
     def get(self, job_id: str) -> Job:
         row = self._connection().execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
         if row is None:
             raise NotFound(f"no job {job_id}")
         return self._job(row)
 
+    @_translated
     def retry_dead(self, job_id: str) -> Job:
         now = self.clock()
         with self._transaction() as db:

@@ -30,6 +30,12 @@ RUN_RECORD = "run.json"
 
 
 @dataclass(frozen=True)
+class RunRecord:
+    record: dict[str, Any]   # run.json as stored
+    sha256: str              # of run.json's bytes, which the "run committed" custody event records
+
+
+@dataclass(frozen=True)
 class Stored:
     evidence_id: str
     size: int
@@ -56,6 +62,14 @@ class EvidenceStore(ABC):
         """Delete partial uploads whose process died mid-copy (unredacted bytes must not linger)."""
 
     @abstractmethod
+    def partial_uploads(self) -> list[str]:
+        """Partial uploads whose process died mid-copy, still there (for the audit to mention)."""
+
+    @abstractmethod
+    def recover(self, actor: str) -> list[str]:
+        """Finish or roll back what processes that died left half-done (intakes, custody writes); say what."""
+
+    @abstractmethod
     def fetch_original(self, evidence_id: str, dest: Path, progress: Progress = SILENT) -> Path:
         """Copy the original to ``dest``, re-verifying its SHA-256 (IntegrityError on mismatch)."""
 
@@ -72,8 +86,18 @@ class EvidenceStore(ABC):
         """Every item in the store, including ones whose intake was interrupted."""
 
     @abstractmethod
-    def append_custody(self, evidence_id: str, event: str, actor: str, details: Mapping[str, Any]) -> dict:
-        """Append one event to the item's chain, durably; return it."""
+    def append_custody(self, evidence_id: str, event: str, actor: str, details: Mapping[str, Any],
+                       *, recover: bool = True) -> dict:
+        """Append one event to the item's chain, durably; return it.
+
+        Writers may first close a custody write of theirs that died half-way
+        (``recover``); readers (audit, show) pass False and get CustodyError
+        instead, so reading never changes what is read.
+        """
+
+    @abstractmethod
+    def acknowledge_custody_damage(self, evidence_id: str, actor: str, reason: str) -> dict:
+        """A person's logged acknowledgement of damage no interrupted write explains; appends resume."""
 
     @abstractmethod
     def custody(self, evidence_id: str) -> ChainReport:
@@ -85,7 +109,7 @@ class EvidenceStore(ABC):
     @abstractmethod
     def commit_run(
         self, evidence_id: str, run_id: str, files: Mapping[str, Path], record: Mapping[str, Any]
-    ) -> dict[str, Any] | None:
+    ) -> RunRecord | None:
         """Store ``files`` and then run.json (``record`` plus output hashes) as a new run.
 
         Returns the record written, or None when the run was already committed
@@ -97,8 +121,8 @@ class EvidenceStore(ABC):
         """Remove what an earlier, crashed attempt of this run left behind (never a committed run)."""
 
     @abstractmethod
-    def run_records(self, evidence_id: str) -> list[dict[str, Any]]:
-        """run.json of every committed run, oldest first."""
+    def run_records(self, evidence_id: str) -> list[RunRecord]:
+        """run.json of every committed run, oldest first (as stored: verify before trusting)."""
 
     @abstractmethod
     def read_output(self, evidence_id: str, run_id: str, name: str) -> bytes:
@@ -115,6 +139,10 @@ class EvidenceStore(ABC):
     @abstractmethod
     def location(self, evidence_id: str, run_id: str | None = None) -> str:
         """Where a person finds the item (or one of its runs)."""
+
+    @abstractmethod
+    def exposure(self) -> list[str]:
+        """What another account could read or redirect: loose permissions, links this software did not make."""
 
     def resolve(self, prefix: str) -> str:
         """The full evidence id that ``prefix`` (at least 6 hex digits) names."""

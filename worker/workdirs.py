@@ -8,14 +8,14 @@ killed worker (its lock no longer held) is removed when any worker starts.
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
+import os
+import secrets
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from worker.locks import OWNER_GRACE_S, abandoned, exclusive
+from worker.directory import OWNER_GRACE_S, PRIVATE_DIR, Directory
 
 log = logging.getLogger("evidence.workdirs")
 
@@ -24,13 +24,21 @@ LOCK = ".lock"
 
 @contextmanager
 def private_workdir(root: Path, prefix: str) -> Iterator[Path]:
-    root.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir=root))
-    try:
-        with exclusive(folder / LOCK):
-            yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    with Directory.open(root, create=True) as parent:
+        while True:
+            name = f"{prefix}-{secrets.token_hex(6)}"
+            try:
+                os.mkdir(name, PRIVATE_DIR, dir_fd=parent.fd)
+                break
+            except FileExistsError:
+                continue
+        try:
+            with parent.child(name) as folder:
+                os.fchmod(folder.fd, PRIVATE_DIR)
+                with folder.locked(LOCK):
+                    yield parent.path / name
+        finally:
+            parent.remove_tree(name)
 
 
 def remove_abandoned(root: Path) -> list[Path]:
@@ -38,16 +46,18 @@ def remove_abandoned(root: Path) -> list[Path]:
     removed: list[Path] = []
     if not root.is_dir():
         return removed
-    for folder in root.iterdir():
-        if not folder.is_dir():
-            continue
-        try:
-            if not abandoned(folder / LOCK):
-                continue  # its worker is alive
-        except FileNotFoundError:
-            if time.time() - folder.stat().st_mtime < OWNER_GRACE_S:
+    with Directory.open(root) as parent:
+        for name in parent.names():
+            if not parent.is_dir(name):
                 continue
-        shutil.rmtree(folder, ignore_errors=True)
-        removed.append(folder)
-        log.warning("removed the work folder of a worker that stopped mid-run", extra={"folder": str(folder)})
+            try:
+                with parent.child(name) as folder:
+                    if folder.held(LOCK):
+                        continue  # its worker is alive
+            except FileNotFoundError:
+                if time.time() - parent.lstat(name).st_mtime < OWNER_GRACE_S:
+                    continue
+            parent.remove_tree(name)
+            removed.append(parent.path / name)
+            log.warning("removed the work folder of a worker that stopped mid-run", extra={"folder": name})
     return removed

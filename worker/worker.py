@@ -3,6 +3,9 @@
 SIGTERM or SIGINT once: lease nothing more, finish the current job, exit 0.
 A second signal: stop the current step now and give the job back to the
 queue (the attempt is not counted); it never interrupts a store write.
+
+A full disk is an outage, not a bad file: the job goes back to the queue
+without counting the attempt and the worker pauses, then tries again.
 """
 
 from __future__ import annotations
@@ -14,9 +17,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from worker.errors import QueueUnavailable
 from worker.inbox import Inbox
 from worker.queue import DEAD, Job, JobQueue
+from worker.requeue import every_lost_job, requeue
 from worker.runner import Runner, describe, is_retryable
+from worker.space import is_disk_full
 
 log = logging.getLogger("evidence.worker")
 
@@ -54,13 +60,16 @@ class _Heartbeat(threading.Thread):
 
 class Worker:
     def __init__(self, queue: JobQueue, runner: Runner, *, visibility_timeout_s: float,
-                 heartbeat_interval_s: float, poll_interval_s: float, inbox: Inbox | None = None):
+                 heartbeat_interval_s: float, poll_interval_s: float, disk_full_pause_s: float = 60.0,
+                 inbox: Inbox | None = None):
         self.queue = queue
         self.runner = runner
         self.visibility_timeout_s = visibility_timeout_s
         self.heartbeat_interval_s = heartbeat_interval_s
         self.poll_interval_s = poll_interval_s
+        self.disk_full_pause_s = disk_full_pause_s
         self.inbox = inbox
+        self.disk_full = False          # the last job stopped on a full disk
         self.stopping = threading.Event()
         self._signals = 0
         self._abortable = False   # inside a job, outside a store write
@@ -102,6 +111,7 @@ class Worker:
                                                args=(self.stopping, self.poll_interval_s))
                     watcher.start()
             self.runner.clean_up_after_crashes()
+            self._requeue_if_queue_was_lost()
             log.info("worker started", extra={"once": once})
             while not self.stopping.is_set():
                 try:
@@ -116,6 +126,12 @@ class Worker:
                     self.stopping.wait(self.poll_interval_s)
                     continue
                 self.process(job)
+                if self.disk_full:
+                    if once:
+                        log.error("stopping: the disk is full; the job is back in the queue, no attempt counted")
+                        return 1
+                    log.warning("pausing: the disk is full", extra={"pause_s": self.disk_full_pause_s})
+                    self.stopping.wait(self.disk_full_pause_s)
         finally:
             self.stopping.set()
             if watcher is not None:
@@ -125,12 +141,22 @@ class Worker:
         log.info("worker stopped")
         return 0
 
+    def _requeue_if_queue_was_lost(self) -> None:
+        """A new, empty queue beside a store with items: the old queue is gone; its jobs live on in custody."""
+        if not self.queue.fresh:
+            return
+        for lost in every_lost_job(self.runner.store, self.queue):
+            log.warning("the job queue was created just now, and the custody logs name a job it does not hold: "
+                        "queueing it again", extra={"job_id": lost.job_id, "evidence_id": lost.evidence_id})
+            requeue(self.runner.store, self.queue, lost, self.runner.actor)
+
     def process(self, job: Job) -> None:
         fields = {"job_id": job.id, "evidence_id": job.evidence_id, "pipeline": job.pipeline,
                   "attempt": job.attempts}
         log.info("job leased", extra=fields)
         heartbeat = _Heartbeat(self.queue, job, self.heartbeat_interval_s, self.visibility_timeout_s)
         heartbeat.start()
+        self.disk_full = False
         try:
             self._abortable = True
             outcome = self.runner.run(job, heartbeat.lost, protect=self.protected)
@@ -143,6 +169,14 @@ class Worker:
         except Exception as exc:
             self._abortable = False
             reason = describe(exc)
+            if is_disk_full(exc):
+                self.disk_full = True
+                log.error("job paused: the disk is full", extra={**fields, "reason": reason})
+                try:
+                    self.queue.release(job)  # an outage, not a bad file: the attempt does not count
+                except QueueUnavailable as failure:  # the queue is on the full disk too; the lease will expire
+                    log.error("could not give the job back", extra={**fields, "reason": str(failure)})
+                return
             state = self.queue.fail(job, reason, retryable=is_retryable(exc))
             level = logging.ERROR if state == DEAD else logging.WARNING
             log.log(level, "job failed", extra={**fields, "reason": reason, "state": state})

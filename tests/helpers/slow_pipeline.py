@@ -13,7 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from pipelines import registry  # noqa: E402
-from pipelines.pipeline import Pipeline, Step, StepContext, StepResult  # noqa: E402
+from pipelines.pipeline import Param, Pipeline, Step, StepContext, StepResult  # noqa: E402
 
 
 def wait(ctx: StepContext) -> StepResult:
@@ -30,7 +30,7 @@ def wait(ctx: StepContext) -> StepResult:
 
 
 SLOW = Pipeline("slow", "1", (Step("wait", wait),),
-                defaults={"wait.started": "", "wait.release": "", "wait.timeout_s": 60.0})
+                params={"wait.started": Param(""), "wait.release": Param(""), "wait.timeout_s": Param(60.0)})
 registry.register(SLOW)
 
 if __name__ == "__main__":

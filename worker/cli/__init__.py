@@ -1,0 +1,85 @@
+"""The ``evidence`` command: one module per command family, wired here."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from worker import __version__
+from worker.cli import admin, items, jobs
+from worker.cli.output import EXIT_BROKEN_PIPE, EXIT_NOT_FOUND, EXIT_PROBLEM, EXIT_USAGE, printable
+from worker.config import load_settings
+from worker.errors import ConfigError, EvidenceError, JobError, NotFound
+from worker.logs import configure as configure_logs
+
+DESCRIPTION = """\
+Preserve field footage as evidence: store each original write-once under its
+SHA-256, keep a hash-chained custody log, and process it through versioned
+pipelines (today: intake = probe) from a durable queue.
+
+Everyday use:
+  evidence ingest interview.mp4 --case C-17 --collected-by "team 2" --languages ru,ce
+  evidence worker --once                 process everything queued, then exit
+  evidence worker --inbox ~/inbox        run as a service; files dropped in the inbox are ingested
+  evidence show 3f2a9c                   one item: original, probe facts, runs, custody
+  evidence audit                         re-hash everything; exit 1 on any problem
+"""
+
+EPILOG = """\
+settings: --config FILE or EVIDENCE_CONFIG (TOML), then EVIDENCE_* variables
+  (EVIDENCE_HOME=/srv/evidence, EVIDENCE_QUEUE__MAX_ATTEMPTS=3). See 'evidence config show'.
+exit status: 0 done; 1 done, but something failed, an audit found a problem or the disk is full;
+  2 bad usage or settings; 3 no such evidence item or job; 141 the output pipe closed early.
+--json output is one JSON document on stdout; logs are JSON lines on stderr.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="evidence", description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", help="TOML settings file (default: $EVIDENCE_CONFIG)")
+    parser.add_argument("--version", action="version", version=f"evidence-worker {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str, description: str | None = None) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help_text, description=description or help_text,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    for family in (items, jobs, admin):
+        family.register(command)
+    return parser
+
+
+def _fail(code: int, error: BaseException) -> int:
+    print(f"evidence: {printable(error)}", file=sys.stderr)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.umask(0o077)  # whatever this process creates is owner-only, beyond the explicit modes
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        return _fail(EXIT_USAGE, exc)
+    configure_logs(settings.log_level)
+    try:
+        code = args.handler(settings, args)
+        sys.stdout.flush()  # inside the try: a reader that went away is handled here, not at exit
+        return code
+    except BrokenPipeError:
+        # The reader went away (`evidence status | head`): stop quietly, and let no later flush complain.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    except NotFound as exc:
+        return _fail(EXIT_NOT_FOUND, exc)
+    except (JobError, ValueError) as exc:
+        return _fail(EXIT_USAGE, exc)
+    except EvidenceError as exc:
+        return _fail(EXIT_PROBLEM, exc)
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,125 @@
+"""Commands for the archive as a whole: audit, custody, config, demo."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from worker.audit import audit_store
+from worker.backends import open_queue, open_store
+from worker.cli import wiring
+from worker.cli.items import describe_item, print_item
+from worker.cli.output import EXIT_OK, EXIT_PROBLEM, print_json, printable
+from worker.config import Settings
+from worker.errors import JobError, QueueUnavailable
+from worker.intake import ingest
+from worker.permissions import exposed
+from worker.store import EvidenceStore
+
+SAMPLE_VIDEO = Path(__file__).resolve().parents[1] / "samples" / "street-walkers-1080p.mp4"
+
+
+def register(command) -> None:
+    p = command("audit", "re-hash every original; verify custody chains, run outputs, jobs and permissions",
+                "Re-hash every original, verify every custody chain and every committed run, find jobs\n"
+                "the queue lost, and report anything another local account could read. The result is\n"
+                "logged in each item's chain; nothing is repaired. Exit 1 on any problem.")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_audit)
+
+    p = command("custody", "acknowledge damage to a custody log, after a person has looked",
+                "A custody log whose last event was cut or edited, with no interrupted write of this\n"
+                "software to explain it, refuses further events until a person looks at it. 'acknowledge'\n"
+                "records who looked and why in the chain itself; the damaged bytes are kept as they are.")
+    p.add_argument("action", choices=["acknowledge"])
+    p.add_argument("evidence_id", metavar="ID")
+    p.add_argument("--reason", required=True, help="what was found and why it is acceptable to go on")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_custody)
+
+    p = command("config", "settings")
+    p.add_argument("action", choices=["show"], help="show: the effective settings, secrets redacted")
+    p.set_defaults(handler=cmd_config)
+
+    p = command("demo", "ingest the bundled sample video, process it and show the result")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_demo)
+
+
+def _store_findings(settings: Settings, store: EvidenceStore) -> dict[str, list[str]]:
+    queue = settings.queue_path
+    problems = exposed(settings.home, recursive=False) + store.exposure()
+    problems += exposed(queue, Path(f"{queue}-wal"), Path(f"{queue}-shm"), settings.work_dir)
+    notes = [f"partial upload left by a process that stopped mid-copy (the next worker start removes it): {path}"
+             for path in store.partial_uploads()]
+    return {"problems": problems, "notes": notes}
+
+
+def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
+    store = open_store(settings)
+    try:
+        queue = open_queue(settings, read_only=True)
+    except QueueUnavailable:
+        queue = None
+    found = _store_findings(settings, store)
+    if not args.json:
+        for line in found["problems"]:
+            print(f"PROBLEM store: {printable(line)}")
+        for line in found["notes"]:
+            print(f"note    store: {printable(line)}")
+    items = []
+    for item in audit_store(store, queue, settings.actor):
+        items.append(item)
+        if not args.json:
+            state = "ok     " if item.ok else "PROBLEM"
+            print(f"{state} {item.evidence_id}  {item.custody_events} custody events, {item.runs_checked} runs")
+            for line in item.problems:
+                print(f"          - {printable(line)}")
+            for line in item.notes:
+                print(f"          note: {printable(line)}")
+    problems = sum(not item.ok for item in items)
+    ok = problems == 0 and not found["problems"]
+    if args.json:
+        print_json({"ok": ok, "items": len(items), "items_with_problems": problems, "store": found,
+                    "results": [item.to_json() for item in items]})
+    else:
+        print(f"audit: {len(items)} items, {problems} with problems"
+              + (f"; {len(found['problems'])} store problems" if found["problems"] else ""))
+    return EXIT_OK if ok else EXIT_PROBLEM
+
+
+def cmd_custody(settings: Settings, args: argparse.Namespace) -> int:
+    store = open_store(settings)
+    evidence_id = store.resolve(args.evidence_id)
+    if not args.reason.strip():
+        raise JobError("--reason must say what was found")
+    event = store.acknowledge_custody_damage(evidence_id, settings.actor, args.reason.strip())
+    if args.json:
+        print_json(event)
+    else:
+        print(f"acknowledged by {printable(settings.actor)}: the damaged bytes stay in the log, and events are "
+              f"appended again (custody event {event['seq']})")
+    return EXIT_OK
+
+
+def cmd_config(settings: Settings, args: argparse.Namespace) -> int:
+    print_json(settings.redacted())
+    return EXIT_OK
+
+
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    store, queue = wiring.store_and_queue(settings)
+    result = ingest(store, queue, SAMPLE_VIDEO, actor=settings.actor, case="demo",
+                    collected_by="evidence demo", note="bundled sample video (MIT, facenet-pytorch examples)")
+    wiring.worker(settings, store, queue).run(once=True)
+    report: dict[str, Any] = describe_item(store, result.evidence_id, restricted=False, actor=settings.actor)
+    report["queue"] = queue.counts()
+    if args.json:
+        print_json(report)
+        return EXIT_OK
+    print_item(report)
+    print(f"\nstore      {settings.store_root}\nqueue      {settings.queue_path}  ({report['queue']})")
+    print(f"next       evidence show {result.evidence_id[:12]} --json;  evidence audit")
+    committed = any(run["status"] == "committed" for run in report["runs"])
+    return EXIT_OK if committed else EXIT_PROBLEM

@@ -1,0 +1,57 @@
+"""The store, queue, runner, inbox and worker the settings describe."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from worker.backends import open_queue, open_store
+from worker.config import Settings
+from worker.inbox import Inbox
+from worker.intake import ingest_handle, parse_languages
+from worker.queue import JobQueue
+from worker.runner import Runner
+from worker.store import EvidenceStore
+from worker.worker import Worker
+
+log = logging.getLogger("evidence.cli")
+
+
+def store_and_queue(settings: Settings, *, read_only: bool = False) -> tuple[EvidenceStore, JobQueue]:
+    store, queue = open_store(settings), open_queue(settings, read_only=read_only)
+    if queue.fresh and store.evidence_ids():
+        log.warning("the job queue was just created, but the store already holds evidence: if an earlier queue "
+                    "was lost, its jobs are queued again by the next worker start or 'evidence requeue --missing'",
+                    extra={"queue": str(settings.queue_path)})
+    return store, queue
+
+
+def intake_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--case", help="case or matter this footage belongs to")
+    parser.add_argument("--collected-by", help="who recorded or collected it (a name or a team code)")
+    parser.add_argument("--languages", default="", help="spoken languages, ISO 639 codes: ru,ce")
+    parser.add_argument("--note", help="free text kept with the intake record")
+
+
+def runner(settings: Settings, store: EvidenceStore) -> Runner:
+    return Runner(store, work_dir=settings.work_dir, tools=settings.tools, actor=settings.actor)
+
+
+def inbox(settings: Settings, store: EvidenceStore, queue: JobQueue, folder: Path,
+          args: argparse.Namespace) -> Inbox:
+    languages = parse_languages(args.languages)
+
+    def ingest_one(handle, name: str, shown: str):
+        return ingest_handle(store, queue, handle, source=shown, name=name, actor=settings.actor, case=args.case,
+                             collected_by=args.collected_by, languages=languages, note=args.note)
+
+    return Inbox(folder, ingest_one, store, stable_s=settings.worker.inbox_stable_s, actor=settings.actor)
+
+
+def worker(settings: Settings, store: EvidenceStore, queue: JobQueue, inbox_: Inbox | None = None) -> Worker:
+    return Worker(
+        queue, runner(settings, store), visibility_timeout_s=settings.queue.visibility_timeout_s,
+        heartbeat_interval_s=settings.heartbeat_interval_s, poll_interval_s=settings.worker.poll_interval_s,
+        disk_full_pause_s=settings.worker.disk_full_pause_s, inbox=inbox_,
+    )

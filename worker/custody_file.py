@@ -1,0 +1,180 @@
+"""One item's custody log on disk: appends that a crash cannot silently damage.
+
+Before each append the writer records what it is about to write and where
+(``custody.intent``: the offset and the exact bytes), then appends, fsyncs
+and removes the record. Bytes after that offset which are a prefix of what
+the record says were being written are provably a write of this software
+that died half-way: a writer's recovery path removes them and logs a
+"custody repaired" event with their length and SHA-256. Any other damage
+(a last line cut short with no such record, an edited log) is kept byte for
+byte and stops appends until a person acknowledges it with an explicit,
+logged command. Readers (audit, show) never repair anything.
+
+The caller holds the item's lock around every method.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from worker import custody
+from worker.directory import Directory
+from worker.errors import CustodyError
+from worker.space import DiskFull, is_disk_full
+
+LOG = "custody.jsonl"
+INTENT = "custody.intent"
+
+
+class CustodyFile:
+    def __init__(self, folder: Directory, evidence_id: str):
+        self.folder = folder
+        self.evidence_id = evidence_id
+
+    def read(self) -> bytes:
+        try:
+            return self.folder.read_bytes(LOG)
+        except FileNotFoundError:
+            return b""
+
+    def interrupted(self) -> dict[str, Any] | None:
+        """The intent record of a writer that died mid-append, if one is there."""
+        try:
+            return json.loads(self.folder.read_bytes(INTENT))
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            return {"offset": -1, "bytes": ""}  # cut short itself: it explains nothing
+
+    # -- writing ---------------------------------------------------------------
+
+    def append(self, event: str, actor: str, details: Mapping[str, Any], *, recover: bool) -> dict[str, Any]:
+        """Append one event durably and return it.
+
+        ``recover``: a writer first closes a write of this software that died
+        half-way (the intent record proves it). A reader passes False and
+        gets CustodyError instead, so it never changes what it reports.
+        """
+        if self.interrupted() is not None:
+            if not recover:
+                raise CustodyError(
+                    "a custody write of this software was interrupted (its process died mid-append); "
+                    "the next worker start, or the next write to this item, repairs it"
+                )
+            self.recover(actor)
+        data = self.read()
+        complete, torn = custody.split_lines(data)
+        if torn is not None:
+            raise CustodyError(
+                "the last custody event is incomplete and no interrupted write of this software explains it "
+                "(the log was cut or edited); appends stay refused until a person looks and runs "
+                f"'evidence custody acknowledge {self.evidence_id} --reason ...'"
+            )
+        previous = self._last_intact(complete)
+        entry = custody.new_event(previous, event=event, evidence_id=self.evidence_id, actor=actor, details=details)
+        self._write(len(data), custody.encode(entry))
+        return entry
+
+    def recover(self, actor: str) -> dict[str, Any] | None:
+        """Close the interrupted write the intent record describes; the "custody repaired" event, if one was due."""
+        intent = self.interrupted()
+        if intent is None:
+            return None
+        data = self.read()
+        offset, meant = intent.get("offset"), _hex(intent.get("bytes"))
+        cut = data[offset:] if isinstance(offset, int) and 0 <= offset <= len(data) else None
+        if cut is None or meant is None or not meant.startswith(cut):
+            raise CustodyError(
+                "the custody log changed after an interrupted write began: it was cut or edited; a person must "
+                f"look, then run 'evidence custody acknowledge {self.evidence_id} --reason ...'"
+            )
+        if cut in (b"", meant):  # the write never began, or it finished: nothing is damaged
+            self.folder.unlink(INTENT, missing_ok=True)
+            return None
+        fd = self.folder.open_fd(LOG, os.O_WRONLY)
+        try:
+            os.ftruncate(fd, offset)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.folder.unlink(INTENT, missing_ok=True)
+        complete, _ = custody.split_lines(data[:offset])
+        details = {"interrupted_write": True, "removed_length": len(cut),
+                   "removed_bytes_sha256": hashlib.sha256(cut).hexdigest()}
+        entry = custody.new_event(self._last_intact(complete), event=custody.CUSTODY_REPAIRED,
+                                  evidence_id=self.evidence_id, actor=actor, details=details)
+        self._write(offset, custody.encode(entry))
+        return entry
+
+    def acknowledge(self, actor: str, reason: str) -> dict[str, Any]:
+        """Close damage no interrupted write explains, keeping the damaged bytes, with the person's reason."""
+        if self.interrupted() is not None:
+            raise CustodyError("the damage is an interrupted write of this software: start a worker, which repairs it")
+        data = self.read()
+        complete, torn = custody.split_lines(data)
+        if torn is None:
+            raise CustodyError("the custody log ends with a complete event; there is nothing to acknowledge")
+        details = {**custody.damage(torn, len(complete) + 1), "reason": reason}
+        entry = custody.new_event(self._last_intact(complete), event=custody.CUSTODY_ACKNOWLEDGED,
+                                  evidence_id=self.evidence_id, actor=actor, details=details)
+        self._write(len(data), b"\n" + custody.encode(entry))
+        return entry
+
+    def _last_intact(self, complete: list[bytes]) -> dict[str, Any] | None:
+        try:
+            return custody.last_intact(complete)
+        except ValueError as exc:
+            raise CustodyError(f"custody log of {self.evidence_id} cannot be extended safely: {exc}") from None
+
+    def _write(self, offset: int, line: bytes) -> None:
+        intent = json.dumps({"offset": offset, "bytes": line.hex()}).encode()
+        try:
+            fd, tmp = self.folder.new_temp(".intent-")
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(intent)
+                handle.flush()
+                os.fsync(handle.fileno())
+            self.folder.rename(tmp, self.folder, INTENT)
+            self.folder.fsync()
+        except OSError as exc:
+            raise _as_disk_full(exc) from exc
+        fd = self.folder.open_fd(LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        try:
+            view = memoryview(line)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except OSError as exc:
+            self._undo(fd, offset)
+            raise _as_disk_full(exc) from exc
+        finally:
+            os.close(fd)
+        if offset == 0:
+            self.folder.fsync()
+        self.folder.unlink(INTENT, missing_ok=True)
+
+    def _undo(self, fd: int, offset: int) -> None:
+        """A write that failed in a live process (a full disk) is taken back by that process, then forgotten."""
+        try:
+            os.ftruncate(fd, offset)
+            os.fsync(fd)
+        except OSError:
+            return  # the intent record stays: the next writer's recovery closes the cut line
+        self.folder.unlink(INTENT, missing_ok=True)
+
+
+def _hex(value: Any) -> bytes | None:
+    try:
+        return bytes.fromhex(str(value))
+    except ValueError:
+        return None
+
+
+def _as_disk_full(exc: OSError) -> Exception:
+    if is_disk_full(exc):
+        return DiskFull(f"the custody log could not be written: {exc.strerror}; nothing was logged")
+    return exc

@@ -1,0 +1,81 @@
+"""Jobs the custody logs promise but the queue no longer holds (a deleted or damaged queue file).
+
+Every job is logged as "job enqueued" in its item's custody chain before a
+worker can see it, so the chain is the record of what was asked. A job
+whose run never committed and that the queue does not know is lost; it is
+queued again under the same job id and logged as "job requeued".
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pipelines import registry
+from pipelines.pipeline import ParameterError, run_id
+from worker import custody
+from worker.errors import NotFound
+from worker.queue import Job, JobQueue
+from worker.store import EvidenceStore
+
+log = logging.getLogger("evidence.requeue")
+
+
+@dataclass(frozen=True)
+class LostJob:
+    evidence_id: str
+    job_id: str
+    pipeline: str
+    params: dict[str, Any]
+    nonce: str | None
+    new_run: bool
+    enqueued_at: str
+
+    def describe(self) -> str:
+        return (f"job {self.job_id} ({self.pipeline}, queued {self.enqueued_at}) is not in the queue and its run"
+                " never committed: run 'evidence requeue --missing'")
+
+
+def lost_jobs(store: EvidenceStore, queue: JobQueue, evidence_id: str, chain: custody.ChainReport) -> list[LostJob]:
+    committed = {(e.get("details") or {}).get("run_id") for e in chain.events if e.get("event") == custody.RUN_COMMITTED}
+    lost = []
+    for event in chain.events:
+        details = event.get("details") or {}
+        if event.get("event") != custody.JOB_ENQUEUED or details.get("run_id") in committed:
+            continue
+        try:
+            queue.get(str(details.get("job_id")))
+            continue
+        except NotFound:
+            pass
+        lost.append(LostJob(evidence_id, str(details.get("job_id")), str(details.get("pipeline")),
+                            dict(details.get("params") or {}), details.get("nonce"), bool(details.get("new_run")),
+                            str(event.get("ts"))))
+    return lost
+
+
+def every_lost_job(store: EvidenceStore, queue: JobQueue) -> Iterator[LostJob]:
+    for evidence_id in store.evidence_ids():
+        yield from lost_jobs(store, queue, evidence_id, store.custody(evidence_id))
+
+
+def requeue(store: EvidenceStore, queue: JobQueue, lost: LostJob, actor: str) -> Job:
+    """Queue ``lost`` again under its own id, and log that in its custody chain."""
+    nonce = lost.nonce
+    if lost.new_run and nonce is None:
+        nonce = uuid.uuid4().hex  # logged before nonces were: the same "new run" cannot be named again
+    try:
+        pipeline = registry.get(lost.pipeline)
+        rid = run_id(lost.evidence_id, pipeline, pipeline.resolve_params(lost.params), nonce)
+    except (registry.UnknownPipeline, ParameterError) as exc:
+        raise NotFound(f"job {lost.job_id} cannot be queued again: {exc}") from None
+    job, _ = queue.enqueue(lost.evidence_id, lost.pipeline, lost.params, nonce, job_id=lost.job_id)
+    store.append_custody(lost.evidence_id, custody.JOB_REQUEUED, actor, {
+        "job_id": job.id, "lost_job_id": lost.job_id, "pipeline": lost.pipeline, "params": lost.params,
+        "run_id": rid, "reason": "the queue no longer held this job (its file was deleted, replaced or damaged)",
+    })
+    log.warning("queued a lost job again", extra={"job_id": job.id, "evidence_id": lost.evidence_id, "run_id": rid})
+    return job
