@@ -95,18 +95,16 @@ class SqliteQueue(JobQueue):
         self._local = threading.local()  # sqlite3 connections belong to one thread
         with Directory.open(self.path.parent, create=True) as folder:
             if not folder.exists(self.path.name):
-                if read_only:
-                    raise QueueUnavailable(f"there is no job queue at {self.path} yet")
                 try:  # created here so that it, and the WAL files SQLite copies its mode to, are owner-only
                     os.close(folder.open_fd(self.path.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE))
                 except FileExistsError:
                     pass
             os.close(folder.open_fd(self.path.name, os.O_RDONLY))  # LinkRefused if a link stands there
         db = self._connection()
-        self.fresh = not read_only and db.execute(
+        self.fresh = db.execute(
             "SELECT count(*) FROM sqlite_master WHERE type='table' AND name='jobs'").fetchone()[0] == 0
-        if not read_only:
-            db.executescript(_SCHEMA)  # idempotent; runs in its own transaction
+        if self.fresh:
+            db.executescript(_SCHEMA)
 
     def _connect(self, immutable: bool) -> sqlite3.Connection:
         if immutable:

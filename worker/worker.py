@@ -116,9 +116,12 @@ class Worker:
             while not self.stopping.is_set():
                 try:
                     job = self.queue.lease(self.visibility_timeout_s)
-                except Exception:  # e.g. the database stayed locked; the queue keeps the jobs
-                    log.exception("could not lease a job; trying again")
-                    self.stopping.wait(self.poll_interval_s)
+                except QueueUnavailable as exc:
+                    if once:
+                        raise  # the command says so in one line and exits 1
+                    # Often passing (a full disk, a lock held too long); the queue keeps the jobs.
+                    log.error("could not lease a job; trying again", extra={"reason": str(exc)})
+                    self.stopping.wait(self.disk_full_pause_s)
                     continue
                 if job is None:
                     if once:

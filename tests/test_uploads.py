@@ -1,0 +1,149 @@
+"""Uploads as phones and careless operators make them: paused, still open, renamed, removed, swapped,
+with names too long or ending in .error (rules 6 and 12)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import SAMPLE_VIDEO, Cli
+from test_inbox import make_inbox, note, scan_until
+
+from worker import custody, writers
+from worker.errors import BadSource
+from worker.inbox import Inbox
+from worker.intake import ingest, ingest_handle, open_source
+
+PAUSING_WRITER = """
+import sys, time
+data = open(sys.argv[1], 'rb').read()
+with open(sys.argv[2], 'wb') as out:
+    out.write(data[:70000]); out.flush()
+    print('paused', flush=True)
+    time.sleep(float(sys.argv[3]))      # the phone lost its signal; the file stays open
+    out.write(data[70000:])
+"""
+
+
+def test_an_upload_paused_with_the_file_open_is_not_stored_until_it_is_complete(tmp_path: Path, store, queue):
+    inbox = make_inbox(tmp_path / "inbox", store, queue, stable_s=0.3)
+    target = inbox.folder / "interview.mp4"
+    writer = subprocess.Popen([sys.executable, "-c", PAUSING_WRITER, str(SAMPLE_VIDEO), str(target), "2.5"],
+                              stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline().strip() == "paused"
+    deadline = time.monotonic() + 2.0  # far longer than stable_s, with the size unchanged all along
+    while time.monotonic() < deadline:
+        assert inbox.scan() == [], "an upload still open for writing was stored"
+        time.sleep(0.1)
+    assert store.evidence_ids() == [] and target.stat().st_size == 70000
+    writer.wait(timeout=30)
+    scan_until(inbox, lambda: not target.exists())
+    full = hashlib.sha256(SAMPLE_VIDEO.read_bytes()).hexdigest()
+    assert store.evidence_ids() == [full], "only the complete upload may be stored"
+    assert (inbox.folder / ".ingested" / "interview.mp4").read_bytes() == SAMPLE_VIDEO.read_bytes()
+
+
+def test_both_ways_of_seeing_a_writer_agree(tmp_path: Path):
+    path = tmp_path / "upload.mp4"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys,time\nf=open(sys.argv[1],'ab')\n"
+                               "print('open',flush=True)\ntime.sleep(60)", str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            assert writers._proc_says(fd) is True
+            if os.geteuid() == 0 or os.stat(path).st_uid == os.geteuid():
+                assert writers._lease_says(fd) is True
+        finally:
+            os.close(fd)
+    finally:
+        holder.kill()
+        holder.wait()
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        assert writers.open_for_writing(fd) is False
+        assert writers._proc_says(fd) in (False, None)
+    finally:
+        os.close(fd)
+
+
+def test_a_file_that_grows_right_after_it_was_stored_is_logged_incomplete_and_stored_again(
+        tmp_path: Path, store, queue):
+    data = SAMPLE_VIDEO.read_bytes()
+
+    def ingest_then_writer_resumes(handle, name, shown):
+        result = ingest_handle(store, queue, handle, source=shown, name=name, actor="t")
+        with open(inbox.folder / name, "ab") as resumed:  # the uploader's next chunk lands just after the copy
+            resumed.write(data[70000:])
+        return result
+
+    inbox = Inbox(tmp_path / "inbox", ingest_then_writer_resumes, store, stable_s=0, actor="t")
+    target = inbox.folder / "clip.mp4"
+    target.write_bytes(data[:70000])
+    scan_until(inbox, lambda: len(store.evidence_ids()) == 1)
+    [partial] = store.evidence_ids()
+    assert partial == hashlib.sha256(data[:70000]).hexdigest()
+    [event] = [e for e in store.custody(partial).events if e["event"] == custody.INCOMPLETE_UPLOAD]
+    assert event["details"]["stored_size"] == 70000 and event["details"]["size_after_storing"] == len(data)
+    assert target.exists(), "the still-growing file must stay in the inbox"
+    inbox.ingest = lambda handle, name, shown: ingest_handle(store, queue, handle, source=shown, name=name, actor="t")
+    scan_until(inbox, lambda: not target.exists())
+    assert hashlib.sha256(data).hexdigest() in store.evidence_ids()
+
+
+def test_uploads_named_like_notes_are_ingested_and_never_overwritten(tmp_path: Path, store, queue):
+    inbox = make_inbox(tmp_path / "inbox", store, queue, stable_s=0)
+    (inbox.folder / "clip.mp4.error").write_bytes(b"a real video named like a note")
+    (inbox.folder / "clip.mp4").mkdir()  # gets a note, which must not land on the upload above
+    scan_until(inbox, lambda: not (inbox.folder / "clip.mp4.error").exists())
+    assert (inbox.folder / ".ingested" / "clip.mp4.error").read_bytes() == b"a real video named like a note"
+    assert "a directory" in note(inbox, "clip.mp4").read_text()
+    assert len(store.evidence_ids()) == 1
+
+
+def test_a_file_removed_from_the_inbox_during_its_copy_is_stored_without_a_false_note(tmp_path: Path, store, queue):
+    def removed_mid_copy(handle, name, shown):
+        os.unlink(inbox.folder / name)  # the descriptor still reads the whole file
+        return ingest_handle(store, queue, handle, source=shown, name=name, actor="t")
+
+    inbox = Inbox(tmp_path / "inbox", removed_mid_copy, store, stable_s=0, actor="t")
+    (inbox.folder / "gone.mp4").write_bytes(b"recording that was removed")
+    scan_until(inbox, lambda: store.evidence_ids() != [])
+    assert not (inbox.folder / ".error").exists() or not list((inbox.folder / ".error").iterdir())
+    assert store.evidence(store.evidence_ids()[0])["size"] == len(b"recording that was removed")
+
+
+def test_names_too_long_for_a_suffix_still_move_and_get_notes(tmp_path: Path, store, queue):
+    inbox = make_inbox(tmp_path / "inbox", store, queue, stable_s=0)
+    longest = "интервью-" * 14 + "x" * (255 - len(("интервью-" * 14).encode()))  # 255 bytes, Cyrillic and Latin
+    assert len(longest.encode()) == 255
+    for content in (b"first", b"second"):  # the second needs the evidence id appended: it must still fit
+        (inbox.folder / longest).write_bytes(content)
+        scan_until(inbox, lambda: not (inbox.folder / longest).exists())
+    assert sorted(p.read_bytes() for p in (inbox.folder / ".ingested").iterdir()) == [b"first", b"second"]
+    (inbox.folder / longest).mkdir()
+    inbox.scan()
+    [written] = list((inbox.folder / ".error").iterdir())
+    assert len(os.fsencode(written.name)) <= 255 and "a directory" in written.read_text()
+    assert longest[:40] in written.read_text()
+
+
+def test_a_fifo_in_place_of_a_file_is_refused_without_hanging(tmp_path: Path, store, queue, cli: Cli):
+    fifo = tmp_path / "swapped.mp4"
+    os.mkfifo(fifo)
+    result: list = []
+    opener = threading.Thread(target=lambda: result.append(pytest.raises(BadSource, open_source, fifo)))
+    opener.start()
+    opener.join(timeout=5)
+    assert not opener.is_alive(), "opening a FIFO blocked"
+    assert "not a regular file" in str(result[0].value)
+    with pytest.raises(BadSource):
+        ingest(store, queue, fifo, actor="t")
+    done = cli("ingest", fifo, check=False, timeout=30)
+    assert done.returncode == 1 and "not a regular file" in done.stderr
