@@ -3,6 +3,10 @@
 1. Ingest hashing: LocalStore.put_original (stream copy + SHA-256 + fsync) and
    the re-verify read path, against `sha256sum` on the same 1 GiB file.
 2. SQLite queue: enqueue + lease + ack cycles per second with two processes.
+3. Custody appends: the journaled append (intent record, append, fsyncs) against
+   a plain append + fsync of the same lines, the cost of surviving a cut write.
+4. Probe of the bundled sample: the whole step against the gates added to make
+   it safe (MP4 box walk + a stream listing that decodes nothing).
 
     .venv/bin/python benchmarks/foundation.py [--size-mib 1024] [--repeat 3] [--queue-jobs 2000]
 
@@ -28,6 +32,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from pipelines import mp4_boxes  # noqa: E402
+from pipelines.pipeline import DEFAULT_TOOLS  # noqa: E402
+from pipelines.probe import DEFAULTS, _inventory, probe_file  # noqa: E402
+from pipelines.sniff import sniff_container  # noqa: E402
+from worker import custody  # noqa: E402
+from worker.custody_file import CustodyFile  # noqa: E402
+from worker.directory import Directory  # noqa: E402
 from worker.local_store import LocalStore  # noqa: E402
 from worker.sqlite_queue import SqliteQueue  # noqa: E402
 
@@ -125,11 +136,48 @@ def bench_queue(folder: Path, jobs_per_process: int, processes: int = 2) -> dict
     }
 
 
+def bench_custody(folder: Path, events: int) -> dict:
+    """Appends per second: journaled (this software) and plain append + fsync (the baseline)."""
+    seconds = {}
+    with Directory.open(folder / "journaled", create=True) as item:
+        log = CustodyFile(item, "0" * 64)
+        began = time.perf_counter()
+        for n in range(events):
+            log.append(custody.AUDIT_RESULT, "bench", {"n": n}, recover=True)
+        seconds["journaled"] = time.perf_counter() - began
+        lines = item.read_bytes("custody.jsonl").splitlines(keepends=True)
+    plain = folder / "plain.jsonl"
+    began = time.perf_counter()
+    for line in lines:
+        with open(plain, "ab") as handle:
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+    seconds["plain_fsync"] = time.perf_counter() - began
+    per_s = {name: round(events / value, 1) for name, value in seconds.items()}
+    return {"events": events, "appends_per_s": per_s,
+            "ratio_vs_plain": round(per_s["journaled"] / per_s["plain_fsync"], 2)}
+
+
+def bench_probe(repeat: int) -> dict:
+    sample = REPO / "worker" / "samples" / "street-walkers-1080p.mp4"
+    whole, gates = [], []
+    for _ in range(repeat):
+        whole.append(timed(lambda: probe_file(sample, DEFAULTS)))
+        container = sniff_container(sample)
+        gates.append(timed(lambda c=container: (mp4_boxes.read_layout(sample),
+                                                _inventory(sample, c, DEFAULTS, DEFAULT_TOOLS))))
+    return {"file": sample.name, "repeat": repeat, "probe_s_median": round(statistics.median(whole), 3),
+            "added_gates_s_median": round(statistics.median(gates), 3),
+            "added_share": round(statistics.median(gates) / statistics.median(whole), 3)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--queue-jobs", type=int, default=2000, help="cycles per process")
+    parser.add_argument("--custody-events", type=int, default=300)
     parser.add_argument("--dir", type=Path, default=None, help="scratch folder (default: system temp)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="evidence-bench-") as scratch:
@@ -140,6 +188,8 @@ def main() -> int:
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
             "hashing": bench_hashing(folder, args.size_mib * 2**20, args.repeat),
             "queue": bench_queue(folder, args.queue_jobs),
+            "custody": bench_custody(folder, args.custody_events),
+            "probe": bench_probe(5),
         }
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"foundation-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.json"
@@ -150,6 +200,11 @@ def main() -> int:
           f"verify_read {hashing['ratio_vs_sha256sum']['verify_read']}x (goal >= 0.9x)")
     print(f"queue, {queue['processes']} processes: {queue['cycles_per_s']} enqueue+lease+ack cycles/s "
           f"({queue['operations_per_s']} operations/s)")
+    c, p = result["custody"], result["probe"]
+    print(f"custody appends/s: journaled {c['appends_per_s']['journaled']}, plain append+fsync "
+          f"{c['appends_per_s']['plain_fsync']} ({c['ratio_vs_plain']}x)")
+    print(f"probe of the sample: {p['probe_s_median']} s, of which the added gates {p['added_gates_s_median']} s "
+          f"({p['added_share'] * 100:.1f}%)")
     print(f"written to {out.relative_to(REPO)}")
     return 0
 

@@ -102,3 +102,16 @@ def test_a_hung_media_tool_is_retried_then_dead_lettered(cli: Cli):
     assert "queued again" in retried.stdout
     cli("worker", "--once")
     assert cli.json("status")["queue"] == {"queued": 0, "delayed": 0, "leased": 0, "done": 1, "dead": 0}
+
+
+def test_every_dead_letter_can_be_retried_at_once_after_the_cause_is_fixed(cli: Cli, tmp_path: Path):
+    other = tmp_path / "other.mp4"
+    ffmpeg("-i", str(SAMPLE_VIDEO), "-t", "2", "-c", "copy", str(other))
+    cli.json("ingest", SAMPLE_VIDEO, other)
+    cli("worker", "--once", EVIDENCE_MEDIA__TIMEOUT_S="0.001")  # a setting too tight for any file
+    assert cli.json("status")["queue"]["dead"] == 2
+    retried = cli.json("dead-letters", "--retry-all")["retried"]
+    assert len(retried) == 2 and all(job["state"] == "queued" and job["attempts"] == 0 for job in retried)
+    cli("worker", "--once")
+    assert cli.json("status")["queue"] == {"queued": 0, "delayed": 0, "leased": 0, "done": 2, "dead": 0}
+    assert cli("dead-letters").stdout.strip() == "no dead letters"
