@@ -27,9 +27,12 @@ from pipelines.errors import MediaRefused, MediaToolError, NoSpace, OverMemoryCe
 from pipelines.pipeline import Tools
 
 PROTOCOL_WHITELIST = "file,pipe"
-# What the C library says for ENOMEM and ENOSPC; FFmpeg prints these when an allocation fails under the
-# ceiling, or a write fails on a full disk.
-_OUT_OF_MEMORY = os.strerror(errno.ENOMEM)
+# How FFmpeg reports an allocation that failed (under the memory ceiling, that is the ceiling); the C
+# library's text for ENOMEM, and the decoders' own words when a frame buffer cannot be had. A frame
+# refused for its size says so too, and is not a memory problem. These only word the reason: the
+# ceiling and the pixel cap protect either way.
+_ALLOCATION_FAILED = (os.strerror(errno.ENOMEM), "get_buffer() failed", "Could not allocate", "Failed to allocate")
+_NOT_MEMORY = ("exceeds specified max pixel count", "image parameters invalid")
 _NO_SPACE = os.strerror(errno.ENOSPC)
 
 
@@ -72,12 +75,16 @@ def run_tool(args: Sequence[str], tools: Tools) -> subprocess.CompletedProcess:
     stderr = done.stderr.decode("utf-8", "replace")
     if done.returncode != 0 and _NO_SPACE in stderr:
         raise NoSpace(f"{name} could not write its output: the disk is full")
-    if _OUT_OF_MEMORY in stderr:
+    if any(marker in stderr for marker in _ALLOCATION_FAILED) and not any(m in stderr for m in _NOT_MEMORY):
         raise OverMemoryCeiling(
-            f"{name} needed more memory than the ceiling media.memory_limit_bytes = {tools.memory_limit_bytes}"
-            " allows; if the file is genuine, raise it ([media] memory_limit_bytes or"
-            " EVIDENCE_MEDIA__MEMORY_LIMIT_BYTES) and retry the job ('evidence dead-letters --retry JOB')"
+            f"{name} ran out of memory under the ceiling media.memory_limit_bytes = {tools.memory_limit_bytes}"
+            f" ({tools.threads} threads); if the file is genuine, raise it ([media] memory_limit_bytes or"
+            " EVIDENCE_MEDIA__MEMORY_LIMIT_BYTES), or lower media.threads, and retry the job"
+            " ('evidence dead-letters --retry JOB')"
         )
+    if done.returncode < 0:
+        raise MediaToolError(f"{name} crashed (signal {-done.returncode}) under the ceiling"
+                             f" media.memory_limit_bytes = {tools.memory_limit_bytes}")
     return done
 
 

@@ -17,6 +17,10 @@ from typing import BinaryIO
 
 # Boxes on the path from the movie to its data references.
 _PATH_TO_DREF = {b"moov": b"trak", b"trak": b"mdia", b"mdia": b"minf", b"minf": b"dinf", b"dinf": b"dref"}
+# Top-level boxes a recording may hold (ISO BMFF and QuickTime). A header that claims more bytes than the
+# file has is a truncated recording only for these; anything else there is bytes glued after the end.
+_TOP_LEVEL = {b"ftyp", b"styp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot", b"uuid", b"meta",
+              b"moof", b"mfra", b"sidx", b"ssix", b"prft", b"emsg", b"pdin", b"udta"}
 _SELF_CONTAINED = 0x000001
 _MAX_DREF_BYTES = 64 * 1024
 
@@ -24,6 +28,7 @@ _MAX_DREF_BYTES = 64 * 1024
 @dataclass
 class Layout:
     external_references: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)   # structures whose references cannot be checked
     trailing_bytes: int = 0
     trailing_head: bytes = b""
 
@@ -36,7 +41,7 @@ class _Box:
     end: int         # offset just past the box
 
 
-def _boxes(handle: BinaryIO, start: int, end: int) -> Iterator[_Box | int]:
+def _boxes(handle: BinaryIO, start: int, end: int, top_level: bool = False) -> Iterator[_Box | int]:
     """The boxes between ``start`` and ``end``; an int where something that is not a box begins."""
     offset = start
     while offset + 8 <= end:
@@ -52,6 +57,8 @@ def _boxes(handle: BinaryIO, start: int, end: int) -> Iterator[_Box | int]:
             yield offset
             return
         if offset + size > end:
+            if top_level and kind not in _TOP_LEVEL:
+                yield offset  # not a box of a recording, whatever its first bytes claim
             return  # cut short: a truncated file, which the decode check reports
         yield _Box(kind, offset, body, offset + size)
         offset += size
@@ -90,6 +97,9 @@ def _walk(handle: BinaryIO, box: _Box, layout: Layout, track: list[int]) -> None
             return
         if box.kind == b"moov" and child.kind == b"rmra":
             layout.external_references.append("the movie is a reference movie that points to other files or URLs")
+        if box.kind == b"moov" and child.kind == b"cmov":
+            layout.unreadable.append("its movie header is compressed ('cmov', an old QuickTime form), so its "
+                                     "references to other files cannot be checked")
         if child.kind != wanted:
             continue
         if child.kind == b"trak":
@@ -105,7 +115,7 @@ def read_layout(path: Path) -> Layout:
     layout = Layout()
     with open(path, "rb") as handle:
         size = handle.seek(0, 2)
-        for box in _boxes(handle, 0, size):
+        for box in _boxes(handle, 0, size, top_level=True):
             if isinstance(box, int):
                 if box > 0:
                     layout.trailing_bytes = size - box

@@ -157,6 +157,8 @@ def _layout_warnings(path: Path, container: Container) -> list[str]:
     if container is not MP4:
         return []
     layout = mp4_boxes.read_layout(path)
+    if layout.unreadable:
+        raise RejectedInput("; ".join(layout.unreadable) + ": it is never opened")
     if layout.external_references:
         raise RejectedInput(
             "it refers to media outside itself, which is never opened: " + "; ".join(layout.external_references[:3])

@@ -65,3 +65,14 @@ def test_a_line_cut_by_someone_else_stays_a_problem_until_a_person_acknowledges_
     assert any("battery died" in note for note in report["results"][0]["notes"])
     again = cli("custody", "acknowledge", evidence_id, "--reason", "again", check=False)
     assert again.returncode == 1 and "nothing to acknowledge" in again.stderr
+
+
+def test_a_deleted_custody_log_is_never_rebuilt_by_an_audit_or_a_worker(cli: Cli):
+    evidence_id, log = stored(cli)
+    log.unlink()
+    for _ in range(2):
+        report = audit(cli)
+        assert not report["ok"] and any("missing or empty" in p for p in report["results"][0]["problems"])
+        assert not log.exists(), "a reader started a new chain"
+    cli("worker", "--once")
+    assert not log.exists() and not audit(cli)["ok"]

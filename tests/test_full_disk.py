@@ -7,17 +7,20 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLE_VIDEO, Cli
+from conftest import REPO, SAMPLE_VIDEO, Cli
 
 from worker import custody
+from worker.errors import CustodyError
 from worker.local_store import LocalStore
 from worker.space import DiskFull
 
 PAGE = 4096
+DIE_MID_APPEND = REPO / "tests" / "helpers" / "die_mid_append.py"
 
 
 @pytest.fixture
@@ -66,22 +69,52 @@ def test_an_intake_the_disk_cannot_finish_leaves_nothing_half_stored(small_disk:
     assert store.custody(stored.evidence_id).ok
 
 
-def test_a_killed_intake_is_completed_or_rolled_back_on_the_next_start(tmp_path: Path):
+def test_an_intake_killed_mid_write_is_completed_on_the_next_start(tmp_path: Path):
+    source = tmp_path / "upload.mp4"
+    source.write_bytes(SAMPLE_VIDEO.read_bytes())
+    died = subprocess.run([sys.executable, str(DIE_MID_APPEND), str(tmp_path / "store"), "--ingest", str(source)],
+                          capture_output=True, text=True)
+    assert died.returncode == -9, died.stderr
     store = LocalStore(tmp_path / "store")
-    stored = store.put_original(io.BytesIO(b"footage"), intake={"original_name": "a.mp4", "case": "C-3"}, actor="t")
-    item = store.root / stored.evidence_id
-    # Killed after the original and its record, before the "ingested" event:
-    (item / "custody.jsonl").unlink()
-    # Killed after the record, before the original was linked in:
-    orphan = store.root / ("e" * 64)
-    orphan.mkdir(mode=0o700)
-    (orphan / "evidence.json").write_text(json.dumps({"sha256": "e" * 64}))
+    [evidence_id] = store.evidence_ids()
+    assert not store.custody(evidence_id).ok, "the test is void: the 'ingested' event was not cut"
     done = store.recover("next-worker")
-    assert len(done) == 2
-    [event] = store.custody(stored.evidence_id).events
-    assert event["event"] == custody.INGESTED and event["details"]["case"] == "C-3" and "recovered" in event["details"]
-    assert not (orphan / "evidence.json").exists() and "e" * 64 not in store.evidence_ids()
+    assert done == [f"{evidence_id}: completed an intake that stopped before it was logged"]
+    chain = store.custody(evidence_id)
+    assert chain.ok, chain.problems
+    assert [e["event"] for e in chain.events] == [custody.CUSTODY_REPAIRED, custody.INGESTED]
+    assert chain.events[1]["details"]["case"] == "C-9" and "recovered" in chain.events[1]["details"]
     assert store.recover("next-worker") == []
+    store.verify_original(evidence_id)
+
+
+def test_a_record_without_its_original_is_rolled_back_only_when_an_intake_marker_explains_it(tmp_path: Path):
+    store = LocalStore(tmp_path / "store")
+    killed, planted = store.root / ("e" * 64), store.root / ("d" * 64)
+    for item in (killed, planted):
+        item.mkdir(mode=0o700)
+        (item / "evidence.json").write_text(json.dumps({"sha256": item.name}))
+    (killed / "intake.pending").write_text("{}")  # what an intake writes first
+    assert store.recover("next-worker") == [f"{'e' * 64}: rolled back an intake that stopped before its original "
+                                            "was stored"]
+    assert not (killed / "evidence.json").exists() and (planted / "evidence.json").exists()
+
+
+def test_a_deleted_custody_log_is_never_rebuilt(tmp_path: Path):
+    store = LocalStore(tmp_path / "store")
+    stored = store.put_original(io.BytesIO(b"footage"), intake={"original_name": "a.mp4"}, actor="t")
+    (store.root / stored.evidence_id / "custody.jsonl").unlink()
+    assert store.recover("next-worker") == []
+    for recover in (True, False):
+        with pytest.raises(CustodyError, match="missing or empty"):
+            store.append_custody(stored.evidence_id, custody.AUDIT_RESULT, "t", {}, recover=recover)
+    with pytest.raises(CustodyError, match="missing or empty"):
+        store.put_original(io.BytesIO(b"footage"), intake={"original_name": "again.mp4"}, actor="t")
+    assert not (store.root / stored.evidence_id / "custody.jsonl").exists()
+    store.acknowledge_custody_damage(stored.evidence_id, "archivist", "deleted by the intruder on 3 May")
+    chain = store.custody(stored.evidence_id)
+    assert chain.ok and "deleted by the intruder" in chain.repairs[0]
+    store.append_custody(stored.evidence_id, custody.AUDIT_RESULT, "t", {})
 
 
 def test_a_full_disk_pauses_the_worker_without_counting_attempts(small_disk: Path):

@@ -162,3 +162,13 @@ def test_a_loose_home_is_made_owner_only(cli: Cli):
     cli.home.chmod(0o755)
     cli("status")
     assert stat.S_IMODE(cli.home.stat().st_mode) == 0o700
+
+
+def test_watch_once_exits_1_when_the_inbox_is_refused(cli: Cli, tmp_path: Path):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / ".ingested").symlink_to(tmp_path)
+    (inbox / "a.mp4").write_bytes(b"recording")
+    done = cli("watch", inbox, "--once", check=False)
+    assert done.returncode == 1 and "symbolic link" in done.stderr
+    assert (inbox / "a.mp4").exists()

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import zipfile
+import zlib
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,16 @@ def test_a_frame_allowed_through_still_meets_the_memory_ceiling(bomb_file: Path)
     tools = Tools(max_pixels=200_000_000, memory_limit_bytes=600 * 2**20)
     with pytest.raises(OverMemoryCeiling, match="media.memory_limit_bytes = 629145600"):
         probe_file(bomb_file, DEFAULTS, tools)
+
+
+def test_a_genuine_8k_recording_under_too_low_a_ceiling_is_told_apart_from_a_damaged_file(tmp_path: Path):
+    big = tmp_path / "8k.mp4"
+    ffmpeg("-f", "lavfi", "-i", "color=c=gray:s=7680x4320:r=25", "-frames:v", "30", "-c:v", "libx264",
+           "-preset", "ultrafast", "-threads", "2", str(big))
+    with pytest.raises(OverMemoryCeiling, match="ran out of memory.*EVIDENCE_MEDIA__MEMORY_LIMIT_BYTES"):
+        probe_file(big, DEFAULTS, Tools(memory_limit_bytes=512 * 2**20))
+    facts, _, _ = probe_file(big, DEFAULTS, Tools(memory_limit_bytes=2**30))
+    assert (facts["video"]["width"], facts["video"]["height"]) == (7680, 4320)
 
 
 def test_a_bomb_uploaded_is_dead_lettered_with_the_limit_and_kept(cli: Cli, bomb_file: Path):
@@ -207,3 +218,29 @@ def test_media_tools_die_with_a_worker_killed_with_9(cli: Cli, tmp_path: Path):
     finally:
         if alive(pid):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_a_compressed_movie_header_whose_references_cannot_be_checked_is_refused(tmp_path: Path):
+    plain = tmp_path / "plain.mov"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=s=160x120:r=10:d=2", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(plain))
+    data = plain.read_bytes()
+    start = data.rindex(b"moov") - 4
+    moov = data[start:start + struct.unpack(">I", data[start:start + 4])[0]]
+    assert start + len(moov) == len(data), "the test needs the movie header at the end"
+    hostile_moov = external_reference(plain, tmp_path / "x.mov", b"file:///etc/passwd").read_bytes()[start:]
+    packed = zlib.compress(hostile_moov)  # a data reference to another file, hidden from a plain box walk
+    dcom = struct.pack(">I4s4s", 12, b"dcom", b"zlib")
+    cmvd = struct.pack(">I4sI", 12 + len(packed), b"cmvd", len(hostile_moov)) + packed
+    cmov = struct.pack(">I4s", 8 + len(dcom) + len(cmvd), b"cmov") + dcom + cmvd
+    hidden = tmp_path / "hidden.mov"
+    hidden.write_bytes(data[:start] + struct.pack(">I4s", 8 + len(cmov), b"moov") + cmov)
+    with pytest.raises(RejectedInput, match="movie header is compressed"):
+        probe_file(hidden, DEFAULTS)
+
+
+def test_text_glued_after_an_mp4_is_reported_even_when_it_reads_like_a_huge_box(tmp_path: Path):
+    glued = tmp_path / "glued.mp4"
+    tail = b"echo pwned; rm -rf ~ # anything at all\n"
+    glued.write_bytes(SAMPLE_VIDEO.read_bytes() + tail)
+    _, _, warnings = probe_file(glued, DEFAULTS)
+    assert any(f"{len(tail)} bytes follow the end of the MP4 structure" in w for w in warnings), warnings

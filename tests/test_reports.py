@@ -130,3 +130,14 @@ def test_audit_mentions_partial_uploads_of_killed_processes(cli: Cli):
     os.utime(partial, (time.time() - 3600, time.time() - 3600))
     report = cli.json("audit")
     assert any(str(partial) in note for note in report["store"]["notes"]), report["store"]
+
+
+def test_a_run_whose_commit_event_is_gone_is_not_shown_as_running(cli: Cli):
+    evidence_id, _ = processed(cli)
+    log = cli.home / "store" / evidence_id / "custody.jsonl"
+    log.chmod(0o600)
+    lines = log.read_bytes().splitlines(keepends=True)
+    assert b'"run committed"' in lines[-1]
+    log.write_bytes(b"".join(lines[:-1]))
+    [run] = cli.json("show", evidence_id)["runs"]
+    assert run["status"] == "altered" and "no 'run committed' event" in run["error"], run

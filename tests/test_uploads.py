@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLE_VIDEO, Cli
+from conftest import REPO, SAMPLE_VIDEO, Cli
 from test_inbox import make_inbox, note, scan_until
 
 from worker import custody, writers
@@ -147,3 +149,63 @@ def test_a_fifo_in_place_of_a_file_is_refused_without_hanging(tmp_path: Path, st
         ingest(store, queue, fifo, actor="t")
     done = cli("ingest", fifo, check=False, timeout=30)
     assert done.returncode == 1 and "not a regular file" in done.stderr
+
+
+SLOW_UPLOAD = """
+import sys, time
+data = open(sys.argv[1], 'rb').read()
+with open(sys.argv[2], 'wb') as out:
+    out.write(data[:20000]); out.flush()
+    time.sleep(float(sys.argv[3]))
+    out.write(data[20000:])
+"""
+
+
+def _as(uid: int) -> list[str]:
+    return ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
+
+
+@pytest.mark.parametrize("pause_s, quiet_s", [(2.5, 5.0), (3.0, 1.0)])
+def test_another_accounts_paused_upload_is_never_left_stored_truncated(pause_s: float, quiet_s: float):
+    """The watcher, not root, cannot see another account's writer: it waits the quiet period, and a file
+    taken too early is reported and stored again, complete, when it grows."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to run the watcher and the uploader as two other accounts")
+    base = Path(tempfile.mkdtemp(prefix="evidence-accounts-", dir="/tmp"))
+    try:
+        base.chmod(0o755)
+        home, inbox = base / "home", base / "inbox"
+        home.mkdir(mode=0o700)
+        os.chown(home, 65534, 65534)
+        inbox.mkdir()
+        inbox.chmod(0o777)
+        cli = Cli(home)
+        env = {**cli.env, "EVIDENCE_WORKER__INBOX_QUIET_S": str(quiet_s), "EVIDENCE_WORKER__POLL_INTERVAL_S": "0.2"}
+        watcher = subprocess.Popen([*_as(65534), *cli.command("watch", inbox)], cwd=REPO, env=env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            time.sleep(1.5)
+            source = base / "sample.mp4"
+            source.write_bytes(SAMPLE_VIDEO.read_bytes())
+            source.chmod(0o644)
+            subprocess.run([*_as(1000), sys.executable, "-c", SLOW_UPLOAD, str(source), str(inbox / "clip.mp4"),
+                            str(pause_s)], check=True, timeout=60)
+            full = hashlib.sha256(SAMPLE_VIDEO.read_bytes()).hexdigest()
+            deadline = time.monotonic() + 40
+            while not (home / "store" / full).exists():
+                assert watcher.poll() is None, watcher.stderr.read()
+                assert time.monotonic() < deadline, "the complete upload was never stored"
+                time.sleep(0.2)
+        finally:
+            watcher.terminate()
+            logs = watcher.communicate(timeout=30)[1]
+        items = sorted(p.name for p in (home / "store").iterdir() if len(p.name) == 64)
+        partial = hashlib.sha256(SAMPLE_VIDEO.read_bytes()[:20000]).hexdigest()
+        if pause_s < quiet_s:
+            assert items == [full], f"a paused upload was stored truncated:\n{logs}"
+        else:  # taken during the pause, as the quiet period allows: reported, then stored again complete
+            assert items == sorted([full, partial]), logs
+            chain = (home / "store" / partial / "custody.jsonl").read_text()
+            assert '"incomplete upload"' in chain and '"stored_size":20000' in chain
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

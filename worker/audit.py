@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from worker import custody, verified
-from worker.errors import CustodyError, IntegrityError, NotFound, QueueUnavailable
+from worker.errors import EvidenceError, IntegrityError, NotFound, QueueUnavailable
 from worker.progress import progress_bar
 from worker.queue import JobQueue
 from worker.requeue import lost_jobs
@@ -39,7 +39,8 @@ def _check_intake(store: EvidenceStore, item: ItemAudit, chain: custody.ChainRep
     try:
         record = store.evidence(item.evidence_id)
     except NotFound:
-        item.problems.append("intake incomplete: the original has no evidence.json (a worker start completes it)")
+        item.problems.append("the intake record (evidence.json) is missing: it was deleted, or an intake stopped "
+                             "in a way no worker start could complete")
         record = {}
     if record:  # the intake facts were logged in the chain when they were written; they must still agree
         item.problems += verified.intake_problems(record, chain)
@@ -77,12 +78,11 @@ def _check_runs(store: EvidenceStore, item: ItemAudit, chain: custody.ChainRepor
 
 def _check_jobs(store: EvidenceStore, queue: JobQueue | None, item: ItemAudit, chain: custody.ChainReport) -> None:
     if queue is None:
-        item.notes.append("jobs not checked: the queue could not be read")
-        return
+        return  # the store-wide report says why
     try:
         item.problems += [lost.describe() for lost in lost_jobs(store, queue, item.evidence_id, chain)]
     except QueueUnavailable as exc:
-        item.notes.append(f"jobs not checked: {exc}")
+        item.problems.append(f"jobs not checked: {exc}")
 
 
 def audit_item(store: EvidenceStore, queue: JobQueue | None, evidence_id: str, actor: str) -> ItemAudit:
@@ -98,11 +98,15 @@ def audit_item(store: EvidenceStore, queue: JobQueue | None, evidence_id: str, a
         store.append_custody(evidence_id, custody.AUDIT_RESULT, actor, {
             "ok": item.ok, "problems": item.problems[:20], "runs_checked": item.runs_checked,
         }, recover=False)
-    except CustodyError as exc:
+    except EvidenceError as exc:  # a damaged chain, a full disk: reported, never repaired here
         item.problems.append(f"custody: the audit result could not be logged: {exc}")
     return item
 
 
 def audit_store(store: EvidenceStore, queue: JobQueue | None, actor: str) -> Iterator[ItemAudit]:
+    """Every item; one that cannot be read at all is that item's problem, and the others are still audited."""
     for evidence_id in store.evidence_ids():
-        yield audit_item(store, queue, evidence_id, actor)
+        try:
+            yield audit_item(store, queue, evidence_id, actor)
+        except (EvidenceError, OSError) as exc:
+            yield ItemAudit(evidence_id, problems=[f"could not be audited: {exc}"])

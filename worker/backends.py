@@ -8,6 +8,7 @@ import stat
 
 from worker.config import Settings
 from worker.directory import PRIVATE_DIR, Directory
+from worker.errors import ConfigError
 from worker.local_store import LocalStore
 from worker.queue import JobQueue
 from worker.sqlite_queue import SqliteQueue
@@ -17,14 +18,33 @@ from worker.store import EvidenceStore
 log = logging.getLogger("evidence.backends")
 
 
+# What this software keeps directly in its home; a home holding anything else is not only its own.
+_OWN_NAMES = {"store", "work", "queue.sqlite3", "queue.sqlite3-wal", "queue.sqlite3-shm"}
+
+
 def secure_home(settings: Settings) -> None:
-    """EVIDENCE_HOME exists and is owner-only (0700), whatever the umask or whoever made it looser."""
+    """EVIDENCE_HOME exists and is owner-only (0700), whatever the umask.
+
+    A looser home that holds only this software's own files is tightened, with
+    a warning; a shared folder (/tmp, /srv, sticky, someone else's, holding
+    other files) is never changed: it is refused, and the operator chooses.
+    """
     with Directory.open(settings.home, create=True) as home:
-        mode = stat.S_IMODE(os.fstat(home.fd).st_mode)
-        if mode & 0o077:
-            os.fchmod(home.fd, PRIVATE_DIR)
-            log.warning("made the evidence home owner-only", extra={"home": str(settings.home),
-                                                                     "was": f"{mode:04o}", "now": "0700"})
+        info = os.fstat(home.fd)
+        mode = stat.S_IMODE(info.st_mode)
+        if not mode & 0o077:
+            return
+        others = sorted(set(home.names()) - _OWN_NAMES)
+        if info.st_uid != os.geteuid() or mode & stat.S_ISVTX or others:
+            why = f"it holds {', '.join(others[:3])}" if others else "it is shared"
+            raise ConfigError(
+                f"EVIDENCE_HOME {settings.home} is open to other accounts (mode {mode:04o}) and {why}: point "
+                "EVIDENCE_HOME at a folder of its own (it is created owner-only), or make this one owner-only "
+                "(chmod 700)"
+            )
+        os.fchmod(home.fd, PRIVATE_DIR)
+        log.warning("made the evidence home owner-only", extra={"home": str(settings.home),
+                                                                 "was": f"{mode:04o}", "now": "0700"})
 
 
 def open_store(settings: Settings) -> EvidenceStore:

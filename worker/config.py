@@ -50,6 +50,9 @@ class WorkerSettings(_Section):
     heartbeat_interval_s: float | None = Field(None, gt=0, description="default: a third of the visibility timeout")
     work_dir: Path | None = Field(None, description="default: <home>/work")
     inbox_stable_s: float = Field(5.0, ge=0, description="an inbox file must keep its size this long")
+    inbox_quiet_s: float = Field(120.0, ge=0, description="as long, when no check can tell whether it is still "
+                                 "open for writing (another account's upload)")
+    inbox_recheck_s: float = Field(3600.0, ge=0, description="how long a moved upload is watched in case it grows")
     disk_full_pause_s: float = Field(60.0, gt=0, description="how long a worker waits after a full disk")
 
 

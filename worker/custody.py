@@ -125,8 +125,12 @@ def verify_chain(data: bytes, evidence_id: str) -> ChainReport:
                 expected_prev = expected_seq = None
             continue
         report.events.append(event)
-        if event.get("event") == CUSTODY_REPAIRED and (event.get("details") or {}).get("interrupted_write"):
+        details = event.get("details") if isinstance(event.get("details"), dict) else {}
+        if event.get("event") == CUSTODY_REPAIRED and details.get("interrupted_write"):
             report.repairs.append(f"line {number}: an interrupted write of this software was removed and logged")
+        if event.get("event") == CUSTODY_ACKNOWLEDGED and details.get("log_missing"):
+            report.repairs.append(f"the custody log before line {number} was lost; {event.get('actor')} "
+                                  f"acknowledged it at {event.get('ts')}: {details.get('reason')}")
         if event.get("hash") != _event_hash(event):
             report.problems.append(f"line {number} was altered: its hash does not match its content")
         if expected_prev is not None and event.get("prev") != expected_prev:

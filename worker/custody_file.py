@@ -67,6 +67,12 @@ class CustodyFile:
                 )
             self.recover(actor)
         data = self.read()
+        if not data and event != custody.INGESTED:
+            raise CustodyError(
+                "the custody log is missing or empty, yet the item exists: it was deleted or emptied. Nothing is "
+                "appended (a new chain would hide the loss) until a person looks and runs "
+                f"'evidence custody acknowledge {self.evidence_id} --reason ...'"
+            )
         complete, torn = custody.split_lines(data)
         if torn is not None:
             raise CustodyError(
@@ -115,6 +121,11 @@ class CustodyFile:
         if self.interrupted() is not None:
             raise CustodyError("the damage is an interrupted write of this software: start a worker, which repairs it")
         data = self.read()
+        if not data:  # the whole log was lost: the person's word starts a new chain, and says so
+            entry = custody.new_event(None, event=custody.CUSTODY_ACKNOWLEDGED, evidence_id=self.evidence_id,
+                                      actor=actor, details={"log_missing": True, "reason": reason})
+            self._write(0, custody.encode(entry))
+            return entry
         complete, torn = custody.split_lines(data)
         if torn is None:
             raise CustodyError("the custody log ends with a complete event; there is nothing to acknowledge")

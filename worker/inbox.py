@@ -2,7 +2,10 @@
 
 A file is ingested once its size and modification time have not changed for
 ``stable_s`` seconds and no process holds it open for writing any more (a
-phone upload that pauses is not a finished upload). Only after the store has
+phone upload that pauses is not a finished upload); where no check can tell
+(another account's upload, no leases), it must stay unchanged for ``quiet_s``
+instead, and for a while after it is moved it is watched in case it grows
+(worker.moved_uploads). Only after the store has
 the original durably is the inbox copy moved to ``.ingested/``; a file that
 cannot be ingested stays where it is with a note in ``.error/``, and is
 tried again when the file changes (or the watcher restarts). A file that
@@ -31,6 +34,7 @@ from worker import custody
 from worker.directory import Directory, LinkRefused
 from worker.errors import EvidenceError
 from worker.intake import Ingested, open_source, readable_name
+from worker.moved_uploads import MovedUploads
 from worker.space import is_disk_full
 from worker.store import EvidenceStore
 from worker.timestamps import utc_now
@@ -59,16 +63,20 @@ def fitted_name(name: str, suffix: str = "") -> str:
 
 class Inbox:
     def __init__(self, folder: Path, ingest: Ingest, store: EvidenceStore, *, stable_s: float, actor: str,
-                 clock: Callable[[], float] = time.monotonic):
+                 quiet_s: float = 120.0, recheck_s: float = 3600.0, clock: Callable[[], float] = time.monotonic):
         self.folder = Path(folder)
         self.ingest = ingest
         self.store = store
         self.actor = actor
         self.stable_s = stable_s
+        self.quiet_s = max(quiet_s, stable_s)
         self.clock = clock
+        self.moved = MovedUploads(recheck_s)
         self.root = Directory.open(self.folder, create=True)
         self._seen: dict[str, tuple[int, int, float]] = {}  # name -> (size, mtime_ns, unchanged since)
         self._failed: dict[str, tuple[int, int]] = {}      # name -> (size, mtime_ns) when it failed
+        self.trouble = 0   # entries the last scan left with a note, or 1 when the inbox itself was refused
+        self._told: set[str] = set()  # files already logged as waiting for the quiet period
 
     def close(self) -> None:
         self.root.close()
@@ -81,6 +89,7 @@ class Inbox:
 
     def _note(self, name: str, reason: str, *, stored_as: str | None = None) -> None:
         """Explain, in ``.error/``, why the file is still in the inbox."""
+        self.trouble += 1
         shown = readable_name(name)[0]
         log.error("inbox file left in place", extra={"file": shown, "reason": reason, "evidence_id": stored_as})
         if stored_as is None:
@@ -130,11 +139,13 @@ class Inbox:
 
     def scan(self) -> list[Ingested]:
         """One pass over the inbox; returns what was ingested in it."""
+        self.trouble = 0
         for special in (DONE_FOLDER, NOTES_FOLDER):
             try:
                 self._folder(special).close()
             except LinkRefused as exc:
                 log.error("inbox refused: nothing is moved or noted while this stands", extra={"reason": str(exc)})
+                self.trouble = 1
                 return []
         now = self.clock()
         present: set[str] = set()
@@ -155,7 +166,7 @@ class Inbox:
         for table in (self._seen, self._failed):
             for name in set(table) - present:
                 del table[name]
-        return results
+        return results + self._recheck_moved(now)
 
     def _signature(self, name: str) -> tuple[int, int]:
         try:
@@ -183,15 +194,32 @@ class Inbox:
             return None
         if now - seen[2] < self.stable_s:
             return None
-        return self._ingest_one(name, signature, now)
+        return self._ingest_one(name, signature, now, now - seen[2])
 
-    def _ingest_one(self, name: str, signature: tuple[int, int], now: float) -> Ingested | None:
+    def _readiness(self, handle: BinaryIO, shown: str, unchanged_s: float) -> str:
+        """"ready", "writing" (a process has it open for writing) or "wait" (no check can tell: keep waiting)."""
+        writing = open_for_writing(handle.fileno())
+        if writing:
+            log.info("inbox file is still open for writing; waiting", extra={"file": shown})
+            return "writing"
+        if writing is None and unchanged_s < self.quiet_s:
+            if shown not in self._told:
+                self._told.add(shown)
+                log.info("cannot tell whether the inbox file is still being written (another account's upload); "
+                         "waiting until it has been unchanged for worker.inbox_quiet_s",
+                         extra={"file": shown, "quiet_s": self.quiet_s})
+            return "wait"
+        self._told.discard(shown)
+        return "ready"
+
+    def _ingest_one(self, name: str, signature: tuple[int, int], now: float, unchanged_s: float) -> Ingested | None:
         shown = readable_name(name)[0]
         try:
             with open_source(name, dir_fd=self.root.fd, follow_symlinks=False) as handle:
-                if open_for_writing(handle.fileno()):
-                    log.info("inbox file is still open for writing; waiting", extra={"file": shown})
-                    self._seen[name] = (*signature, now)
+                readiness = self._readiness(handle, shown, unchanged_s)
+                if readiness != "ready":
+                    if readiness == "writing":
+                        self._seen[name] = (*signature, now)  # unchanged, but not finished: start counting again
                     return None
                 before = os.fstat(handle.fileno())
                 result = self.ingest(handle, name, shown)
@@ -206,7 +234,7 @@ class Inbox:
             return None
         self._seen.pop(name, None)
         if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns) or after.st_size != result.size:
-            self._log_incomplete(name, result, after.st_size)
+            self._log_incomplete(shown, result.evidence_id, result.size, after.st_size)
             return result
         try:
             now_there = self.root.lstat(name)
@@ -218,33 +246,70 @@ class Inbox:
             return result  # a new upload took the name meanwhile; it is ingested once it settles
         try:
             moved = self._move_done(name, result.evidence_id)
+            self.moved.add(moved, after, result.evidence_id, result.size, now)
         except (OSError, EvidenceError) as exc:
             # Stored and queued; only the tidying failed. Do not store it again on every scan.
             self._failed[name] = signature
             self._note(name, str(exc), stored_as=result.evidence_id)
             return result
         self._clear_note(name)
+        if result.not_queued:
+            log.error("inbox file stored, but its intake was not queued", extra={
+                "file": shown, "evidence_id": result.evidence_id, "reason": result.not_queued})
         log.info("inbox file ingested", extra={
             "file": shown, "evidence_id": result.evidence_id, "duplicate": result.duplicate,
             "job_id": result.job_id, "moved_to": f"{DONE_FOLDER}/{readable_name(moved)[0]}",
         })
         return result
 
-    def _log_incomplete(self, name: str, result: Ingested, size_now: int) -> None:
+    def _log_incomplete(self, shown: str, evidence_id: str, stored_size: int, size_now: int) -> None:
         """What was stored is kept (it is what arrived); the finished file is stored once it settles."""
-        shown = readable_name(name)[0]
-        log.warning("inbox file changed while it was stored: stored as an incomplete upload; the finished file "
-                    "is stored once it settles", extra={"file": shown, "evidence_id": result.evidence_id})
-        self.store.append_custody(result.evidence_id, custody.INCOMPLETE_UPLOAD, self.actor, {
-            "inbox_name": shown, "stored_size": result.size, "size_after_storing": size_now,
-            "reason": "the file was still being written while it was stored",
+        log.warning("inbox file changed after it was stored: stored as an incomplete upload; the finished file "
+                    "is stored once it settles", extra={"file": shown, "evidence_id": evidence_id})
+        self.store.append_custody(evidence_id, custody.INCOMPLETE_UPLOAD, self.actor, {
+            "inbox_name": shown, "stored_size": stored_size, "size_after_storing": size_now,
+            "reason": "the file was still being written after it was stored",
         })
 
+    def _recheck_moved(self, now: float) -> list[Ingested]:
+        """Moved uploads that grew: report each at once, and store it again, complete, once it settles."""
+        results = []
+        with self._folder(DONE_FOLDER) as done:
+            for name, moved, info, settled in self.moved.due(done, now, self.stable_s):
+                shown = readable_name(name)[0]
+                try:
+                    if not settled:
+                        self._log_incomplete(shown, moved.evidence_id, moved.stored_size, info.st_size)
+                        continue
+                    with open_source(name, dir_fd=done.fd, follow_symlinks=False) as handle:
+                        readiness = self._readiness(handle, shown, now - moved.changed_since)
+                        if readiness == "writing":
+                            moved.changed_since = now
+                        if readiness != "ready":
+                            continue
+                        after = os.fstat(handle.fileno())
+                        result = self.ingest(handle, name, shown)
+                except (EvidenceError, OSError) as exc:
+                    log.error("a moved upload that grew could not be stored again",
+                              extra={"file": shown, "reason": str(exc)})
+                    continue
+                self.moved.add(name, after, result.evidence_id, result.size, now)
+                log.info("a moved upload that grew was stored again, complete", extra={
+                    "file": shown, "evidence_id": result.evidence_id, "incomplete": moved.evidence_id})
+                results.append(result)
+        return results
+
     def scan_settled(self) -> list[Ingested]:
-        """Ingest what is there now and stays unchanged for ``stable_s`` (for one-shot runs)."""
+        """Ingest what is there now and stays unchanged for ``stable_s`` (for one-shot runs).
+
+        ``trouble`` then counts what was refused or noted in either pass.
+        """
         results = self.scan()
+        trouble = self.trouble
         time.sleep(self.stable_s)
-        return results + self.scan()
+        results += self.scan()
+        self.trouble = max(trouble, self.trouble)
+        return results
 
     def watch(self, stop: threading.Event, poll_s: float) -> None:
         while not stop.is_set():

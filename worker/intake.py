@@ -11,10 +11,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from worker.errors import BadSource
+from worker.errors import BadSource, CustodyError, QueueUnavailable
 from worker.jobs import submit
 from worker.progress import progress_bar
 from worker.queue import JobQueue
+from worker.space import DiskFull
 from worker.store import EvidenceStore
 
 LANGUAGE_CODE = re.compile(r"^[a-z]{2,3}$")
@@ -28,6 +29,7 @@ class Ingested:
     size: int
     location: str
     job_id: str | None
+    not_queued: str | None = None   # stored, but the queue could not take its intake job (it is on record)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -117,9 +119,14 @@ def ingest_handle(
     size = os.fstat(handle.fileno()).st_size
     with progress_bar(size, "storing original") as bar:
         stored = store.put_original(handle, intake=intake, actor=actor, size_hint=size, progress=bar)
-    job_id = None
+    job_id = not_queued = None
     if enqueue:
-        job, _ = submit(store, queue, stored.evidence_id, "intake", {}, actor=actor,
-                        reason="duplicate upload" if stored.duplicate else "ingest")
-        job_id = job.id
-    return Ingested(source, stored.evidence_id, stored.duplicate, stored.size, stored.location, job_id)
+        try:
+            job, _ = submit(store, queue, stored.evidence_id, "intake", {}, actor=actor,
+                            reason="duplicate upload" if stored.duplicate else "ingest")
+            job_id = job.id
+        except (QueueUnavailable, DiskFull, CustodyError) as exc:
+            # The evidence is stored either way; say so, and how its processing will still come.
+            not_queued = (f"{exc}; the evidence is stored, and the next worker start (or 'evidence requeue "
+                          "--missing') queues its intake once the cause is fixed")
+    return Ingested(source, stored.evidence_id, stored.duplicate, stored.size, stored.location, job_id, not_queued)

@@ -26,14 +26,22 @@ def _checked(evidence_id: str, pipeline: str, params: Mapping[str, Any], nonce: 
 
 def submit(store: EvidenceStore, queue: JobQueue, evidence_id: str, pipeline: str,
            params: Mapping[str, Any], *, actor: str, reason: str, nonce: str | None = None) -> tuple[Job, str]:
-    """Queue a job (once: the same waiting job is not queued twice); returns it and its run id."""
+    """Queue a job (once: the same waiting job is not queued twice); returns it and its run id.
+
+    The job is logged in custody before the queue is asked to take it: a job
+    the queue then fails to take (locked, full disk) is still on record, and
+    the next worker start or 'requeue --missing' queues it.
+    """
     overrides, rid = _checked(evidence_id, pipeline, params, nonce)
-    job, created = queue.enqueue(evidence_id, pipeline, overrides, nonce)
-    if created:
-        store.append_custody(evidence_id, custody.JOB_ENQUEUED, actor, {
-            "job_id": job.id, "pipeline": pipeline, "params": overrides, "new_run": nonce is not None,
-            "nonce": nonce, "run_id": rid, "reason": reason,
-        })
+    same = queue.waiting(evidence_id, pipeline, overrides, nonce)
+    if same is not None:
+        return same, rid
+    job_id = uuid.uuid4().hex
+    store.append_custody(evidence_id, custody.JOB_ENQUEUED, actor, {
+        "job_id": job_id, "pipeline": pipeline, "params": overrides, "new_run": nonce is not None,
+        "nonce": nonce, "run_id": rid, "reason": reason,
+    })
+    job, _ = queue.enqueue(evidence_id, pipeline, overrides, nonce, job_id=job_id)
     return job, rid
 
 

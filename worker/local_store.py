@@ -52,6 +52,7 @@ _LOCK_SUFFIX = ".lock"
 _UPLOAD_PREFIX = "upload-"
 _INCOMING = ".incoming"
 _RECORD = "evidence.json"
+_INTAKE_MARKER = "intake.pending"
 _ORIGINAL = "original"
 
 
@@ -131,7 +132,7 @@ class LocalStore(EvidenceStore):
                           actor: str) -> Stored:
         """Link ``tmp`` (already hashed to ``digest``) in as the original, unless one is there."""
         with self._locked(digest, create=True) as item:
-            self._complete_intake(item, digest, actor, intake)
+            self._complete_intake(item, digest, actor)
             existing = self._original_name(item)
             if existing is None:
                 name = stored_name(str(intake.get("original_name", "")))
@@ -152,11 +153,19 @@ class LocalStore(EvidenceStore):
 
     def _intake_unit(self, item: Directory, incoming: Directory, tmp: str, name: str, digest: str, size: int,
                      intake: Mapping[str, Any], actor: str) -> None:
-        """evidence.json, the original, the "ingested" event: all three, or none of them."""
+        """evidence.json, the original, the "ingested" event: all three, or none of them.
+
+        The marker written first says an intake is under way; only a marker
+        lets a later process finish or roll back what a killed one left
+        (``_complete_intake``), so a record or a log deleted later is never
+        quietly rebuilt.
+        """
         record = {**intake, "evidence_id": digest, "sha256": digest, "size": size,
                   "stored_as": f"{_ORIGINAL}/{name}", "ingested_at": utc_now(), "ingested_by": actor}
         done: list[str] = []
         try:
+            item.write_once(_INTAKE_MARKER, _json_bytes(record), mode=0o600)
+            done.append(_INTAKE_MARKER)
             item.write_once(_RECORD, _json_bytes(record))
             done.append(_RECORD)
             with item.child(_ORIGINAL, create=True) as folder:
@@ -171,6 +180,7 @@ class LocalStore(EvidenceStore):
         except BaseException:
             self._roll_back(item, done)
             raise
+        item.unlink(_INTAKE_MARKER)
 
     @staticmethod
     def _roll_back(item: Directory, done: list[str]) -> None:
@@ -179,34 +189,28 @@ class LocalStore(EvidenceStore):
             item.remove_tree(_ORIGINAL)
         if _RECORD in done:
             item.unlink(_RECORD, missing_ok=True)
+        item.unlink(_INTAKE_MARKER, missing_ok=True)
 
-    def _complete_intake(self, item: Directory, digest: str, actor: str,
-                         intake: Mapping[str, Any] | None = None) -> str | None:
-        """Finish or roll back an intake a killed process left half-done; what was done, if anything."""
+    def _complete_intake(self, item: Directory, digest: str, actor: str) -> str | None:
+        """Finish or roll back an intake a killed process left half-done (its marker says so); what was done."""
         log_file = CustodyFile(item, digest)
         repaired = log_file.recover(actor)
-        has_record, original = item.exists(_RECORD), self._original_name(item)
-        if original is None:
-            if has_record:
-                item.unlink(_RECORD)  # the original never arrived: that intake did not happen
-                return "rolled back an intake that stopped before its original was stored"
+        if not item.exists(_INTAKE_MARKER):
             return "closed an interrupted custody write" if repaired else None
         chain = custody.verify_chain(log_file.read(), digest)
         if any(event.get("event") == custody.INGESTED for event in chain.events):
+            item.unlink(_INTAKE_MARKER)  # it finished; only the marker's removal was cut off
             return "closed an interrupted custody write" if repaired else None
-        with item.child(_ORIGINAL) as folder:
-            size = folder.lstat(original).st_size
-        if not has_record:  # stored by a version that wrote the record after the original
-            facts = dict(intake or {"intake_facts_lost": "the process storing it stopped before recording them"})
-            item.write_once(_RECORD, _json_bytes({**facts, "evidence_id": digest, "sha256": digest, "size": size,
-                                                  "stored_as": f"{_ORIGINAL}/{original}",
-                                                  "ingested_at": utc_now(), "ingested_by": actor}))
-        record = json.loads(item.read_bytes(_RECORD))
-        logged = {key: value for key, value in record.items()
-                  if key not in ("evidence_id", "stored_as", "ingested_at", "ingested_by")}
-        log_file.append(custody.INGESTED, actor, {**logged, "recovered": "the storing process stopped before "
-                                                  "logging the intake"}, recover=True)
-        return "completed an intake that stopped before it was logged"
+        if item.exists(_RECORD) and self._original_name(item) is not None:
+            record = json.loads(item.read_bytes(_RECORD))
+            logged = {key: value for key, value in record.items()
+                      if key not in ("evidence_id", "stored_as", "ingested_at", "ingested_by")}
+            log_file.append(custody.INGESTED, actor, {**logged, "recovered": "the storing process stopped before "
+                                                      "logging the intake"}, recover=True)
+            item.unlink(_INTAKE_MARKER)
+            return "completed an intake that stopped before it was logged"
+        self._roll_back(item, [_ORIGINAL, _RECORD])  # the original never arrived: that intake did not happen
+        return "rolled back an intake that stopped before its original was stored"
 
     def recover(self, actor: str) -> list[str]:
         done = []

@@ -48,6 +48,10 @@ class JobQueue(ABC):
         """
 
     @abstractmethod
+    def waiting(self, evidence_id: str, pipeline: str, params: Mapping[str, Any], nonce: str | None) -> Job | None:
+        """The job queued or leased for exactly this work, if there is one."""
+
+    @abstractmethod
     def lease(self, visibility_timeout_s: float) -> Job | None:
         """Take the next due job for ``visibility_timeout_s`` seconds; it comes back if not acked."""
 

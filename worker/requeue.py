@@ -17,7 +17,7 @@ from typing import Any
 from pipelines import registry
 from pipelines.pipeline import ParameterError, run_id
 from worker import custody
-from worker.errors import NotFound
+from worker.errors import EvidenceError, JobError, NotFound, QueueUnavailable
 from worker.queue import Job, JobQueue
 from worker.store import EvidenceStore
 
@@ -51,15 +51,26 @@ def lost_jobs(store: EvidenceStore, queue: JobQueue, evidence_id: str, chain: cu
             continue
         except NotFound:
             pass
-        lost.append(LostJob(evidence_id, str(details.get("job_id")), str(details.get("pipeline")),
-                            dict(details.get("params") or {}), details.get("nonce"), bool(details.get("new_run")),
-                            str(event.get("ts"))))
+        job = LostJob(evidence_id, str(details.get("job_id")), str(details.get("pipeline")),
+                      dict(details.get("params") or {}), details.get("nonce"), bool(details.get("new_run")),
+                      str(event.get("ts")))
+        if queue.waiting(evidence_id, job.pipeline, job.params, job.nonce) is None:  # else: the same work waits
+            lost.append(job)
     return lost
 
 
 def every_lost_job(store: EvidenceStore, queue: JobQueue) -> Iterator[LostJob]:
+    """Lost jobs of every item; an item that cannot be read is logged and skipped, never stops the rest."""
     for evidence_id in store.evidence_ids():
-        yield from lost_jobs(store, queue, evidence_id, store.custody(evidence_id))
+        try:
+            found = lost_jobs(store, queue, evidence_id, store.custody(evidence_id))
+        except (EvidenceError, OSError) as exc:
+            if isinstance(exc, QueueUnavailable):
+                raise
+            log.error("custody could not be read to find lost jobs", extra={"evidence_id": evidence_id,
+                                                                          "reason": str(exc)})
+            continue
+        yield from found
 
 
 def requeue(store: EvidenceStore, queue: JobQueue, lost: LostJob, actor: str) -> Job:
@@ -71,7 +82,8 @@ def requeue(store: EvidenceStore, queue: JobQueue, lost: LostJob, actor: str) ->
         pipeline = registry.get(lost.pipeline)
         rid = run_id(lost.evidence_id, pipeline, pipeline.resolve_params(lost.params), nonce)
     except (registry.UnknownPipeline, ParameterError) as exc:
-        raise NotFound(f"job {lost.job_id} cannot be queued again: {exc}") from None
+        raise JobError(f"job {lost.job_id} of {lost.evidence_id} cannot be queued again as it was asked: {exc}; "
+                       f"queue it anew with 'evidence reprocess {lost.evidence_id[:12]}'") from None
     job, _ = queue.enqueue(lost.evidence_id, lost.pipeline, lost.params, nonce, job_id=lost.job_id)
     store.append_custody(lost.evidence_id, custody.JOB_REQUEUED, actor, {
         "job_id": job.id, "lost_job_id": lost.job_id, "pipeline": lost.pipeline, "params": lost.params,

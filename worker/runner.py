@@ -25,7 +25,8 @@ from worker import __version__, custody
 from worker.errors import EvidenceError, JobError, LeaseLost, NotFound
 from worker.progress import progress_bar
 from worker.queue import Job
-from worker.space import DiskFull, is_disk_full
+from worker.directory import Directory
+from worker.space import DiskFull, ensure_free, is_disk_full
 from worker.store import EvidenceStore, stored_name
 from worker.timestamps import utc_now
 from worker.workdirs import private_workdir, remove_abandoned
@@ -62,11 +63,12 @@ def plan(job: Job) -> tuple[Pipeline, dict[str, Any], str]:
 
 
 class Runner:
-    def __init__(self, store: EvidenceStore, *, work_dir: Path, tools: Tools, actor: str):
+    def __init__(self, store: EvidenceStore, *, work_dir: Path, tools: Tools, actor: str, min_free_bytes: int = 0):
         self.store = store
         self.work_dir = Path(work_dir)
         self.tools = tools
         self.actor = actor
+        self.min_free_bytes = min_free_bytes
 
     def run(self, job: Job, lease_lost: threading.Event | None = None,
             protect: Callable[[], AbstractContextManager] = nullcontext) -> Outcome:
@@ -82,6 +84,10 @@ class Runner:
                 self._log_commit_if_missing(job, rid)
             return Outcome(rid, committed=False)
 
+        # Checked before anything is logged: a full disk pauses the job and leaves no trace in custody.
+        Directory.open(self.work_dir, create=True).close()
+        ensure_free(self.work_dir, int(evidence.get("size") or 0), self.min_free_bytes,
+                    "make the work copy of the original")
         with protect():
             self.store.discard_uncommitted(job.evidence_id, rid)
             started = self.store.append_custody(job.evidence_id, custody.RUN_STARTED, self.actor, {

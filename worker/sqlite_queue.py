@@ -151,6 +151,15 @@ class SqliteQueue(JobQueue):
         )
 
     @_translated
+    def waiting(self, evidence_id: str, pipeline: str, params: Mapping[str, Any], nonce: str | None) -> Job | None:
+        row = self._connection().execute(
+            "SELECT * FROM jobs WHERE evidence_id=? AND pipeline=? AND params=? AND nonce IS ? "
+            "AND state IN ('queued', 'leased')",
+            (evidence_id, pipeline, canonical_json(dict(params)).decode("utf-8"), nonce),
+        ).fetchone()
+        return None if row is None else self._job(row)
+
+    @_translated
     def enqueue(self, evidence_id: str, pipeline: str, params: Mapping[str, Any] | None = None,
                 nonce: str | None = None, job_id: str | None = None) -> tuple[Job, bool]:
         params_json = canonical_json(dict(params or {})).decode("utf-8")

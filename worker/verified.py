@@ -71,6 +71,8 @@ def intake_problems(record: Mapping[str, Any], chain: custody.ChainReport) -> li
     """Where evidence.json disagrees with what the "ingested" custody event logged when it was written."""
     ingested = next((e.get("details") for e in chain.events if e.get("event") == custody.INGESTED), None)
     if not isinstance(ingested, dict):
-        return ["custody: there is no 'ingested' event"]
+        lost = any(e.get("event") == custody.CUSTODY_ACKNOWLEDGED and (e.get("details") or {}).get("log_missing")
+                   for e in chain.events)
+        return [] if lost else ["custody: there is no 'ingested' event"]
     return [f"evidence.json: {key!r} differs from what the 'ingested' custody event recorded"
             for key, logged in ingested.items() if key != "recovered" and record.get(key) != logged]

@@ -17,12 +17,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from worker.errors import QueueUnavailable
+from worker.errors import CustodyError, JobError, QueueUnavailable
 from worker.inbox import Inbox
 from worker.queue import DEAD, Job, JobQueue
 from worker.requeue import every_lost_job, requeue
 from worker.runner import Runner, describe, is_retryable
-from worker.space import is_disk_full
+from worker.space import DiskFull, is_disk_full
 
 log = logging.getLogger("evidence.worker")
 
@@ -111,7 +111,7 @@ class Worker:
                                                args=(self.stopping, self.poll_interval_s))
                     watcher.start()
             self.runner.clean_up_after_crashes()
-            self._requeue_if_queue_was_lost()
+            self._requeue_lost_jobs()
             log.info("worker started", extra={"once": once})
             while not self.stopping.is_set():
                 try:
@@ -144,14 +144,17 @@ class Worker:
         log.info("worker stopped")
         return 0
 
-    def _requeue_if_queue_was_lost(self) -> None:
-        """A new, empty queue beside a store with items: the old queue is gone; its jobs live on in custody."""
-        if not self.queue.fresh:
-            return
+    def _requeue_lost_jobs(self) -> None:
+        """Jobs the custody logs name that the queue does not hold (a lost queue file, a failed enqueue)."""
         for lost in every_lost_job(self.runner.store, self.queue):
-            log.warning("the job queue was created just now, and the custody logs name a job it does not hold: "
-                        "queueing it again", extra={"job_id": lost.job_id, "evidence_id": lost.evidence_id})
-            requeue(self.runner.store, self.queue, lost, self.runner.actor)
+            log.warning("the custody log names a job the queue does not hold: queueing it again",
+                        extra={"job_id": lost.job_id, "evidence_id": lost.evidence_id})
+            try:
+                requeue(self.runner.store, self.queue, lost, self.runner.actor)
+            except (JobError, CustodyError, DiskFull) as exc:  # one job that cannot be requeued stops no other
+                log.error("a lost job could not be queued again", extra={"job_id": lost.job_id,
+                                                                         "evidence_id": lost.evidence_id,
+                                                                         "reason": str(exc)})
 
     def process(self, job: Job) -> None:
         fields = {"job_id": job.id, "evidence_id": job.evidence_id, "pipeline": job.pipeline,

@@ -58,11 +58,12 @@ def _store_findings(settings: Settings, store: EvidenceStore) -> dict[str, list[
 
 def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
     store = open_store(settings)
+    found = _store_findings(settings, store)
     try:
         queue = open_queue(settings, read_only=True)
-    except QueueUnavailable:
+    except QueueUnavailable as exc:
         queue = None
-    found = _store_findings(settings, store)
+        found["problems"].append(f"{exc}; jobs were not checked")
     if not args.json:
         for line in found["problems"]:
             print(f"PROBLEM store: {printable(line)}")

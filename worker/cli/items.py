@@ -73,9 +73,11 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
             state = "already stored (duplicate upload logged)" if result.duplicate else "stored"
             queued = f"; intake job {result.job_id}" if result.job_id else ""
             print(f"{result.evidence_id}  {printable(result.source)}: {state}, {result.size} bytes{queued}")
+            if result.not_queued:
+                print(f"NOT QUEUED  {result.evidence_id[:12]}: {printable(result.not_queued)}", file=sys.stderr)
     if args.json:
         print_json({"ingested": done, "failed": failed})
-    return EXIT_PROBLEM if failed else EXIT_OK
+    return EXIT_PROBLEM if failed or any(item["not_queued"] for item in done) else EXIT_OK
 
 
 def _run_statuses(store: EvidenceStore, evidence_id: str, chain: custody.ChainReport,
@@ -108,8 +110,8 @@ def _run_statuses(store: EvidenceStore, evidence_id: str, chain: custody.ChainRe
         else:
             entry.update(status="deleted or missing", error="custody logged it as committed, but its run folder "
                          "or run.json is gone; run 'evidence audit'")
-    for rid, problem in runs.problems.items():
-        statuses.setdefault(rid, {"run_id": rid, "status": "altered", "error": f"{problem}; nothing from it is shown"})
+    for rid, problem in runs.problems.items():  # whatever the events say, a run that fails its check is that
+        statuses.setdefault(rid, {"run_id": rid}).update(status="altered", error=f"{problem}; nothing from it is shown")
     return list(statuses.values())
 
 

@@ -52,8 +52,8 @@ def register(command) -> None:
     p = command("requeue", "queue again the jobs a lost queue file held",
                 "Every job is logged in its item's custody chain when it is queued. --missing finds the\n"
                 "jobs whose run never committed and that the queue no longer holds (its file was deleted,\n"
-                "replaced or damaged), and queues each again under its own id. A worker does this by\n"
-                "itself when it starts with a new, empty queue beside a store that holds evidence.")
+                "replaced or damaged, or it could not take the job when it was asked), and queues each\n"
+                "again under its own id. Every worker does this by itself when it starts.")
     p.add_argument("--missing", action="store_true", required=True, help="queue every lost job again")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_requeue)
@@ -64,7 +64,7 @@ def cmd_watch(settings: Settings, args: argparse.Namespace) -> int:
     inbox = wiring.inbox(settings, store, queue, args.inbox, args)
     if args.once:
         inbox.scan_settled()
-        return EXIT_OK
+        return EXIT_PROBLEM if inbox.trouble else EXIT_OK
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -35,7 +35,8 @@ def intake_options(parser: argparse.ArgumentParser) -> None:
 
 
 def runner(settings: Settings, store: EvidenceStore) -> Runner:
-    return Runner(store, work_dir=settings.work_dir, tools=settings.tools, actor=settings.actor)
+    return Runner(store, work_dir=settings.work_dir, tools=settings.tools, actor=settings.actor,
+                  min_free_bytes=settings.store.min_free_bytes)
 
 
 def inbox(settings: Settings, store: EvidenceStore, queue: JobQueue, folder: Path,
@@ -46,7 +47,9 @@ def inbox(settings: Settings, store: EvidenceStore, queue: JobQueue, folder: Pat
         return ingest_handle(store, queue, handle, source=shown, name=name, actor=settings.actor, case=args.case,
                              collected_by=args.collected_by, languages=languages, note=args.note)
 
-    return Inbox(folder, ingest_one, store, stable_s=settings.worker.inbox_stable_s, actor=settings.actor)
+    w = settings.worker
+    return Inbox(folder, ingest_one, store, stable_s=w.inbox_stable_s, quiet_s=w.inbox_quiet_s,
+                 recheck_s=w.inbox_recheck_s, actor=settings.actor)
 
 
 def worker(settings: Settings, store: EvidenceStore, queue: JobQueue, inbox_: Inbox | None = None) -> Worker:
