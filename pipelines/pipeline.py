@@ -74,7 +74,8 @@ class Param:
         if kind is float and not math.isfinite(value):
             raise ParameterError(f"parameter {key!r} takes a finite number, not {value!r}")
         if kind in (int, float):
-            if (self.minimum is not None and value < self.minimum) or (self.maximum is not None and value > self.maximum):
+            below = self.minimum is not None and value < self.minimum
+            if below or (self.maximum is not None and value > self.maximum):
                 raise ParameterError(f"parameter {key!r} takes {self._range()}, not {value!r}")
         return value
 

@@ -53,8 +53,8 @@ def test_an_upload_paused_with_the_file_open_is_not_stored_until_it_is_complete(
 
 def test_both_ways_of_seeing_a_writer_agree(tmp_path: Path):
     path = tmp_path / "upload.mp4"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys,time\nf=open(sys.argv[1],'ab')\n"
-                               "print('open',flush=True)\ntime.sleep(60)", str(path)], stdout=subprocess.PIPE, text=True)
+    holds_open = "import sys,time\nf=open(sys.argv[1],'ab')\nprint('open',flush=True)\ntime.sleep(60)"
+    holder = subprocess.Popen([sys.executable, "-c", holds_open, str(path)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "open"
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)

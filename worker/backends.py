@@ -14,7 +14,6 @@ from worker.queue import JobQueue
 from worker.sqlite_queue import SqliteQueue
 from worker.store import EvidenceStore
 
-
 log = logging.getLogger("evidence.backends")
 
 

@@ -90,6 +90,7 @@ class Directory:
             else:
                 fd = _open_dir_at(self.fd, name, self.path / name)
                 os.fchmod(fd, mode)  # mkdir's mode is filtered by the umask
+                self.fsync()  # the new folder's name survives a power cut
                 return Directory(fd, self.path / name)
         return Directory(_open_dir_at(self.fd, name, self.path / name), self.path / name)
 

@@ -103,7 +103,8 @@ class Inbox:
                 fd, tmp = notes.new_temp(".note-")
                 with os.fdopen(fd, "w", encoding="utf-8") as handle:
                     handle.write(text)
-                notes.rename(tmp, notes, fitted_name(name, ".txt"))  # replaces our own older note, never a link's target
+                # Replaces our own older note; a link planted there is replaced, never followed.
+                notes.rename(tmp, notes, fitted_name(name, ".txt"))
         except (OSError, EvidenceError) as exc:
             log.error("could not write the inbox note", extra={"file": shown, "reason": str(exc)})
 

@@ -9,9 +9,9 @@ which fails rather than replaces when the name exists. A per-item lock file
 orders the installation with the custody events, so two processes storing
 the same bytes end with one copy, one "ingested" and one "duplicate upload".
 
-An intake is one unit: evidence.json, then the original, then the "ingested"
-event. A failure (a full disk) rolls back what that intake wrote; a process
-killed half-way leaves a state that ``recover`` completes or rolls back.
+An intake is one unit (worker.local_intake): a failure rolls back what it
+wrote, and what a killed process left is completed or rolled back by
+``recover``.
 
 A run is assembled in a hidden staging folder (outputs, then run.json) and
 renamed into ``runs/<run-id>`` in one step, so a crash never leaves anything
@@ -39,6 +39,7 @@ from worker.custody_file import CustodyFile
 from worker.directory import OWNER_GRACE_S, Directory, LinkRefused
 from worker.errors import EvidenceError, IntegrityError, NotFound
 from worker.fixity import copy_and_hash
+from worker.local_intake import ORIGINAL, RECORD, complete_intake, json_bytes, original_name, store_intake
 from worker.permissions import exposed
 from worker.progress import SILENT, Progress
 from worker.space import DiskFull, ensure_free, is_disk_full
@@ -51,13 +52,6 @@ _STAGING_PREFIX = ".staging-"
 _LOCK_SUFFIX = ".lock"
 _UPLOAD_PREFIX = "upload-"
 _INCOMING = ".incoming"
-_RECORD = "evidence.json"
-_INTAKE_MARKER = "intake.pending"
-_ORIGINAL = "original"
-
-
-def _json_bytes(value: Mapping[str, Any]) -> bytes:
-    return (json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
 
 
 class LocalStore(EvidenceStore):
@@ -96,14 +90,6 @@ class LocalStore(EvidenceStore):
         with self._item(evidence_id, create=create) as item, item.locked(".lock"):
             yield item
 
-    @staticmethod
-    def _original_name(item: Directory) -> str | None:
-        if not item.is_dir(_ORIGINAL):
-            return None
-        with item.child(_ORIGINAL) as folder:
-            names = folder.names()
-        return names[0] if names else None
-
     # -- originals ---------------------------------------------------------
 
     def put_original(self, source: BinaryIO, *, intake: Mapping[str, Any], actor: str,
@@ -132,14 +118,14 @@ class LocalStore(EvidenceStore):
                           actor: str) -> Stored:
         """Link ``tmp`` (already hashed to ``digest``) in as the original, unless one is there."""
         with self._locked(digest, create=True) as item:
-            self._complete_intake(item, digest, actor)
-            existing = self._original_name(item)
+            complete_intake(item, digest, actor)
+            existing = original_name(item)
             if existing is None:
                 name = stored_name(str(intake.get("original_name", "")))
-                self._intake_unit(item, incoming, tmp, name, digest, size, intake, actor)
+                store_intake(item, incoming, tmp, name, digest, size, intake, actor)
                 duplicate = False
             else:
-                with item.child(_ORIGINAL) as folder:
+                with item.child(ORIGINAL) as folder:
                     stored_size = folder.lstat(existing).st_size
                 if stored_size != size:
                     raise IntegrityError(
@@ -149,75 +135,14 @@ class LocalStore(EvidenceStore):
                 CustodyFile(item, digest).append(custody.DUPLICATE_UPLOAD, actor, {"size": size, **intake},
                                                  recover=True)
                 name, duplicate = existing, True
-        return Stored(digest, size, duplicate=duplicate, location=str(self.root / digest / _ORIGINAL / name))
-
-    def _intake_unit(self, item: Directory, incoming: Directory, tmp: str, name: str, digest: str, size: int,
-                     intake: Mapping[str, Any], actor: str) -> None:
-        """evidence.json, the original, the "ingested" event: all three, or none of them.
-
-        The marker written first says an intake is under way; only a marker
-        lets a later process finish or roll back what a killed one left
-        (``_complete_intake``), so a record or a log deleted later is never
-        quietly rebuilt.
-        """
-        record = {**intake, "evidence_id": digest, "sha256": digest, "size": size,
-                  "stored_as": f"{_ORIGINAL}/{name}", "ingested_at": utc_now(), "ingested_by": actor}
-        done: list[str] = []
-        try:
-            item.write_once(_INTAKE_MARKER, _json_bytes(record), mode=0o600)
-            done.append(_INTAKE_MARKER)
-            item.write_once(_RECORD, _json_bytes(record))
-            done.append(_RECORD)
-            with item.child(_ORIGINAL, create=True) as folder:
-                done.append(_ORIGINAL)
-                incoming.link(tmp, folder, name)  # never replaces: FileExistsError if anything is there
-                folder.fsync()
-                os.fchmod(folder.fd, 0o500)
-            item.fsync()
-            self._root.fsync()
-            CustodyFile(item, digest).append(custody.INGESTED, actor, {"sha256": digest, "size": size, **intake},
-                                             recover=True)
-        except BaseException:
-            self._roll_back(item, done)
-            raise
-        item.unlink(_INTAKE_MARKER)
-
-    @staticmethod
-    def _roll_back(item: Directory, done: list[str]) -> None:
-        """Undo an intake that could not finish: no original without its record and its event."""
-        if _ORIGINAL in done:
-            item.remove_tree(_ORIGINAL)
-        if _RECORD in done:
-            item.unlink(_RECORD, missing_ok=True)
-        item.unlink(_INTAKE_MARKER, missing_ok=True)
-
-    def _complete_intake(self, item: Directory, digest: str, actor: str) -> str | None:
-        """Finish or roll back an intake a killed process left half-done (its marker says so); what was done."""
-        log_file = CustodyFile(item, digest)
-        repaired = log_file.recover(actor)
-        if not item.exists(_INTAKE_MARKER):
-            return "closed an interrupted custody write" if repaired else None
-        chain = custody.verify_chain(log_file.read(), digest)
-        if any(event.get("event") == custody.INGESTED for event in chain.events):
-            item.unlink(_INTAKE_MARKER)  # it finished; only the marker's removal was cut off
-            return "closed an interrupted custody write" if repaired else None
-        if item.exists(_RECORD) and self._original_name(item) is not None:
-            record = json.loads(item.read_bytes(_RECORD))
-            logged = {key: value for key, value in record.items()
-                      if key not in ("evidence_id", "stored_as", "ingested_at", "ingested_by")}
-            log_file.append(custody.INGESTED, actor, {**logged, "recovered": "the storing process stopped before "
-                                                      "logging the intake"}, recover=True)
-            item.unlink(_INTAKE_MARKER)
-            return "completed an intake that stopped before it was logged"
-        self._roll_back(item, [_ORIGINAL, _RECORD])  # the original never arrived: that intake did not happen
-        return "rolled back an intake that stopped before its original was stored"
+        return Stored(digest, size, duplicate=duplicate, location=str(self.root / digest / ORIGINAL / name))
 
     def recover(self, actor: str) -> list[str]:
         done = []
         for evidence_id in self._item_names():
             try:
                 with self._locked(evidence_id) as item:
-                    what = self._complete_intake(item, evidence_id, actor)
+                    what = complete_intake(item, evidence_id, actor)
             except (EvidenceError, OSError) as exc:
                 what = f"could not be recovered: {exc}"
                 log.error("item could not be recovered", extra={"evidence_id": evidence_id, "reason": str(exc)})
@@ -252,10 +177,10 @@ class LocalStore(EvidenceStore):
 
     def _open_original(self, evidence_id: str) -> BinaryIO:
         with self._item(evidence_id) as item:
-            name = self._original_name(item)
+            name = original_name(item)
             if name is None:
                 raise NotFound(f"no original stored for {evidence_id}")
-            with item.child(_ORIGINAL) as folder:
+            with item.child(ORIGINAL) as folder:
                 return folder.open_file(name)
 
     def _verified_copy(self, evidence_id: str, target: BinaryIO | None, progress: Progress) -> None:
@@ -264,7 +189,7 @@ class LocalStore(EvidenceStore):
         if digest != evidence_id:
             raise IntegrityError(
                 f"the original of {evidence_id} fails its SHA-256 check (its bytes now hash to {digest}); "
-                f"it was altered or damaged in {self.root / evidence_id / _ORIGINAL}"
+                f"it was altered or damaged in {self.root / evidence_id / ORIGINAL}"
             )
 
     def fetch_original(self, evidence_id: str, dest: Path, progress: Progress = SILENT) -> Path:
@@ -278,7 +203,8 @@ class LocalStore(EvidenceStore):
             except BaseException as exc:
                 folder.unlink(dest.name, missing_ok=True)
                 if is_disk_full(exc) and not isinstance(exc, DiskFull):
-                    raise DiskFull(f"the disk of {dest.parent} filled up while copying the original for a run")
+                    raise DiskFull(f"the disk of {dest.parent} filled up while copying the original for a run; work "
+                                   "resumes once space is freed") from exc
                 raise
         return dest
 
@@ -288,7 +214,7 @@ class LocalStore(EvidenceStore):
     def evidence(self, evidence_id: str) -> dict[str, Any]:
         with self._item(evidence_id) as item:
             try:
-                return json.loads(item.read_bytes(_RECORD))
+                return json.loads(item.read_bytes(RECORD))
             except FileNotFoundError:
                 raise NotFound(f"no evidence item {evidence_id} (its intake is incomplete)") from None
 
@@ -301,7 +227,7 @@ class LocalStore(EvidenceStore):
         for name in self._item_names():
             try:
                 with self._item(name) as item:
-                    if item.exists(_RECORD) or item.exists(_ORIGINAL):
+                    if item.exists(RECORD) or item.exists(ORIGINAL):
                         found.append(name)
             except (NotFound, LinkRefused):
                 continue
@@ -400,7 +326,7 @@ class LocalStore(EvidenceStore):
                 os.fchmod(dst.fileno(), 0o400)
             outputs[name] = {"sha256": digest, "size": size}
         full = {**record, "outputs": outputs, "committed_at": utc_now()}
-        data = _json_bytes(full)
+        data = json_bytes(full)
         folder.write_once(RUN_RECORD, data)  # last file written: this is the commit record
         folder.fsync()
         return full, hashlib.sha256(data).hexdigest()

@@ -40,7 +40,8 @@ class LostJob:
 
 
 def lost_jobs(store: EvidenceStore, queue: JobQueue, evidence_id: str, chain: custody.ChainReport) -> list[LostJob]:
-    committed = {(e.get("details") or {}).get("run_id") for e in chain.events if e.get("event") == custody.RUN_COMMITTED}
+    committed = {(e.get("details") or {}).get("run_id") for e in chain.events
+                 if e.get("event") == custody.RUN_COMMITTED}
     lost = []
     for event in chain.events:
         details = event.get("details") or {}

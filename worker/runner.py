@@ -22,10 +22,10 @@ from pipelines import registry
 from pipelines.errors import StepError
 from pipelines.pipeline import ParameterError, Pipeline, StepContext, Tools, run_id
 from worker import __version__, custody
+from worker.directory import Directory
 from worker.errors import EvidenceError, JobError, LeaseLost, NotFound
 from worker.progress import progress_bar
 from worker.queue import Job
-from worker.directory import Directory
 from worker.space import DiskFull, ensure_free, is_disk_full
 from worker.store import EvidenceStore, stored_name
 from worker.timestamps import utc_now

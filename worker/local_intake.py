@@ -1,0 +1,95 @@
+"""An intake as one unit: the record, the original and the "ingested" event, all three or none.
+
+The unit runs under the item's lock. Its marker (``intake.pending``, written
+first and removed last) is the only thing that lets a later process finish
+or roll back what a killed one left; without it, a missing record or a
+missing custody log is damage for a person to see, never quietly rebuilt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from worker import custody
+from worker.custody_file import CustodyFile
+from worker.directory import Directory
+from worker.timestamps import utc_now
+
+RECORD = "evidence.json"
+ORIGINAL = "original"
+_INTAKE_MARKER = "intake.pending"
+
+
+def json_bytes(value: Mapping[str, Any]) -> bytes:
+    return (json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
+
+
+def original_name(item: Directory) -> str | None:
+    if not item.is_dir(ORIGINAL):
+        return None
+    with item.child(ORIGINAL) as folder:
+        names = folder.names()
+    return names[0] if names else None
+
+
+def store_intake(item: Directory, incoming: Directory, tmp: str, name: str, digest: str, size: int,
+             intake: Mapping[str, Any], actor: str) -> None:
+    """evidence.json, the original, the "ingested" event: all three, or none of them.
+
+    The marker written first says an intake is under way; only a marker
+    lets a later process finish or roll back what a killed one left
+    (``complete_intake``), so a record or a log deleted later is never
+    quietly rebuilt.
+    """
+    record = {**intake, "evidence_id": digest, "sha256": digest, "size": size,
+              "stored_as": f"{ORIGINAL}/{name}", "ingested_at": utc_now(), "ingested_by": actor}
+    done: list[str] = []
+    try:
+        item.write_once(_INTAKE_MARKER, json_bytes(record), mode=0o600)
+        done.append(_INTAKE_MARKER)
+        item.write_once(RECORD, json_bytes(record))
+        done.append(RECORD)
+        with item.child(ORIGINAL, create=True) as folder:
+            done.append(ORIGINAL)
+            incoming.link(tmp, folder, name)  # never replaces: FileExistsError if anything is there
+            folder.fsync()
+            os.fchmod(folder.fd, 0o500)
+        item.fsync()
+        CustodyFile(item, digest).append(custody.INGESTED, actor, {"sha256": digest, "size": size, **intake},
+                                         recover=True)
+    except BaseException:
+        _roll_back(item, done)
+        raise
+    item.unlink(_INTAKE_MARKER)
+
+def _roll_back(item: Directory, done: list[str]) -> None:
+    """Undo an intake that could not finish: no original without its record and its event."""
+    if ORIGINAL in done:
+        item.remove_tree(ORIGINAL)
+    if RECORD in done:
+        item.unlink(RECORD, missing_ok=True)
+    item.unlink(_INTAKE_MARKER, missing_ok=True)
+
+def complete_intake(item: Directory, digest: str, actor: str) -> str | None:
+    """Finish or roll back an intake a killed process left half-done (its marker says so); what was done."""
+    log_file = CustodyFile(item, digest)
+    repaired = log_file.recover(actor)
+    if not item.exists(_INTAKE_MARKER):
+        return "closed an interrupted custody write" if repaired else None
+    chain = custody.verify_chain(log_file.read(), digest)
+    if any(event.get("event") == custody.INGESTED for event in chain.events):
+        item.unlink(_INTAKE_MARKER)  # it finished; only the marker's removal was cut off
+        return "closed an interrupted custody write" if repaired else None
+    if item.exists(RECORD) and original_name(item) is not None:
+        record = json.loads(item.read_bytes(RECORD))
+        logged = {key: value for key, value in record.items()
+                  if key not in ("evidence_id", "stored_as", "ingested_at", "ingested_by")}
+        log_file.append(custody.INGESTED, actor, {**logged, "recovered": "the storing process stopped before "
+                                                  "logging the intake"}, recover=True)
+        item.unlink(_INTAKE_MARKER)
+        return "completed an intake that stopped before it was logged"
+    _roll_back(item, [ORIGINAL, RECORD])  # the original never arrived: that intake did not happen
+    return "rolled back an intake that stopped before its original was stored"
