@@ -172,3 +172,24 @@ def test_watch_once_exits_1_when_the_inbox_is_refused(cli: Cli, tmp_path: Path):
     done = cli("watch", inbox, "--once", check=False)
     assert done.returncode == 1 and "symbolic link" in done.stderr
     assert (inbox / "a.mp4").exists()
+
+
+def test_a_home_another_account_could_have_seeded_is_refused_not_adopted(tmp_path: Path):
+    needs_root()
+    base = Path(tempfile.mkdtemp(prefix="evidence-seeded-", dir="/tmp"))
+    try:
+        home = base / "home"
+        home.mkdir()
+        home.chmod(0o777)
+        (home / "store").mkdir()
+        os.chown(home / "store", 1000, 1000)  # made by another account while the home stood open
+        cli = Cli(home)
+        done = cli("status", check=False)
+        assert done.returncode == 2 and "belong to another account" in done.stderr
+        assert stat.S_IMODE(home.stat().st_mode) == 0o777, "a refused home must be left as it is"
+        os.chown(home, 1000, 1000)
+        home.chmod(0o700)
+        done = cli("status", check=False)
+        assert done.returncode == 2 and "belongs to another account" in done.stderr
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

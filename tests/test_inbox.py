@@ -110,7 +110,7 @@ def test_same_name_uploaded_twice_keeps_both_inbox_copies(tmp_path: Path, store,
     for content in (b"first recording", b"second recording"):
         (inbox.folder / "clip.mp4").write_bytes(content)
         scan_until(inbox, lambda: not (inbox.folder / "clip.mp4").exists())
-    kept = sorted(p.read_bytes() for p in (inbox.folder / ".ingested").iterdir())
+    kept = sorted(p.read_bytes() for p in (inbox.folder / ".ingested").iterdir() if not p.name.startswith("."))
     assert kept == [b"first recording", b"second recording"]
     assert len(store.evidence_ids()) == 2
 

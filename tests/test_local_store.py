@@ -260,3 +260,27 @@ def test_partial_uploads_of_dead_processes_are_removed(store: LocalStore):
         owner.kill()
         owner.wait()
     assert sorted(p.name for p in incoming.iterdir()) == ["upload-alive", "upload-fresh"]
+
+
+def test_storing_again_after_an_original_was_deleted_changes_nothing(store: LocalStore):
+    stored = put_bytes(store, b"deleted later")
+    original = Path(stored.location)
+    original.parent.chmod(0o700)
+    original.unlink()
+    with pytest.raises(IntegrityError, match="its original is gone"):
+        put_bytes(store, b"deleted later")
+    assert (store.root / stored.evidence_id / "evidence.json").exists(), "the record of the item must stay"
+    assert stored.evidence_id in store.evidence_ids()
+    with pytest.raises(Exception, match="no original"):
+        store.verify_original(stored.evidence_id)
+
+
+def test_an_item_reduced_to_its_custody_log_is_still_listed_for_the_audit(store: LocalStore):
+    stored = put_bytes(store, b"gutted")
+    item = store.root / stored.evidence_id
+    (item / "original").chmod(0o700)
+    for path in (item / "original").iterdir():
+        path.unlink()
+    (item / "original").rmdir()
+    (item / "evidence.json").unlink()
+    assert stored.evidence_id in store.evidence_ids()

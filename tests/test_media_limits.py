@@ -244,3 +244,30 @@ def test_text_glued_after_an_mp4_is_reported_even_when_it_reads_like_a_huge_box(
     glued.write_bytes(SAMPLE_VIDEO.read_bytes() + tail)
     _, _, warnings = probe_file(glued, DEFAULTS)
     assert any(f"{len(tail)} bytes follow the end of the MP4 structure" in w for w in warnings), warnings
+
+
+def test_references_and_glued_bytes_are_found_wherever_they_hide(tmp_path: Path):
+    plain = tmp_path / "plain.mov"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=s=160x120:r=10:d=2", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(plain))
+    hostile = bytearray(external_reference(plain, tmp_path / "hostile.mov", b"file:///etc/passwd").read_bytes())
+    # Move dinf (with its dref) from minf up into mdia: FFmpeg still reads it there.
+    dinf = hostile.index(b"dinf") - 4
+    dinf_box = bytes(hostile[dinf:dinf + struct.unpack(">I", hostile[dinf:dinf + 4])[0]])
+    minf = hostile.rindex(b"minf", 0, dinf) - 4
+    del hostile[dinf:dinf + len(dinf_box)]
+    hostile[minf:minf] = dinf_box  # same sizes for moov, trak and mdia; minf loses the box it no longer holds
+    _patch_box_sizes(hostile, [minf + len(dinf_box)], -len(dinf_box))
+    moved = tmp_path / "moved.mov"
+    moved.write_bytes(bytes(hostile))
+    with pytest.raises(RejectedInput, match="file:///etc/passwd"):
+        probe_file(moved, DEFAULTS)
+    archive = tmp_path / "a.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("notes.txt", "hidden")
+    data = SAMPLE_VIDEO.read_bytes()
+    for disguise in (b"\0\0\0\0mdat", struct.pack(">I", 0xFFFFFF) + b"mdat",
+                     struct.pack(">I", 8 + 70000 + archive.stat().st_size) + b"free" + b"\0" * 70000):
+        glued = tmp_path / "glued.mp4"
+        glued.write_bytes(data + disguise + archive.read_bytes())
+        _, _, warnings = probe_file(glued, DEFAULTS)
+        assert any("bytes follow the end of the MP4 structure" in w for w in warnings), (disguise[:8], warnings)

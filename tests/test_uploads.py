@@ -128,7 +128,8 @@ def test_names_too_long_for_a_suffix_still_move_and_get_notes(tmp_path: Path, st
     for content in (b"first", b"second"):  # the second needs the evidence id appended: it must still fit
         (inbox.folder / longest).write_bytes(content)
         scan_until(inbox, lambda: not (inbox.folder / longest).exists())
-    assert sorted(p.read_bytes() for p in (inbox.folder / ".ingested").iterdir()) == [b"first", b"second"]
+    moved = [p for p in (inbox.folder / ".ingested").iterdir() if not p.name.startswith(".")]
+    assert sorted(p.read_bytes() for p in moved) == [b"first", b"second"]
     (inbox.folder / longest).mkdir()
     inbox.scan()
     [written] = list((inbox.folder / ".error").iterdir())
@@ -208,4 +209,50 @@ def test_another_accounts_paused_upload_is_never_left_stored_truncated(pause_s: 
             chain = (home / "store" / partial / "custody.jsonl").read_text()
             assert '"incomplete upload"' in chain and '"stored_size":20000' in chain
     finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_moved_upload_that_grows_is_caught_by_a_restarted_watcher(tmp_path: Path, store, queue):
+    data = SAMPLE_VIDEO.read_bytes()
+    first = make_inbox(tmp_path / "inbox", store, queue, stable_s=0)
+    (first.folder / "clip.mp4").write_bytes(data[:70000])
+    scan_until(first, lambda: not (first.folder / "clip.mp4").exists())
+    first.close()
+    with open(tmp_path / "inbox" / ".ingested" / "clip.mp4", "ab") as writer:  # the writer was not done
+        writer.write(data[70000:])
+    restarted = make_inbox(tmp_path / "inbox", store, queue, stable_s=0)
+    full = hashlib.sha256(data).hexdigest()
+    scan_until(restarted, lambda: full in store.evidence_ids())
+    partial = hashlib.sha256(data[:70000]).hexdigest()
+    assert custody.INCOMPLETE_UPLOAD in [e["event"] for e in store.custody(partial).events]
+    assert oct((tmp_path / "inbox" / ".ingested" / ".moved.json").stat().st_mode)[-3:] == "600"
+
+
+def test_watch_once_takes_another_accounts_old_file_and_reports_what_it_leaves():
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to run the watcher and the uploader as two other accounts")
+    base = Path(tempfile.mkdtemp(prefix="evidence-old-", dir="/tmp"))
+    bystander = subprocess.Popen([*_as(1000), "sleep", "60"])  # a process of the uploader's account
+    try:
+        base.chmod(0o755)
+        home, inbox = base / "home", base / "inbox"
+        home.mkdir(mode=0o700)
+        os.chown(home, 65534, 65534)
+        inbox.mkdir()
+        inbox.chmod(0o777)
+        old = inbox / "yesterday.mp4"
+        old.write_bytes(SAMPLE_VIDEO.read_bytes())
+        os.chown(old, 1000, 1000)
+        os.utime(old, (time.time() - 86400, time.time() - 86400))
+        fresh = inbox / "now.mp4"
+        fresh.write_bytes(b"still arriving")
+        os.chown(fresh, 1000, 1000)
+        cli = Cli(home)
+        done = subprocess.run([*_as(65534), *cli.command("watch", inbox, "--once")], cwd=REPO, env=cli.env,
+                              capture_output=True, text=True, timeout=120)
+        assert not old.exists() and (inbox / ".ingested" / "yesterday.mp4").exists(), done.stderr
+        assert fresh.exists() and done.returncode == 1 and "may still be arriving" in done.stderr
+    finally:
+        bystander.kill()
+        bystander.wait()
         shutil.rmtree(base, ignore_errors=True)

@@ -55,6 +55,8 @@ def _check_runs(store: EvidenceStore, item: ItemAudit, chain: custody.ChainRepor
     hashes = {event.get("hash") for event in chain.events}
     committed_events = verified.committed_run_ids(chain)
     runs = verified.runs(store, item.evidence_id, chain)
+    lost_log = any(e.get("event") == custody.CUSTODY_ACKNOWLEDGED and (e.get("details") or {}).get("log_missing")
+                   for e in chain.events)
     item.problems += [f"run {run_id}: {problem}" for run_id, problem in sorted(runs.problems.items())]
     present = {r["run_id"] for r in runs.records} | set(runs.problems)
     for missing in sorted(committed_events - present):
@@ -71,7 +73,11 @@ def _check_runs(store: EvidenceStore, item: ItemAudit, chain: custody.ChainRepor
             if (digest, size) != (expected.get("sha256"), expected.get("size")):
                 item.problems.append(f"run {run_id}: output {name} no longer matches its recorded SHA-256")
         if record.get("custody_anchor") not in hashes:
-            item.problems.append(f"run {run_id}: its 'run started' custody event is missing from the log")
+            if lost_log:
+                item.notes.append(f"run {run_id}: its 'run started' event was in the part of the log that was "
+                                  "lost (acknowledged)")
+            else:
+                item.problems.append(f"run {run_id}: its 'run started' custody event is missing from the log")
     leftovers = store.uncommitted_leftovers(item.evidence_id)
     item.notes += [f"uncommitted leftover of a crashed run: {path}" for path in leftovers]
 

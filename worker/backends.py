@@ -21,6 +21,10 @@ log = logging.getLogger("evidence.backends")
 _OWN_NAMES = {"store", "work", "queue.sqlite3", "queue.sqlite3-wal", "queue.sqlite3-shm"}
 
 
+def _not_only_ours(info: os.stat_result) -> bool:
+    return info.st_uid != os.geteuid() or stat.S_ISLNK(info.st_mode) or bool(info.st_mode & 0o022)
+
+
 def secure_home(settings: Settings) -> None:
     """EVIDENCE_HOME exists and is owner-only (0700), whatever the umask.
 
@@ -31,15 +35,23 @@ def secure_home(settings: Settings) -> None:
     with Directory.open(settings.home, create=True) as home:
         info = os.fstat(home.fd)
         mode = stat.S_IMODE(info.st_mode)
+        if info.st_uid != os.geteuid():
+            raise ConfigError(f"EVIDENCE_HOME {settings.home} belongs to another account (uid {info.st_uid}): "
+                              "point EVIDENCE_HOME at a folder of this account's own")
         if not mode & 0o077:
             return
-        others = sorted(set(home.names()) - _OWN_NAMES)
-        if info.st_uid != os.geteuid() or mode & stat.S_ISVTX or others:
-            why = f"it holds {', '.join(others[:3])}" if others else "it is shared"
+        names = set(home.names())
+        others = sorted(names - _OWN_NAMES)
+        # Anything another account could have made while the home stood open: it would stay in its hands.
+        planted = sorted(name for name in names & _OWN_NAMES if _not_only_ours(home.lstat(name)))
+        if mode & stat.S_ISVTX or others or planted:
+            why = (f"{', '.join(planted[:3])} in it belong to another account, are links or are writable by others"
+                   if planted else
+                   f"it holds {', '.join(others[:3])}" if others else "it is shared (sticky)")
             raise ConfigError(
                 f"EVIDENCE_HOME {settings.home} is open to other accounts (mode {mode:04o}) and {why}: point "
                 "EVIDENCE_HOME at a folder of its own (it is created owner-only), or make this one owner-only "
-                "(chmod 700)"
+                "(chmod 700) after checking what is in it"
             )
         os.fchmod(home.fd, PRIVATE_DIR)
         log.warning("made the evidence home owner-only", extra={"home": str(settings.home),

@@ -76,6 +76,7 @@ class Inbox:
         self._seen: dict[str, tuple[int, int, float]] = {}  # name -> (size, mtime_ns, unchanged since)
         self._failed: dict[str, tuple[int, int]] = {}      # name -> (size, mtime_ns) when it failed
         self.trouble = 0   # entries the last scan left with a note, or 1 when the inbox itself was refused
+        self.waiting = 0   # entries the last scan left because they may still be arriving
         self._told: set[str] = set()  # files already logged as waiting for the quiet period
 
     def close(self) -> None:
@@ -140,7 +141,7 @@ class Inbox:
 
     def scan(self) -> list[Ingested]:
         """One pass over the inbox; returns what was ingested in it."""
-        self.trouble = 0
+        self.trouble = self.waiting = 0
         for special in (DONE_FOLDER, NOTES_FOLDER):
             try:
                 self._folder(special).close()
@@ -167,7 +168,7 @@ class Inbox:
         for table in (self._seen, self._failed):
             for name in set(table) - present:
                 del table[name]
-        return results + self._recheck_moved(now)
+        return results + self._recheck_moved(time.time())
 
     def _signature(self, name: str) -> tuple[int, int]:
         try:
@@ -192,10 +193,16 @@ class Inbox:
         seen = self._seen.get(name)
         if seen is None or seen[:2] != signature:
             self._seen[name] = (*signature, now)
+            self.waiting += 1
             return None
         if now - seen[2] < self.stable_s:
+            self.waiting += 1
             return None
-        return self._ingest_one(name, signature, now, now - seen[2])
+        # Unchanged since this watcher first saw it, or since it was last written, whichever is longer.
+        unchanged_s = max(now - seen[2], time.time() - info.st_mtime)
+        result = self._ingest_one(name, signature, now, unchanged_s)
+        self.waiting += result is None and name in self._seen
+        return result
 
     def _readiness(self, handle: BinaryIO, shown: str, unchanged_s: float) -> str:
         """"ready", "writing" (a process has it open for writing) or "wait" (no check can tell: keep waiting)."""
@@ -247,7 +254,8 @@ class Inbox:
             return result  # a new upload took the name meanwhile; it is ingested once it settles
         try:
             moved = self._move_done(name, result.evidence_id)
-            self.moved.add(moved, after, result.evidence_id, result.size, now)
+            with self._folder(DONE_FOLDER) as done:
+                self.moved.add(done, moved, after, result.evidence_id, result.size, time.time())
         except (OSError, EvidenceError) as exc:
             # Stored and queued; only the tidying failed. Do not store it again on every scan.
             self._failed[name] = signature
@@ -283,7 +291,8 @@ class Inbox:
                         self._log_incomplete(shown, moved.evidence_id, moved.stored_size, info.st_size)
                         continue
                     with open_source(name, dir_fd=done.fd, follow_symlinks=False) as handle:
-                        readiness = self._readiness(handle, shown, now - moved.changed_since)
+                        unchanged_s = max(now - moved.changed_since, now - info.st_mtime)
+                        readiness = self._readiness(handle, shown, unchanged_s)
                         if readiness == "writing":
                             moved.changed_since = now
                         if readiness != "ready":
@@ -294,7 +303,7 @@ class Inbox:
                     log.error("a moved upload that grew could not be stored again",
                               extra={"file": shown, "reason": str(exc)})
                     continue
-                self.moved.add(name, after, result.evidence_id, result.size, now)
+                self.moved.add(done, name, after, result.evidence_id, result.size, now)
                 log.info("a moved upload that grew was stored again, complete", extra={
                     "file": shown, "evidence_id": result.evidence_id, "incomplete": moved.evidence_id})
                 results.append(result)
@@ -303,7 +312,8 @@ class Inbox:
     def scan_settled(self) -> list[Ingested]:
         """Ingest what is there now and stays unchanged for ``stable_s`` (for one-shot runs).
 
-        ``trouble`` then counts what was refused or noted in either pass.
+        ``trouble`` then counts what was refused or noted in either pass, and
+        ``waiting`` what the second pass left because it may still be arriving.
         """
         results = self.scan()
         trouble = self.trouble

@@ -16,6 +16,7 @@ from typing import Any
 from worker import custody
 from worker.custody_file import CustodyFile
 from worker.directory import Directory
+from worker.errors import IntegrityError
 from worker.timestamps import utc_now
 
 RECORD = "evidence.json"
@@ -46,12 +47,16 @@ def store_intake(item: Directory, incoming: Directory, tmp: str, name: str, dige
     """
     record = {**intake, "evidence_id": digest, "sha256": digest, "size": size,
               "stored_as": f"{ORIGINAL}/{name}", "ingested_at": utc_now(), "ingested_by": actor}
-    done: list[str] = []
+    done: list[str] = []  # only what this call made: nothing that was there before is ever rolled back
     try:
-        item.write_once(_INTAKE_MARKER, json_bytes(record), mode=0o600)
+        if not item.write_once(_INTAKE_MARKER, json_bytes(record), mode=0o600):
+            raise IntegrityError(f"another intake of {digest} is marked as under way; run a worker to finish it")
         done.append(_INTAKE_MARKER)
-        item.write_once(RECORD, json_bytes(record))
+        if not item.write_once(RECORD, json_bytes(record)):
+            raise IntegrityError(f"evidence {digest} already has an intake record but no original; a person must look")
         done.append(RECORD)
+        if item.exists(ORIGINAL):
+            raise IntegrityError(f"evidence {digest} has an original folder but no original; a person must look")
         with item.child(ORIGINAL, create=True) as folder:
             done.append(ORIGINAL)
             incoming.link(tmp, folder, name)  # never replaces: FileExistsError if anything is there

@@ -121,6 +121,14 @@ class LocalStore(EvidenceStore):
             complete_intake(item, digest, actor)
             existing = original_name(item)
             if existing is None:
+                log_file = CustodyFile(item, digest)
+                ingested = any(e.get("event") == custody.INGESTED
+                               for e in custody.verify_chain(log_file.read(), digest).events)
+                if item.exists(RECORD) or ingested:  # stored before, and its original is gone: damage, not a gap
+                    raise IntegrityError(
+                        f"evidence {digest} was stored before, but its original is gone (deleted or lost on disk);"
+                        " nothing is changed: run 'evidence audit', and have a person look before storing it again"
+                    )
                 name = stored_name(str(intake.get("original_name", "")))
                 store_intake(item, incoming, tmp, name, digest, size, intake, actor)
                 duplicate = False
@@ -222,12 +230,12 @@ class LocalStore(EvidenceStore):
         return [name for name in self._root.names() if EVIDENCE_ID.match(name) and self._root.is_dir(name)]
 
     def evidence_ids(self) -> list[str]:
-        """Items with something stored; a folder an intake rolled back (its lock, an empty log) is none."""
+        """Items with anything stored or logged; a folder an intake rolled back (a lock, an empty log) is none."""
         found = []
         for name in self._item_names():
             try:
                 with self._item(name) as item:
-                    if item.exists(RECORD) or item.exists(ORIGINAL):
+                    if item.exists(RECORD) or item.exists(ORIGINAL) or CustodyFile(item, name).read():
                         found.append(name)
             except (NotFound, LinkRefused):
                 continue

@@ -42,10 +42,15 @@ class LostJob:
 def lost_jobs(store: EvidenceStore, queue: JobQueue, evidence_id: str, chain: custody.ChainReport) -> list[LostJob]:
     committed = {(e.get("details") or {}).get("run_id") for e in chain.events
                  if e.get("event") == custody.RUN_COMMITTED}
-    lost = []
+    latest: dict[str, dict] = {}  # job id -> its last "job enqueued" or "job requeued" event
     for event in chain.events:
-        details = event.get("details") or {}
-        if event.get("event") != custody.JOB_ENQUEUED or details.get("run_id") in committed:
+        details = event.get("details")
+        if event.get("event") in (custody.JOB_ENQUEUED, custody.JOB_REQUEUED) and isinstance(details, dict):
+            latest[str(details.get("job_id"))] = event
+    lost = []
+    for event in latest.values():
+        details = event["details"]
+        if details.get("run_id") in committed:
             continue
         try:
             queue.get(str(details.get("job_id")))
@@ -85,10 +90,11 @@ def requeue(store: EvidenceStore, queue: JobQueue, lost: LostJob, actor: str) ->
     except (registry.UnknownPipeline, ParameterError) as exc:
         raise JobError(f"job {lost.job_id} of {lost.evidence_id} cannot be queued again as it was asked: {exc}; "
                        f"queue it anew with 'evidence reprocess {lost.evidence_id[:12]}'") from None
-    job, _ = queue.enqueue(lost.evidence_id, lost.pipeline, lost.params, nonce, job_id=lost.job_id)
-    store.append_custody(lost.evidence_id, custody.JOB_REQUEUED, actor, {
-        "job_id": job.id, "lost_job_id": lost.job_id, "pipeline": lost.pipeline, "params": lost.params,
-        "run_id": rid, "reason": "the queue no longer held this job (its file was deleted, replaced or damaged)",
+    store.append_custody(lost.evidence_id, custody.JOB_REQUEUED, actor, {  # logged first, as every job is
+        "job_id": lost.job_id, "pipeline": lost.pipeline, "params": lost.params, "nonce": nonce, "run_id": rid,
+        "reason": "the queue did not hold this job (its file was deleted, replaced or damaged, or it could not "
+                  "take the job when it was asked)",
     })
+    job, _ = queue.enqueue(lost.evidence_id, lost.pipeline, lost.params, nonce, job_id=lost.job_id)
     log.warning("queued a lost job again", extra={"job_id": job.id, "evidence_id": lost.evidence_id, "run_id": rid})
     return job

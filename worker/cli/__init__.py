@@ -77,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BROKEN_PIPE
     except NotFound as exc:
         return _fail(EXIT_NOT_FOUND, exc)
-    except (JobError, ValueError) as exc:
+    except (JobError, ConfigError, ValueError) as exc:
         return _fail(EXIT_USAGE, exc)
     except EvidenceError as exc:
         return _fail(EXIT_PROBLEM, exc)

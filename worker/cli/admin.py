@@ -99,8 +99,10 @@ def cmd_custody(settings: Settings, args: argparse.Namespace) -> int:
     if args.json:
         print_json(event)
     else:
-        print(f"acknowledged by {printable(settings.actor)}: the damaged bytes stay in the log, and events are "
-              f"appended again (custody event {event['seq']})")
+        kept = "the log was missing; a new chain starts with" if event["details"].get("log_missing") else \
+            "the damaged bytes stay in the log, followed by"
+        print(f"acknowledged by {printable(settings.actor)}: {kept} this acknowledgement (custody event"
+              f" {event['seq']}); events are appended again")
     return EXIT_OK
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 import textwrap
 import threading
 from pathlib import Path
@@ -21,7 +22,8 @@ def register(command) -> None:
     p = command("watch", "ingest files dropped into a folder",
                 "Ingest every file in INBOX once its size has stopped changing and no process holds it open\n"
                 "for writing, then move it to INBOX/.ingested/. A file that fails stays put, with a note\n"
-                "in INBOX/.error/. Links are never followed; nothing in the inbox is deleted or overwritten.")
+                "in INBOX/.error/. Links are never followed; nothing in the inbox is deleted or overwritten.\n"
+                "With --once: exit 1 when a file was refused or noted, or left because it may still be arriving.")
     p.add_argument("inbox", type=Path, metavar="INBOX")
     wiring.intake_options(p)
     p.add_argument("--once", action="store_true", help="ingest what is there now, then exit")
@@ -64,7 +66,9 @@ def cmd_watch(settings: Settings, args: argparse.Namespace) -> int:
     inbox = wiring.inbox(settings, store, queue, args.inbox, args)
     if args.once:
         inbox.scan_settled()
-        return EXIT_PROBLEM if inbox.trouble else EXIT_OK
+        if inbox.waiting:
+            print(f"{inbox.waiting} file(s) may still be arriving; they are left for the next run", file=sys.stderr)
+        return EXIT_PROBLEM if inbox.trouble or inbox.waiting else EXIT_OK
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
