@@ -1,15 +1,23 @@
 """The default pipeline every upload goes through.
 
-Later steps (transcribe, redact, sign) join here; bump the version whenever
-the steps or their defaults change, so new runs get new run ids.
+Bump the version whenever the steps or their defaults change, so new runs
+get new run ids.
 """
 
 from pipelines import probe
 from pipelines.pipeline import Pipeline, Step
+from pipelines.transcribe import step as transcribe
 
 INTAKE = Pipeline(
     name="intake",
-    version="2",
-    steps=(Step("probe", probe.run),),
-    params={f"probe.{key}": param for key, param in probe.PARAMS.items()},
+    version="3",
+    steps=(
+        Step("probe", probe.run),
+        Step("transcribe", transcribe.run, version=transcribe.VERSION, reads=("probe.has_audio",),
+             fingerprint=transcribe.fingerprint),
+    ),
+    params={
+        **{f"probe.{key}": param for key, param in probe.PARAMS.items()},
+        **{f"transcribe.{key}": param for key, param in transcribe.PARAMS.items()},
+    },
 )

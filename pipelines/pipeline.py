@@ -26,6 +26,7 @@ class Tools:
     threads: int = 2                          # decoder/encoder threads; each one multiplies frame memory
     memory_limit_bytes: int = 3 * 2**30       # RLIMIT_AS of every child
     max_pixels: int = 8192 * 4320             # pixels of one frame (8K); a bigger frame is never decoded
+    cpu_threads: int = 0                      # threads of model inference on the CPU (0: every core)
 
 
 DEFAULT_TOOLS = Tools()
@@ -39,6 +40,10 @@ class StepContext:
     params: Mapping[str, Any]           # this step's parameters ("probe.x" arrives as "x")
     facts: Mapping[str, Mapping[str, Any]]  # what earlier steps found, by step name
     tools: Tools = DEFAULT_TOOLS
+    models: Any = None                  # models.registry.Registry: where steps load their models from
+    languages: tuple[str, ...] = ()     # what the intake record says is spoken (ISO 639: "ru", "ce")
+    outputs: Mapping[str, Path] = field(default_factory=dict)  # files of earlier steps, by output name
+    progress: Callable[[int, int], None] | None = None          # (done, total) of long work, when watched
 
 
 @dataclass(frozen=True)
@@ -47,12 +52,24 @@ class StepResult:
     facts: Mapping[str, Any] = field(default_factory=dict)    # goes into run.json: nothing restricted
     warnings: Sequence[str] = ()
     tools: Mapping[str, str] = field(default_factory=dict)    # tool -> version used
+    models: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # role -> model name, kind, file hashes
 
 
 @dataclass(frozen=True)
 class Step:
+    """A step and what its result depends on, so an earlier run's result can stand in for running it again.
+
+    ``version`` changes whenever the step's code changes what it produces;
+    ``reads`` names the earlier steps whose facts or outputs it uses;
+    ``fingerprint`` returns anything else it depends on (the hashes of the
+    model files it would load).
+    """
+
     name: str
     run: Callable[[StepContext], StepResult]
+    version: str = "1"
+    reads: tuple[str, ...] = ()
+    fingerprint: Callable[[StepContext], Mapping[str, Any]] | None = None
 
 
 class ParameterError(ValueError):

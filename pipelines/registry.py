@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
 from pipelines.intake import INTAKE
-from pipelines.pipeline import Pipeline
+from pipelines.pipeline import ParameterError, Pipeline
 
 _PIPELINES: dict[str, Pipeline] = {INTAKE.name: INTAKE}
 
@@ -26,3 +30,19 @@ def get(name: str) -> Pipeline:
         return _PIPELINES[name]
     except KeyError:
         raise UnknownPipeline(name) from None
+
+
+def configure(defaults: Mapping[str, Any]) -> None:
+    """Make the settings' values (``{"transcribe.beam_size": 3}``) the defaults of every pipeline with that
+    parameter; ParameterError for a key no pipeline has, or a value it cannot take."""
+    unknown = set(defaults)
+    for name, pipeline in list(_PIPELINES.items()):
+        params = dict(pipeline.params)
+        for key, value in defaults.items():
+            if key in params:
+                param = params[key]
+                params[key] = dataclasses.replace(param, default=param.coerce(key, value))
+                unknown.discard(key)
+        _PIPELINES[name] = dataclasses.replace(pipeline, params=params)
+    if unknown:
+        raise ParameterError(f"no pipeline has the parameter {', '.join(sorted(map(repr, unknown)))}")

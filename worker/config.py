@@ -65,6 +65,28 @@ class MediaSettings(_Section):
     max_pixels: int = Field(8192 * 4320, ge=16 * 16, description="largest frame, in pixels, any call may decode")
 
 
+class LocalModel(_Section):
+    kind: str = Field(description="whisper-ct2 or ctc-onnx")
+    path: Path = Field(description="the folder that holds the model's files")
+    files: dict[str, str] = Field(default_factory=dict, description="file name -> SHA-256 (checked on every load)")
+    licence: str = ""
+    description: str = ""
+
+
+class ModelsSettings(_Section):
+    dir: Path | None = Field(None, description="the model cache; default $XDG_CACHE_HOME/evidence-worker/models")
+    local: dict[str, LocalModel] = Field(default_factory=dict, description="the operator's own models")
+
+
+class TranscribeSettings(BaseModel):
+    """Defaults of the transcribe step's parameters (checked against the step), plus its models by language."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    models: dict[str, LocalModel] | str = Field(default_factory=dict,
+                                                description="[transcribe.models.ce]: a model for that language")
+    threads: int = Field(0, ge=0, le=256, description="threads of model inference on the CPU (0: every core)")
+
+
 class Settings(_Section):
     home: Path = Path("evidence-data")
     operator: str | None = Field(None, description="who this worker acts as in custody events")
@@ -73,6 +95,8 @@ class Settings(_Section):
     queue: QueueSettings = QueueSettings()
     worker: WorkerSettings = WorkerSettings()
     media: MediaSettings = MediaSettings()
+    models: ModelsSettings = ModelsSettings()
+    transcribe: TranscribeSettings = TranscribeSettings()
 
     @property
     def store_root(self) -> Path:
@@ -99,7 +123,27 @@ class Settings(_Section):
     def tools(self) -> Tools:
         m = self.media
         return Tools(ffmpeg=m.ffmpeg, ffprobe=m.ffprobe, timeout_s=m.timeout_s, threads=m.threads,
-                     memory_limit_bytes=m.memory_limit_bytes, max_pixels=m.max_pixels)
+                     memory_limit_bytes=m.memory_limit_bytes, max_pixels=m.max_pixels,
+                     cpu_threads=self.transcribe.threads)
+
+    @property
+    def local_models(self) -> dict[str, dict[str, Any]]:
+        """[models.local.*] and [transcribe.models.LANG] (named ``transcribe-LANG``) for the registry."""
+        found = {name: model.model_dump(mode="json") for name, model in self.models.local.items()}
+        if isinstance(self.transcribe.models, dict):
+            found.update({f"transcribe-{lang}": model.model_dump(mode="json")
+                          for lang, model in self.transcribe.models.items()})
+        return found
+
+    @property
+    def step_defaults(self) -> dict[str, Any]:
+        """The pipeline parameter defaults the settings give (``transcribe.beam_size`` ...)."""
+        extra = dict(self.transcribe.model_extra or {})
+        if isinstance(self.transcribe.models, str):
+            extra["models"] = self.transcribe.models
+        elif self.transcribe.models:
+            extra["models"] = ",".join(f"{lang}=transcribe-{lang}" for lang in self.transcribe.models)
+        return {f"transcribe.{key}": value for key, value in extra.items()}
 
     def redacted(self) -> dict[str, Any]:
         """The effective settings as JSON-able data, secrets replaced by asterisks."""

@@ -389,6 +389,20 @@ class LocalStore(EvidenceStore):
         with self._output(evidence_id, run_id, name) as handle:
             return handle.read()
 
+    def fetch_output(self, evidence_id: str, run_id: str, name: str, dest: Path, *, expected_sha256: str) -> Path:
+        dest = Path(dest)
+        with self._output(evidence_id, run_id, name) as handle, Directory.open(dest.parent) as folder:
+            try:
+                with folder.open_file(dest.name, "wb") as out:
+                    digest, _ = copy_and_hash(handle, out)
+                if digest != expected_sha256:
+                    raise IntegrityError(f"{name} of run {run_id} no longer matches the SHA-256 its run.json "
+                                         "records; it was altered on disk and is not reused")
+            except BaseException:
+                folder.unlink(dest.name, missing_ok=True)
+                raise
+        return dest
+
     def hash_output(self, evidence_id: str, run_id: str, name: str) -> tuple[str, int]:
         with self._output(evidence_id, run_id, name) as handle:
             return copy_and_hash(handle, None)

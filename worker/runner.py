@@ -18,14 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from models.registry import Registry
 from pipelines import registry
 from pipelines.errors import StepError
 from pipelines.pipeline import ParameterError, Pipeline, StepContext, Tools, run_id
 from worker import __version__, custody
 from worker.directory import Directory
-from worker.errors import EvidenceError, JobError, LeaseLost, NotFound
+from worker.errors import JobError, LeaseLost, NotFound
 from worker.progress import progress_bar
 from worker.queue import Job
+from worker.reuse import earlier, input_key, reuse
 from worker.space import DiskFull, ensure_free, is_disk_full
 from worker.store import EvidenceStore, stored_name
 from worker.timestamps import utc_now
@@ -42,14 +44,14 @@ class Outcome:
 
 
 def is_retryable(error: BaseException) -> bool:
-    if isinstance(error, (StepError, EvidenceError)):
-        return error.retryable
+    if hasattr(error, "retryable"):  # ours, the pipelines' and the model registry's errors say so themselves
+        return bool(error.retryable)
     return not isinstance(error, (ValueError, TypeError, KeyError))
 
 
 def describe(error: BaseException) -> str:
     text = str(error).strip() or type(error).__name__
-    return text if isinstance(error, (StepError, EvidenceError)) else f"{type(error).__name__}: {text}"
+    return text if hasattr(error, "retryable") else f"{type(error).__name__}: {text}"
 
 
 def plan(job: Job) -> tuple[Pipeline, dict[str, Any], str]:
@@ -63,8 +65,10 @@ def plan(job: Job) -> tuple[Pipeline, dict[str, Any], str]:
 
 
 class Runner:
-    def __init__(self, store: EvidenceStore, *, work_dir: Path, tools: Tools, actor: str, min_free_bytes: int = 0):
+    def __init__(self, store: EvidenceStore, *, work_dir: Path, tools: Tools, actor: str, min_free_bytes: int = 0,
+                 models: Registry | None = None):
         self.store = store
+        self.models = models
         self.work_dir = Path(work_dir)
         self.tools = tools
         self.actor = actor
@@ -161,7 +165,7 @@ class Runner:
 
         files: dict[str, Path] = {}
         facts: dict[str, Mapping[str, Any]] = {}
-        steps, warnings, tools = [], [], {}
+        steps, warnings, tools, models = [], [], {}, {}
         with progress_bar(len(pipeline.steps), f"{pipeline.name} steps", unit="step") as bar:
             for step in pipeline.steps:
                 step_dir = workdir / step.name
@@ -169,10 +173,15 @@ class Runner:
                 context = StepContext(
                     evidence_id=job.evidence_id, original=original, workdir=step_dir,
                     params=pipeline.step_params(step, params), facts=dict(facts), tools=self.tools,
+                    models=self.models, languages=tuple(evidence.get("languages") or ()), outputs=dict(files),
                 )
                 began = time.monotonic()
-                log.info("step started", extra={"job_id": job.id, "run_id": rid, "step": step.name})
-                result = step.run(context)
+                key = input_key(step, context)
+                found = None if job.nonce else earlier(self.store, job.evidence_id, step.name, key)
+                log.info("step reused" if found else "step started",
+                         extra={"job_id": job.id, "run_id": rid, "step": step.name,
+                                "reused_from": found[0]["run_id"] if found else None})
+                result = reuse(self.store, job.evidence_id, *found, step_dir) if found else step.run(context)
                 duration = round(time.monotonic() - began, 3)
                 for name, path in result.files.items():
                     if name in files:
@@ -181,7 +190,12 @@ class Runner:
                 facts[step.name] = dict(result.facts)
                 warnings += [f"{step.name}: {text}" for text in result.warnings]
                 tools.update(result.tools)
-                steps.append({"name": step.name, "duration_s": duration, "outputs": sorted(result.files)})
+                if result.models:
+                    models[step.name] = dict(result.models)
+                entry = {"name": step.name, "duration_s": duration, "outputs": sorted(result.files), "input_key": key}
+                if found:
+                    entry["reused_from"] = found[0]["run_id"]
+                steps.append(entry)
                 log.info("step finished",
                          extra={"job_id": job.id, "run_id": rid, "step": step.name, "duration_s": duration})
                 bar.update(1)
@@ -203,6 +217,7 @@ class Runner:
             "facts": facts,
             "errors": warnings,  # problems steps reported that did not stop the run
             "tools": {"evidence-worker": __version__, "python": platform.python_version(), **tools},
+            "models": models,  # by step: each model's name, kind, licence and the SHA-256 of its files
             "limits": {"threads": self.tools.threads, "memory_limit_bytes": self.tools.memory_limit_bytes,
                        "max_pixels": self.tools.max_pixels, "timeout_s": self.tools.timeout_s},
         }

@@ -129,6 +129,10 @@ class EvidenceStore(ABC):
         """A (small) output of a committed run."""
 
     @abstractmethod
+    def fetch_output(self, evidence_id: str, run_id: str, name: str, dest: Path, *, expected_sha256: str) -> Path:
+        """Copy an output of a committed run to ``dest``, streamed; IntegrityError unless it hashes as expected."""
+
+    @abstractmethod
     def hash_output(self, evidence_id: str, run_id: str, name: str) -> tuple[str, int]:
         """(SHA-256, size) of an output of a committed run, as stored now."""
 

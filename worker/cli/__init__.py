@@ -7,8 +7,11 @@ import os
 import sys
 from collections.abc import Sequence
 
+from models.registry import ModelError
+from pipelines import registry as pipelines
+from pipelines.pipeline import ParameterError
 from worker import __version__
-from worker.cli import admin, items, jobs
+from worker.cli import admin, items, jobs, models, transcribe
 from worker.cli.output import EXIT_BROKEN_PIPE, EXIT_NOT_FOUND, EXIT_PROBLEM, EXIT_USAGE, printable
 from worker.config import load_settings
 from worker.errors import ConfigError, EvidenceError, JobError, NotFound
@@ -49,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         return commands.add_parser(name, help=help_text, description=description or help_text,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
 
-    for family in (items, jobs, admin):
+    for family in (items, jobs, transcribe, models, admin):
         family.register(command)
     return parser
 
@@ -64,7 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings(args.config)
-    except ConfigError as exc:
+        pipelines.configure(settings.step_defaults)
+    except (ConfigError, ParameterError) as exc:
         return _fail(EXIT_USAGE, exc)
     configure_logs(settings.log_level)
     try:
@@ -79,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(EXIT_NOT_FOUND, exc)
     except (JobError, ConfigError, ValueError) as exc:
         return _fail(EXIT_USAGE, exc)
-    except EvidenceError as exc:
+    except (EvidenceError, ModelError) as exc:
         return _fail(EXIT_PROBLEM, exc)
     except KeyboardInterrupt:
         return 130

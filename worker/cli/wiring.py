@@ -6,6 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from models.registry import Registry
 from worker.backends import open_queue, open_store
 from worker.config import Settings
 from worker.inbox import Inbox
@@ -36,7 +37,8 @@ def intake_options(parser: argparse.ArgumentParser) -> None:
 
 def runner(settings: Settings, store: EvidenceStore) -> Runner:
     return Runner(store, work_dir=settings.work_dir, tools=settings.tools, actor=settings.actor,
-                  min_free_bytes=settings.store.min_free_bytes)
+                  min_free_bytes=settings.store.min_free_bytes,
+                  models=Registry(settings.models.dir, local=settings.local_models))
 
 
 def inbox(settings: Settings, store: EvidenceStore, queue: JobQueue, folder: Path,

