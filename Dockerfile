@@ -14,6 +14,9 @@ COPY worker ./worker
 COPY pipelines ./pipelines
 COPY models ./models
 RUN pip install --no-cache-dir .
+# The default models, verified by SHA-256, baked into the image: processing never downloads anything.
+ENV EVIDENCE_MODELS__DIR=/opt/evidence-models
+RUN evidence models install && evidence models verify
 
 ENV EVIDENCE_HOME=/data PYTHONUNBUFFERED=1
 VOLUME ["/data"]

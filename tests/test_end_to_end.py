@@ -34,7 +34,8 @@ def test_ingest_worker_show_audit(cli: Cli):
     assert shown["probe"]["video"]["width"] == 1920
     assert "restricted" not in shown
     [run] = shown["runs"]
-    assert run["status"] == "committed" and set(run["outputs"]) == {"probe.json"}
+    assert run["status"] == "committed" and set(run["outputs"]) == {
+        "probe.json", "transcript.json", "transcript.vtt", "transcript.srt", "transcript.txt"}
     assert shown["custody"]["chain_ok"] is True
     assert [e["event"] for e in custody_events(cli, evidence_id)] == [
         custody.INGESTED, custody.JOB_ENQUEUED, custody.RUN_STARTED, custody.RUN_COMMITTED]
@@ -42,7 +43,8 @@ def test_ingest_worker_show_audit(cli: Cli):
     run_dir = Path(run["location"])
     record = json.loads((run_dir / "run.json").read_text())
     assert record["pipeline"] == "intake" and record["tools"]["ffprobe"].startswith("ffprobe version")
-    assert record["steps"][0]["name"] == "probe" and record["steps"][0]["duration_s"] > 0
+    assert [step["name"] for step in record["steps"]] == ["probe", "transcribe"]
+    assert record["steps"][0]["duration_s"] > 0
     assert "restricted" not in json.dumps(record["facts"])
 
     audit = cli.json("audit")

@@ -68,7 +68,7 @@ class Runner:
     def __init__(self, store: EvidenceStore, *, work_dir: Path, tools: Tools, actor: str, min_free_bytes: int = 0,
                  models: Registry | None = None):
         self.store = store
-        self.models = models
+        self.models = models or Registry()  # the default model cache, as the settings give it by default
         self.work_dir = Path(work_dir)
         self.tools = tools
         self.actor = actor

@@ -2,7 +2,7 @@
 
 ffmpeg writes raw 16-bit samples next to the step's other files; the step
 maps them into memory a window at a time, so a three-hour recording costs
-the same memory as a three-minute one (about 345 MB of disk an hour).
+the same memory as a three-minute one (about 115 MB of disk an hour).
 """
 
 from __future__ import annotations

@@ -8,9 +8,7 @@ for the language, or what the model wrote is known to be invented), and
 
 from __future__ import annotations
 
-import re
-from collections import Counter
-
+from pipelines.transcribe.text import letters, repeated_ngrams
 from pipelines.transcribe.whisper import Decoded, Settings
 
 MACHINE, FLAGGED, NEEDS_HUMAN, DRAFT = "machine", "machine_flagged", "needs_human", "draft_other_model"
@@ -27,10 +25,6 @@ _LOW_WORD_PROBABILITY = 0.3
 _LOW_WORD_SHARE = 0.3
 
 
-def letters(text: str) -> str:
-    return " ".join(re.sub(r"[^\w]+", " ", text.lower().replace("ё", "е")).split())
-
-
 def hallucination(text: str) -> str | None:
     """The known invented phrase that makes up most of ``text``, if any."""
     plain = letters(text)
@@ -38,12 +32,6 @@ def hallucination(text: str) -> str | None:
         if phrase in plain and len(phrase) >= 0.5 * len(plain):
             return phrase
     return None
-
-
-def repeated_ngrams(text: str, n: int = 3, times: int = 3) -> bool:
-    words = letters(text).split()
-    grams = Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
-    return any(count >= times for count in grams.values())
 
 
 def judge(piece: Decoded, settings: Settings, language_sure: bool) -> tuple[list[str], str]:

@@ -67,6 +67,7 @@ def write(folder: Path, transcript: Mapping[str, Any]) -> dict[str, Path]:
                 _cue_text(segment), ""]
     paths["transcript.vtt"].write_text("\n".join(vtt), encoding="utf-8")
     paths["transcript.srt"].write_text("\n".join(srt), encoding="utf-8")
-    text = [line(segment) for segment in segments] or ["[no speech found]"]
+    empty = "[no speech found]" if transcript.get("audio", True) else "[no audio stream: nothing to transcribe]"
+    text = [line(segment) for segment in segments] or [empty]
     paths["transcript.txt"].write_text("\n".join(text) + "\n", encoding="utf-8")
     return paths

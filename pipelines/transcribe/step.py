@@ -9,6 +9,7 @@ with its exact times, marked for human transcription.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -113,9 +114,8 @@ def transcribe_file(ctx: StepContext) -> dict[str, Any]:
     batch = settings.batch_size
     for first in range(0, len(spans), batch):
         group = spans[first:first + batch]
-        pieces = [audio.window(samples, c.start, c.end) for c in group]
-        for span, piece, (lang, decoded) in zip(group, pieces, engine.run(pieces, [c.start_s for c in group]),
-                                                 strict=True):
+        pieces = [c.audio(samples) for c in group]
+        for span, piece, (lang, decoded) in zip(group, pieces, engine.run(pieces), strict=True):
             segments += _chunk_segments(ctx, models, span, piece, lang, decoded, declared, settings)
         if ctx.progress:
             ctx.progress(min(first + batch, len(spans)), len(spans))
@@ -123,10 +123,17 @@ def transcribe_file(ctx: StepContext) -> dict[str, Any]:
             "device": device, "compute_type": compute_type}
 
 
+def _placed(span: chunks.Chunk, piece: whisper.Decoded) -> whisper.Decoded:
+    """``piece`` with its times (seconds into the chunk's audio) as times in the original."""
+    words = [{**w, "start": span.to_original(w["start"]), "end": span.to_original(w["end"])} for w in piece.words]
+    return dataclasses.replace(piece, start=span.to_original(piece.start), end=span.to_original(piece.end),
+                               words=words)
+
+
 def _chunk_segments(ctx, models, span, piece, lang, decoded, declared, settings) -> list[dict]:
     if decoded is not None:
         out = []
-        for d in decoded:
+        for d in (_placed(span, piece) for piece in decoded):
             found, status = flags.judge(d, settings, language_sure=True)
             entry = _segment(d.start, d.end, d.text, status, lang, flags=found, model="ru", words=d.words,
                              temperature=d.temperature, avg_logprob=round(d.avg_logprob, 4),

@@ -13,7 +13,7 @@ _WINDOW_S = 600  # ten minutes at a time: bounded memory on any length of record
 def speech_regions(samples: np.ndarray, *, threshold: float, max_region_s: float) -> list[tuple[int, int]]:
     """(start, end) sample offsets of speech in the whole recording, none longer than ``max_region_s``."""
     options = VadOptions(threshold=threshold, max_speech_duration_s=max_region_s, min_silence_duration_ms=160,
-                         min_speech_duration_ms=250)
+                         min_speech_duration_ms=0)
     regions: list[tuple[int, int]] = []
     step = _WINDOW_S * SAMPLE_RATE
     for offset in range(0, len(samples), step):

@@ -1,10 +1,13 @@
 """Whisper (faster-whisper, CTranslate2) over chunks, in batches: one encoder pass serves both the
 language identification of every chunk and the decoding of those that are Russian.
 
-The library's batched pipeline decodes at temperature 0 only and cannot stop
-at silences; a chunk whose first decoding looks wrong (too repetitive, too
-unlikely) is decoded again on its own with the usual temperature fallback and
-the silence guard, and its segments record the temperature that was used.
+A chunk is decoded as one piece of text (no timestamp tokens, as the
+library's batched pipeline does) and cut into sentences by the times of its
+words. Batched decoding runs at temperature 0 only and has no silence guard:
+a chunk whose decoding looks wrong (a sentence caught in a loop, the chunk
+too unlikely) is decoded again on its own with the usual temperature fallback
+and the guard, and its segments record the temperature that was used. Times
+are seconds into the chunk's audio; the caller maps them to the original.
 """
 
 from __future__ import annotations
@@ -24,8 +27,11 @@ from faster_whisper.transcribe import get_compression_ratio, get_suppressed_toke
 
 from pipelines.transcribe.audio import SAMPLE_RATE
 from pipelines.transcribe.language import Identified, identify
+from pipelines.transcribe.text import repeated_ngrams
 
 FALLBACK_TEMPERATURES = (0.2, 0.4, 0.6, 0.8, 1.0)
+_SENTENCE_END = (".", "?", "!", "…")
+_PAUSE_S = 1.0
 _PREPEND = "\"'“¿([{-"
 _APPEND = "\"'.。,，!！?？:：”)]}、"
 
@@ -77,18 +83,17 @@ class Engine:
         self.settings = settings
         self.tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe",
                                    language=settings.language)
-        self.prompt = model.get_prompt(self.tokenizer, [], without_timestamps=False)
+        self.prompt = model.get_prompt(self.tokenizer, [], without_timestamps=True)
         self.suppress = get_suppressed_tokens(self.tokenizer, [-1])
 
     def _features(self, audio: Sequence[np.ndarray]) -> np.ndarray:
         return np.stack([pad_or_trim(self.model.feature_extractor(chunk)[..., :-1]) for chunk in audio])
 
-    def run(self, audio: Sequence[np.ndarray], offsets: Sequence[float]
-            ) -> Iterator[tuple[Identified, list[Decoded] | None]]:
+    def run(self, audio: Sequence[np.ndarray]) -> Iterator[tuple[Identified, list[Decoded] | None]]:
         """For each chunk: its languages, and its text if it is surely the language of this engine."""
         size = self.settings.batch_size
         for first in range(0, len(audio), size):
-            batch, starts = audio[first:first + size], offsets[first:first + size]
+            batch = audio[first:first + size]
             features = self._features(batch)
             encoded = self.model.encode(features)
             found = [identify(scores, min_probability=self.settings.min_language_probability,
@@ -98,7 +103,7 @@ class Engine:
             texts: dict[int, list[Decoded]] = {}
             if mine:
                 subset = encoded if len(mine) == len(batch) else self._subset(encoded, features, mine)
-                decoded = self._decode(subset, [batch[i] for i in mine], [starts[i] for i in mine])
+                decoded = self._decode(subset, [batch[i] for i in mine])
                 texts = dict(zip(mine, decoded, strict=True))
             for i, lang in enumerate(found):
                 yield lang, texts.get(i)
@@ -108,7 +113,7 @@ class Engine:
             return ctranslate2.StorageView.from_array(np.ascontiguousarray(np.asarray(encoded)[rows]))
         return self.model.encode(features[rows])  # on a GPU, encoding again is cheaper than copying back
 
-    def _decode(self, encoded, audio: Sequence[np.ndarray], starts: Sequence[float]) -> list[list[Decoded]]:
+    def _decode(self, encoded, audio: Sequence[np.ndarray]) -> list[list[Decoded]]:
         s = self.settings
         results = self.model.model.generate(
             encoded, [list(self.prompt) for _ in audio], beam_size=s.beam_size, max_length=self.model.max_length,
@@ -116,54 +121,65 @@ class Engine:
             sampling_temperature=0.0,
         )
         pieces, sizes = [], []
-        for result, chunk, start in zip(results, audio, starts, strict=True):
+        for result, chunk in zip(results, audio, strict=True):
             tokens = result.sequences_ids[0]
             avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
             duration = len(chunk) / SAMPLE_RATE
             size = int(math.ceil(duration) * self.model.frames_per_second)
             sizes.append(size)
             subsegments, _, _ = self.model._split_segments_by_timestamps(
-                tokenizer=self.tokenizer, tokens=tokens, time_offset=start, segment_size=size,
+                tokenizer=self.tokenizer, tokens=tokens, time_offset=0.0, segment_size=size,
                 segment_duration=duration, seek=0)
             pieces.append([dict(sub, no_speech_prob=result.no_speech_prob, avg_logprob=avg_logprob)
                            for sub in subsegments])
         self.model.add_word_timestamps(pieces, self.tokenizer, encoded, sizes, _PREPEND, _APPEND, 0.0)
         decoded = []
-        for chunk, start, subs in zip(audio, starts, pieces, strict=True):
-            text = "".join(self.tokenizer.decode(sub["tokens"]) for sub in subs)
-            first = [self._piece(sub, 0.0) for sub in subs]
-            suspicious = subs and (get_compression_ratio(text) > s.compression_ratio_threshold
-                                   or subs[0]["avg_logprob"] < s.log_prob_threshold)
+        for chunk, subs in zip(audio, pieces, strict=True):
+            first = [piece for sub in subs for piece in self._sentences(sub, 0.0)]
+            # A loop repeats itself (a high compression ratio alone is also how real menus and lists read).
+            looping = any(p.compression_ratio > s.compression_ratio_threshold and repeated_ngrams(p.text)
+                          for p in first)
+            suspicious = subs and (looping or subs[0]["avg_logprob"] < s.log_prob_threshold)
             silent = subs and subs[0]["no_speech_prob"] > s.no_speech_threshold
             if silent and subs[0]["avg_logprob"] < s.log_prob_threshold:
                 decoded.append([])  # Whisper's own rule: no speech, whatever it wrote
             else:
-                decoded.append(self._again(chunk, start) if suspicious else first)
+                decoded.append(self._again(chunk) if suspicious else first)
         return decoded
 
-    def _piece(self, sub: dict[str, Any], temperature: float) -> Decoded:
-        text = self.tokenizer.decode(sub["tokens"])
-        return Decoded(
-            start=round(sub["start"], 3), end=round(sub["end"], 3), text=text.strip(),
-            avg_logprob=sub["avg_logprob"], no_speech_prob=sub["no_speech_prob"],
-            compression_ratio=get_compression_ratio(text), temperature=temperature,
-            words=[{"start": round(w["start"], 3), "end": round(w["end"], 3), "word": w["word"],
-                    "probability": round(w["probability"], 4)} for w in sub.get("words") or []],
-        )
+    def _sentences(self, sub: dict[str, Any], temperature: float) -> list[Decoded]:
+        """A decoded piece cut into sentences (at . ? ! … or a pause of over a second) by its words' times."""
+        words = [{"start": round(w["start"], 3), "end": round(w["end"], 3), "word": w["word"],
+                  "probability": round(w["probability"], 4)} for w in sub.get("words") or []]
+        groups: list[list[dict]] = [[]]
+        for word in words:
+            if groups[-1] and word["start"] - groups[-1][-1]["end"] > _PAUSE_S:
+                groups.append([])
+            groups[-1].append(word)
+            if word["word"].rstrip().endswith(_SENTENCE_END):
+                groups.append([])
+        pieces = [(g[0]["start"], g[-1]["end"], "".join(w["word"] for w in g).strip(), g) for g in groups if g]
+        if not pieces:  # no words: keep the piece as the decoder gave it
+            text = self.tokenizer.decode(sub["tokens"]).strip()
+            pieces = [(sub["start"], sub["end"], text, [])] if text else []
+        return [Decoded(start=round(start, 3), end=round(end, 3), text=text, avg_logprob=sub["avg_logprob"],
+                        no_speech_prob=sub["no_speech_prob"], compression_ratio=get_compression_ratio(text),
+                        temperature=temperature, words=group)
+                for start, end, text, group in pieces]
 
-    def _again(self, chunk: np.ndarray, start: float) -> list[Decoded]:
+    def _again(self, chunk: np.ndarray) -> list[Decoded]:
         """One suspicious chunk decoded alone, with temperature fallback and the silence guard."""
         s = self.settings
         segments, _ = self.model.transcribe(
             chunk, language=s.language, task="transcribe", beam_size=s.beam_size,
-            temperature=[0.0, *FALLBACK_TEMPERATURES], compression_ratio_threshold=s.compression_ratio_threshold,
+            temperature=list(FALLBACK_TEMPERATURES), compression_ratio_threshold=s.compression_ratio_threshold,
             log_prob_threshold=s.log_prob_threshold, no_speech_threshold=s.no_speech_threshold,
             condition_on_previous_text=False, word_timestamps=True, vad_filter=False,
             hallucination_silence_threshold=s.hallucination_silence_threshold,
         )
-        return [Decoded(start=round(start + seg.start, 3), end=round(start + seg.end, 3), text=seg.text.strip(),
+        return [Decoded(start=round(seg.start, 3), end=round(seg.end, 3), text=seg.text.strip(),
                         avg_logprob=seg.avg_logprob, no_speech_prob=seg.no_speech_prob,
                         compression_ratio=seg.compression_ratio, temperature=seg.temperature,
-                        words=[{"start": round(start + w.start, 3), "end": round(start + w.end, 3), "word": w.word,
+                        words=[{"start": round(w.start, 3), "end": round(w.end, 3), "word": w.word,
                                 "probability": round(w.probability, 4)} for w in seg.words or []])
                 for seg in segments]

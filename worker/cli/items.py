@@ -121,6 +121,7 @@ def describe_item(store: EvidenceStore, evidence_id: str, *, restricted: bool, a
     chain = store.custody(evidence_id)
     runs = verified.runs(store, evidence_id, chain)
     probed = [r for r in runs.records if isinstance((r.get("facts") or {}).get("probe"), dict)]
+    transcribed = [r for r in runs.records if isinstance((r.get("facts") or {}).get("transcribe"), dict)]
     hidden: Any = None
     if restricted and probed:
         run_id = probed[-1]["run_id"]
@@ -138,6 +139,8 @@ def describe_item(store: EvidenceStore, evidence_id: str, *, restricted: bool, a
             "languages": record.get("languages", []), "note": record.get("note"),
         },
         "probe": probed[-1]["facts"]["probe"] if probed else None,
+        "transcript": ({**transcribed[-1]["facts"]["transcribe"], "run_id": transcribed[-1]["run_id"]}
+                       if transcribed else None),
         "runs": _run_statuses(store, evidence_id, chain, runs),
         "custody": {"events": chain.count, "chain_ok": chain.ok, "problems": chain.problems, "head": chain.head},
         "problems": verified.intake_problems(record, chain),
@@ -168,6 +171,13 @@ def print_item(report: dict[str, Any]) -> None:
         print("probe      " + printable("; ".join(parts)))
     else:
         print("probe      no verified intake run yet")
+    words = report.get("transcript")
+    if words and not words.get("has_audio"):
+        print("transcript no audio stream")
+    elif words:
+        found = ", ".join(f"{lang} {seconds:g} s" for lang, seconds in (words.get("languages_found") or {}).items())
+        print(f"transcript {words['speech_s']:g} s of speech, {words['needs_human_s']:g} s need human "
+              f"transcription; {printable(found or 'no speech')}; segments {printable(words.get('segments'))}")
     for run in report["runs"]:
         outputs = ", ".join(sorted(run.get("outputs") or {})) or "-"
         error = f": {printable(run['error'])}" if run.get("error") else ""

@@ -35,6 +35,18 @@ def intake_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--note", help="free text kept with the intake record")
 
 
+def check_models(settings: Settings) -> None:
+    """Every model the intake pipeline would load, loaded and verified now: a worker with a missing or
+    broken model refuses to start with the reason, instead of failing every job later."""
+    from pipelines import registry as pipelines
+    from pipelines.transcribe.step import other_models
+
+    defaults = pipelines.get("intake").defaults
+    models = Registry(settings.models.dir, local=settings.local_models)
+    for name in [defaults["transcribe.model"], *other_models(defaults["transcribe.models"]).values()]:
+        models.load(name)
+
+
 def runner(settings: Settings, store: EvidenceStore) -> Runner:
     return Runner(store, work_dir=settings.work_dir, tools=settings.tools, actor=settings.actor,
                   min_free_bytes=settings.store.min_free_bytes,
