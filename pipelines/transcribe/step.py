@@ -74,8 +74,13 @@ def fingerprint(ctx: StepContext) -> dict[str, Any]:
 
 
 def _label(lang: whisper.Identified, declared: tuple[str, ...]) -> tuple[str, str | None]:
-    """(the language to route to, the label a person reads) of a chunk that is not surely Russian."""
-    if lang.sure:
+    """(the language to route to, the label a person reads) of a chunk that is not surely Russian.
+
+    Whisper has no Chechen: on Chechen speech it names some other language,
+    often with confidence. So where Chechen is declared, a chunk is "probably
+    Chechen" unless Whisper surely hears another language that is declared too.
+    """
+    if lang.sure and (lang.sure in declared or "ce" not in declared):
         return lang.sure, f"probably {LANGUAGE_NAMES.get(lang.sure, lang.sure)}"
     if "ce" in declared:
         return "ce", "probably Chechen"

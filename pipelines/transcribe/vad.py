@@ -18,10 +18,11 @@ def speech_regions(samples: np.ndarray, *, threshold: float, max_region_s: float
     step = _WINDOW_S * SAMPLE_RATE
     for offset in range(0, len(samples), step):
         audio = window(samples, offset, offset + step)
-        for found in get_speech_timestamps(audio, options, sampling_rate=SAMPLE_RATE):
+        for index, found in enumerate(get_speech_timestamps(audio, options, sampling_rate=SAMPLE_RATE)):
             start, end = offset + found["start"], offset + found["end"]
-            if regions and start <= regions[-1][1] and end - regions[-1][0] <= max_region_s * SAMPLE_RATE:
-                regions[-1] = (regions[-1][0], end)  # speech running across a window boundary
+            across = index == 0 and regions and regions[-1][1] >= offset - SAMPLE_RATE // 10 and start <= offset
+            if across and end - regions[-1][0] <= max_region_s * SAMPLE_RATE:
+                regions[-1] = (regions[-1][0], end)  # speech running across the boundary of two windows
             else:
                 regions.append((start, end))
     return regions

@@ -27,7 +27,7 @@ from faster_whisper.transcribe import get_compression_ratio, get_suppressed_toke
 
 from pipelines.transcribe.audio import SAMPLE_RATE
 from pipelines.transcribe.language import Identified, identify
-from pipelines.transcribe.text import repeated_ngrams
+from pipelines.transcribe.text import looping
 
 FALLBACK_TEMPERATURES = (0.2, 0.4, 0.6, 0.8, 1.0)
 _SENTENCE_END = (".", "?", "!", "…")
@@ -136,10 +136,10 @@ class Engine:
         decoded = []
         for chunk, subs in zip(audio, pieces, strict=True):
             first = [piece for sub in subs for piece in self._sentences(sub, 0.0)]
-            # A loop repeats itself (a high compression ratio alone is also how real menus and lists read).
-            looping = any(p.compression_ratio > s.compression_ratio_threshold and repeated_ngrams(p.text)
-                          for p in first)
-            suspicious = subs and (looping or subs[0]["avg_logprob"] < s.log_prob_threshold)
+            # Decoded again only when caught in a loop: a sentence that compresses too well because the same
+            # words come three times in a row. Menus and lists compress well too, and an unlikely chunk is
+            # as unlikely at a higher temperature: those are flagged for a person, not decoded again.
+            suspicious = any(p.compression_ratio > s.compression_ratio_threshold and looping(p.text) for p in first)
             silent = subs and subs[0]["no_speech_prob"] > s.no_speech_threshold
             if silent and subs[0]["avg_logprob"] < s.log_prob_threshold:
                 decoded.append([])  # Whisper's own rule: no speech, whatever it wrote
