@@ -22,7 +22,8 @@ import onnxruntime
 
 
 @functools.lru_cache(maxsize=2)
-def load(path: str, threads: int) -> Engine:
+def load(path: str, threads: int, files: tuple = ()) -> Engine:
+    """A loaded model, kept for the next chunk; ``files`` (its verified hashes) keys it, as for Whisper."""
     return Engine(Path(path), threads)
 
 

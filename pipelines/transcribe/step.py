@@ -113,8 +113,8 @@ def transcribe_file(ctx: StepContext) -> dict[str, Any]:
         min_language_margin=p["min_language_margin"], compression_ratio_threshold=p["compression_ratio_threshold"],
         log_prob_threshold=p["log_prob_threshold"], no_speech_threshold=p["no_speech_threshold"],
         hallucination_silence_threshold=p["hallucination_silence_threshold"])
-    engine = whisper.Engine(whisper.load(str(models["ru"].path), device, compute_type, ctx.tools.cpu_threads),
-                            settings)
+    engine = whisper.Engine(whisper.load(str(models["ru"].path), device, compute_type, ctx.tools.cpu_threads,
+                                         tuple(sorted(models["ru"].hashes.items()))), settings)
     segments: list[dict] = []
     batch = settings.batch_size
     for first in range(0, len(spans), batch):
@@ -150,7 +150,8 @@ def _chunk_segments(ctx, models, span, piece, lang, decoded, declared, settings)
         return out
     route, label = _label(lang, declared)
     if route in models and route != "ru":
-        engine = ctc.load(str(models[route].path), max(ctx.tools.cpu_threads, 1))
+        engine = ctc.load(str(models[route].path), max(ctx.tools.cpu_threads, 1),
+                          tuple(sorted(models[route].hashes.items())))
         text, confidence = engine.transcribe(piece)
         if text:
             return [_segment(span.start_s, span.end_s, text, flags.DRAFT, lang, flags=["other_model"],

@@ -71,8 +71,12 @@ def resolve_device(device: str) -> tuple[str, str]:
 
 
 @functools.lru_cache(maxsize=2)
-def load(path: str, device: str, compute_type: str, cpu_threads: int) -> WhisperModel:
-    """A loaded model, kept for the next job of this process (loading takes seconds)."""
+def load(path: str, device: str, compute_type: str, cpu_threads: int, files: tuple = ()) -> WhisperModel:
+    """A loaded model, kept for the next job of this process (loading takes seconds).
+
+    ``files`` (the verified hashes) is part of the key: a model replaced on
+    disk is loaded anew, so what run.json records is what ran.
+    """
     return WhisperModel(path, device=device, compute_type=compute_type, cpu_threads=cpu_threads,
                         local_files_only=True)
 
