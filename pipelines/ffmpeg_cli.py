@@ -33,7 +33,7 @@ PROTOCOL_WHITELIST = "file,pipe"
 # ceiling and the pixel cap protect either way.
 _ALLOCATION_FAILED = (os.strerror(errno.ENOMEM), "get_buffer() failed", "Could not allocate", "Failed to allocate")
 _NOT_MEMORY = ("exceeds specified max pixel count", "image parameters invalid")
-_NO_SPACE = os.strerror(errno.ENOSPC)
+NO_SPACE = os.strerror(errno.ENOSPC)
 
 
 def media_url(path: Path) -> str:
@@ -73,7 +73,7 @@ def run_tool(args: Sequence[str], tools: Tools) -> subprocess.CompletedProcess:
     except OSError as exc:
         raise MediaToolError(f"cannot run {args[0]}: {exc.strerror or exc}") from exc
     stderr = done.stderr.decode("utf-8", "replace")
-    if done.returncode != 0 and _NO_SPACE in stderr:
+    if done.returncode != 0 and NO_SPACE in stderr:
         raise NoSpace(f"{name} could not write its output: the disk is full")
     if any(marker in stderr for marker in _ALLOCATION_FAILED) and not any(m in stderr for m in _NOT_MEMORY):
         raise OverMemoryCeiling(

@@ -44,6 +44,7 @@ class StepContext:
     languages: tuple[str, ...] = ()     # what the intake record says is spoken (ISO 639: "ru", "ce")
     outputs: Mapping[str, Path] = field(default_factory=dict)  # files of earlier steps, by output name
     progress: Callable[[int, int], None] | None = None          # (done, total) of long work, when watched
+    staff: tuple[Any, ...] = ()         # enrolled staff's face embeddings, one array a person; never their names
 
 
 @dataclass(frozen=True)
@@ -83,11 +84,14 @@ class Param:
     default: Any
     minimum: float | None = None
     maximum: float | None = None
+    choices: tuple[str, ...] = ()       # the only values a text parameter may take, when given
 
     def coerce(self, key: str, value: Any) -> Any:
         """``value`` in the default's type, checked against the range; ParameterError otherwise."""
         kind = type(self.default)
         value = _parse(key, value, kind)
+        if self.choices and value not in self.choices:
+            raise ParameterError(f"parameter {key!r} takes one of {', '.join(self.choices)}, not {value!r}")
         if kind is float and not math.isfinite(value):
             raise ParameterError(f"parameter {key!r} takes a finite number, not {value!r}")
         if kind in (int, float):

@@ -35,7 +35,11 @@ def test_ingest_worker_show_audit(cli: Cli):
     assert "restricted" not in shown
     [run] = shown["runs"]
     assert run["status"] == "committed" and set(run["outputs"]) == {
-        "probe.json", "transcript.json", "transcript.vtt", "transcript.srt", "transcript.txt"}
+        "probe.json", "transcript.json", "transcript.vtt", "transcript.srt", "transcript.txt", "redacted.mp4",
+        "redaction-report.json"}
+    redaction = shown["redaction"]
+    assert redaction["policy"] == "all" and redaction["frames"] == 105 and redaction["tracks_masked"] > 5
+    assert "face tracks masked" in cli("show", evidence_id[:10]).stdout
     assert shown["custody"]["chain_ok"] is True
     assert [e["event"] for e in custody_events(cli, evidence_id)] == [
         custody.INGESTED, custody.JOB_ENQUEUED, custody.RUN_STARTED, custody.RUN_COMMITTED]
@@ -43,7 +47,8 @@ def test_ingest_worker_show_audit(cli: Cli):
     run_dir = Path(run["location"])
     record = json.loads((run_dir / "run.json").read_text())
     assert record["pipeline"] == "intake" and record["tools"]["ffprobe"].startswith("ffprobe version")
-    assert [step["name"] for step in record["steps"]] == ["probe", "transcribe"]
+    assert [step["name"] for step in record["steps"]] == ["probe", "transcribe", "redact"]
+    assert set(record["models"]["redact"]) == {"yunet-2023mar"}
     assert record["steps"][0]["duration_s"] > 0
     assert "restricted" not in json.dumps(record["facts"])
 

@@ -66,8 +66,9 @@ def plan(job: Job) -> tuple[Pipeline, dict[str, Any], str]:
 
 class Runner:
     def __init__(self, store: EvidenceStore, *, work_dir: Path, tools: Tools, actor: str, min_free_bytes: int = 0,
-                 models: Registry | None = None):
+                 models: Registry | None = None, staff: Callable[[], tuple] = tuple):
         self.store = store
+        self.staff = staff  # read at every run: enrolment changes while the worker runs
         self.models = models or Registry()  # the default model cache, as the settings give it by default
         self.work_dir = Path(work_dir)
         self.tools = tools
@@ -174,6 +175,7 @@ class Runner:
                     evidence_id=job.evidence_id, original=original, workdir=step_dir,
                     params=pipeline.step_params(step, params), facts=dict(facts), tools=self.tools,
                     models=self.models, languages=tuple(evidence.get("languages") or ()), outputs=dict(files),
+                    staff=self.staff() if params.get("redact.policy") == "staff" else (),
                 )
                 began = time.monotonic()
                 key = input_key(step, context)

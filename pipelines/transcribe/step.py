@@ -10,6 +10,7 @@ with its exact times, marked for human transcription.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -62,6 +63,7 @@ def _installed(ctx: StepContext) -> dict[str, Any]:
     return found
 
 
+@functools.lru_cache(maxsize=1)
 def _vad_hash() -> str:
     path = Path(importlib.util.find_spec("faster_whisper").origin).parent / "assets" / "silero_vad_v6.onnx"
     return hashlib.sha256(path.read_bytes()).hexdigest()

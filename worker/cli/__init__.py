@@ -9,9 +9,10 @@ from collections.abc import Sequence
 
 from models.registry import ModelError
 from pipelines import registry as pipelines
+from pipelines.errors import StepError
 from pipelines.pipeline import ParameterError
 from worker import __version__
-from worker.cli import admin, items, jobs, models, transcribe
+from worker.cli import admin, items, jobs, models, redact, transcribe
 from worker.cli.output import EXIT_BROKEN_PIPE, EXIT_NOT_FOUND, EXIT_PROBLEM, EXIT_USAGE, printable
 from worker.config import load_settings
 from worker.errors import ConfigError, EvidenceError, JobError, NotFound
@@ -20,7 +21,7 @@ from worker.logs import configure as configure_logs
 DESCRIPTION = """\
 Preserve field footage as evidence: store each original write-once under its
 SHA-256, keep a hash-chained custody log, and process it through versioned
-pipelines (today: intake = probe) from a durable queue.
+pipelines (intake = probe, transcribe, redact) from a durable queue.
 
 Everyday use:
   evidence ingest interview.mp4 --case C-17 --collected-by "team 2" --languages ru,ce
@@ -52,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         return commands.add_parser(name, help=help_text, description=description or help_text,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
 
-    for family in (items, jobs, transcribe, models, admin):
+    for family in (items, jobs, transcribe, redact, models, admin):
         family.register(command)
     return parser
 
@@ -83,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(EXIT_NOT_FOUND, exc)
     except (JobError, ConfigError, ValueError) as exc:
         return _fail(EXIT_USAGE, exc)
-    except (EvidenceError, ModelError) as exc:
+    except (EvidenceError, ModelError, StepError) as exc:
         return _fail(EXIT_PROBLEM, exc)
     except KeyboardInterrupt:
         return 130

@@ -122,6 +122,7 @@ def describe_item(store: EvidenceStore, evidence_id: str, *, restricted: bool, a
     runs = verified.runs(store, evidence_id, chain)
     probed = [r for r in runs.records if isinstance((r.get("facts") or {}).get("probe"), dict)]
     transcribed = [r for r in runs.records if isinstance((r.get("facts") or {}).get("transcribe"), dict)]
+    redacted = [r for r in runs.records if isinstance((r.get("facts") or {}).get("redact"), dict)]
     hidden: Any = None
     if restricted and probed:
         run_id = probed[-1]["run_id"]
@@ -141,6 +142,7 @@ def describe_item(store: EvidenceStore, evidence_id: str, *, restricted: bool, a
         "probe": probed[-1]["facts"]["probe"] if probed else None,
         "transcript": ({**transcribed[-1]["facts"]["transcribe"], "run_id": transcribed[-1]["run_id"]}
                        if transcribed else None),
+        "redaction": ({**redacted[-1]["facts"]["redact"], "run_id": redacted[-1]["run_id"]} if redacted else None),
         "runs": _run_statuses(store, evidence_id, chain, runs),
         "custody": {"events": chain.count, "chain_ok": chain.ok, "problems": chain.problems, "head": chain.head},
         "problems": verified.intake_problems(record, chain),
@@ -178,6 +180,13 @@ def print_item(report: dict[str, Any]) -> None:
         found = ", ".join(f"{lang} {seconds:g} s" for lang, seconds in (words.get("languages_found") or {}).items())
         print(f"transcript {words['speech_s']:g} s of speech, {words['needs_human_s']:g} s need human "
               f"transcription; {printable(found or 'no speech')}; segments {printable(words.get('segments'))}")
+    masked = report.get("redaction")
+    if masked and masked.get("skipped"):
+        print(f"redaction  none: {printable(masked['skipped'])}")
+    elif masked:
+        print(f"redaction  policy {masked['policy']}: {masked['tracks_masked']} of {masked['tracks']} face tracks "
+              f"masked on {masked['frames_with_masks']} of {masked['frames']} frames; "
+              f"{masked['review_moments']} moment(s) to review; audio {printable(masked['audio'])}")
     for run in report["runs"]:
         outputs = ", ".join(sorted(run.get("outputs") or {})) or "-"
         error = f": {printable(run['error'])}" if run.get("error") else ""

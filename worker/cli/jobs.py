@@ -77,10 +77,10 @@ def cmd_watch(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
-    wiring.check_models(settings)
+    registry = wiring.checked_models(settings)
     store, queue = wiring.store_and_queue(settings)
     inbox = wiring.inbox(settings, store, queue, args.inbox, args) if args.inbox else None
-    return wiring.worker(settings, store, queue, inbox).run(once=args.once)
+    return wiring.worker(settings, store, queue, inbox, registry).run(once=args.once)
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:

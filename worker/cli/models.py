@@ -8,11 +8,8 @@ import sys
 from models.install import install
 from models.registry import ModelError, Registry
 from worker.cli.output import EXIT_OK, EXIT_PROBLEM, print_json, printable
+from worker.cli.wiring import models as registry
 from worker.config import Settings
-
-
-def registry(settings: Settings) -> Registry:
-    return Registry(settings.models.dir, local=settings.local_models)
 
 
 def register(command) -> None:

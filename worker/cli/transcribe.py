@@ -11,8 +11,8 @@ from pathlib import Path
 from pipelines import registry as pipelines
 from pipelines.pipeline import StepContext
 from pipelines.probe import probe_file
-from worker.cli.models import registry
 from worker.cli.output import EXIT_OK, print_json, printable
+from worker.cli.wiring import models as registry
 from worker.config import Settings
 from worker.intake import parse_languages, readable_name
 from worker.progress import progress_bar

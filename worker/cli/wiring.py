@@ -13,6 +13,7 @@ from worker.inbox import Inbox
 from worker.intake import ingest_handle, parse_languages
 from worker.queue import JobQueue
 from worker.runner import Runner
+from worker.staff import Roster
 from worker.store import EvidenceStore
 from worker.worker import Worker
 
@@ -35,22 +36,31 @@ def intake_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--note", help="free text kept with the intake record")
 
 
-def check_models(settings: Settings) -> None:
-    """Every model the intake pipeline would load, loaded and verified now: a worker with a missing or
-    broken model refuses to start with the reason, instead of failing every job later."""
+def models(settings: Settings) -> Registry:
+    """The model registry the settings describe: the package's manifest, the cache, the operator's models."""
+    return Registry(settings.models.dir, local=settings.local_models)
+
+
+def checked_models(settings: Settings) -> Registry:
+    """The registry, with every model the intake pipeline would load loaded and verified now: a worker
+    with a missing or broken model refuses to start with the reason, instead of failing every job later."""
     from pipelines import registry as pipelines
     from pipelines.transcribe.step import other_models
 
     defaults = pipelines.get("intake").defaults
-    models = Registry(settings.models.dir, local=settings.local_models)
-    for name in [defaults["transcribe.model"], *other_models(defaults["transcribe.models"]).values()]:
-        models.load(name)
+    registry = models(settings)
+    from pipelines.redact.step import model_names
+
+    for name in [defaults["transcribe.model"], *other_models(defaults["transcribe.models"]).values(),
+                 *model_names({k.split(".", 1)[1]: v for k, v in defaults.items() if k.startswith("redact.")})]:
+        registry.load(name)
+    return registry
 
 
-def runner(settings: Settings, store: EvidenceStore) -> Runner:
+def runner(settings: Settings, store: EvidenceStore, registry: Registry | None = None) -> Runner:
     return Runner(store, work_dir=settings.work_dir, tools=settings.tools, actor=settings.actor,
-                  min_free_bytes=settings.store.min_free_bytes,
-                  models=Registry(settings.models.dir, local=settings.local_models))
+                  min_free_bytes=settings.store.min_free_bytes, models=registry or models(settings),
+                  staff=Roster(settings.home).embeddings)
 
 
 def inbox(settings: Settings, store: EvidenceStore, queue: JobQueue, folder: Path,
@@ -66,9 +76,10 @@ def inbox(settings: Settings, store: EvidenceStore, queue: JobQueue, folder: Pat
                  recheck_s=w.inbox_recheck_s, actor=settings.actor)
 
 
-def worker(settings: Settings, store: EvidenceStore, queue: JobQueue, inbox_: Inbox | None = None) -> Worker:
+def worker(settings: Settings, store: EvidenceStore, queue: JobQueue, inbox_: Inbox | None = None,
+           registry: Registry | None = None) -> Worker:
     return Worker(
-        queue, runner(settings, store), visibility_timeout_s=settings.queue.visibility_timeout_s,
+        queue, runner(settings, store, registry), visibility_timeout_s=settings.queue.visibility_timeout_s,
         heartbeat_interval_s=settings.heartbeat_interval_s, poll_interval_s=settings.worker.poll_interval_s,
         disk_full_pause_s=settings.worker.disk_full_pause_s, inbox=inbox_,
     )

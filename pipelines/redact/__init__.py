@@ -1,0 +1,1 @@
+"""The redact step: face detection, tracking, irreversible masks, evidence-grade output."""

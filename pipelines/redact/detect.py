@@ -1,0 +1,148 @@
+"""Face detectors: YuNet (OpenCV's FaceDetectorYN) and CenterFace (through OpenCV's DNN module).
+
+Both return boxes in the coordinates of the frame they were given. A
+detector runs on a downscaled frame for speed; ``tiles`` splits a large
+frame into overlapping parts, each at the detection size, so distant faces
+in 1080p and 4K footage stay big enough to find. The ensemble runs both and
+keeps every box: for masking, a second detector can only add coverage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+DETECTORS = ("yunet", "centerface", "ensemble")
+MODEL_NAMES = {"yunet": "yunet-2023mar", "centerface": "centerface"}
+_TILE_OVERLAP = 0.15        # of a tile's side: a face on a seam is whole in one of the two tiles
+
+
+@dataclass(frozen=True)
+class Box:
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    score: float
+
+    @property
+    def width(self) -> float:
+        return self.x1 - self.x0
+
+    @property
+    def height(self) -> float:
+        return self.y1 - self.y0
+
+    def scaled(self, factor_x: float, factor_y: float, dx: float = 0.0, dy: float = 0.0) -> Box:
+        return Box(self.x0 * factor_x + dx, self.y0 * factor_y + dy, self.x1 * factor_x + dx,
+                   self.y1 * factor_y + dy, self.score)
+
+
+class YuNet:
+    def __init__(self, model: Path, min_score: float):
+        self._model = str(model)
+        self._min_score = min_score
+        self._size: tuple[int, int] | None = None
+        self._net = None
+
+    def __call__(self, image: np.ndarray) -> list[Box]:
+        size = (image.shape[1], image.shape[0])
+        if self._net is None:
+            self._net = cv2.FaceDetectorYN.create(self._model, "", size, self._min_score, 0.3, 5000)
+        if size != self._size:
+            self._net.setInputSize(size)
+            self._size = size
+        _, found = self._net.detect(image)
+        if found is None:
+            return []
+        return [Box(float(x), float(y), float(x + w), float(y + h), float(s))
+                for x, y, w, h, s in found[:, [0, 1, 2, 3, 14]]]
+
+
+class CenterFace:
+    """CenterFace's heat map, box sizes and offsets on a stride-4 grid, turned into boxes."""
+
+    def __init__(self, model: Path, min_score: float):
+        self._net = cv2.dnn.readNetFromONNX(str(model))
+        self._outputs = list(self._net.getUnconnectedOutLayersNames())
+        self._min_score = min_score
+
+    def __call__(self, image: np.ndarray) -> list[Box]:
+        height, width = image.shape[:2]
+        # The network wants sides that are multiples of 32.
+        net_w, net_h = int(np.ceil(width / 32) * 32), int(np.ceil(height / 32) * 32)
+        blob = cv2.dnn.blobFromImage(image, 1.0, (net_w, net_h), (0, 0, 0), swapRB=False, crop=False)
+        self._net.setInput(blob)
+        heat, scale, offset, _landmarks = self._net.forward(self._outputs)
+        ys, xs = np.nonzero(heat[0, 0] > self._min_score)
+        if len(ys) == 0:
+            return []
+        box_h = np.exp(scale[0, 0, ys, xs]) * 4
+        box_w = np.exp(scale[0, 1, ys, xs]) * 4
+        cy = (ys + offset[0, 0, ys, xs] + 0.5) * 4
+        cx = (xs + offset[0, 1, ys, xs] + 0.5) * 4
+        fx, fy = width / net_w, height / net_h
+        boxes = [Box(float((x - w / 2) * fx), float((y - h / 2) * fy), float((x + w / 2) * fx),
+                     float((y + h / 2) * fy), float(s))
+                 for x, y, w, h, s in zip(cx, cy, box_w, box_h, heat[0, 0, ys, xs], strict=True)]
+        return suppress(boxes, 0.3)
+
+
+def suppress(boxes: Sequence[Box], overlap: float) -> list[Box]:
+    """Non-maximum suppression: of boxes overlapping by more than ``overlap`` IoU, the best-scored."""
+    if len(boxes) < 2:
+        return list(boxes)
+    keep = cv2.dnn.NMSBoxes([[b.x0, b.y0, b.width, b.height] for b in boxes], [b.score for b in boxes],
+                            0.0, overlap)
+    return [boxes[i] for i in np.array(keep).flatten()]
+
+
+class Detector:
+    """One or two networks over a frame, whole or in overlapping tiles; boxes in the frame's coordinates."""
+
+    def __init__(self, networks: Sequence, tiles: int = 1):
+        self.networks = list(networks)
+        self.tiles = tiles
+
+    def __call__(self, image: np.ndarray) -> list[Box]:
+        found: list[Box] = []
+        for x, y, part in _tiles(image, self.tiles):
+            for network in self.networks:
+                found += [box.scaled(1, 1, x, y) for box in network(part)]
+        return found
+
+
+def _tiles(image: np.ndarray, count: int):
+    if count <= 1:
+        yield 0, 0, image
+        return
+    height, width = image.shape[:2]
+    tile_w = int(np.ceil(width / count * (1 + _TILE_OVERLAP)))
+    tile_h = int(np.ceil(height / count * (1 + _TILE_OVERLAP)))
+    for row in range(count):
+        for col in range(count):
+            x = min(int(col * width / count), width - tile_w)
+            y = min(int(row * height / count), height - tile_h)
+            yield x, y, image[y:y + tile_h, x:x + tile_w]
+
+
+def networks(kind: str, paths: dict[str, Path], min_score: float) -> list:
+    """The networks of detector ``kind``, from the model files ``paths`` (by detector name)."""
+    made = {"yunet": lambda: YuNet(paths["yunet"], min_score), "centerface": lambda: CenterFace(
+        paths["centerface"], min_score)}
+    if kind == "ensemble":
+        return [made["yunet"](), made["centerface"]()]
+    return [made[kind]()]
+
+
+def detection_size(width: int, height: int, detect_width: int, tiles: int) -> tuple[int, int]:
+    """The size the frames are decoded at for detection: ``detect_width`` per tile, never above the original."""
+    target = detect_width * max(tiles, 1)
+    if detect_width <= 0 or target >= width:
+        return width, height
+    scaled_h = max(2, int(round(height * target / width / 2)) * 2)
+    return target, scaled_h

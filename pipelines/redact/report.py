@@ -1,0 +1,95 @@
+"""What the redaction report says: each track, and the moments a person should check.
+
+Coverage is uncertain where a track ends (or starts) away from the frame's
+edge, before the recording ends: the face may have turned away from the
+detector rather than left the picture. Also where a track's detections
+flicker (long gaps that tracking filled) and where a face is so small that
+the detector scores it poorly. Those time ranges are the review moments.
+Tracks are numbered; no name ever appears here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from fractions import Fraction
+from typing import Any
+
+from pipelines.redact.track import Track
+
+SCHEMA = "evidence-worker/redaction-report/1"
+_EDGE = 0.04                # of the frame's side: a box this close to the edge may have left the picture
+_FLICKER_GAP = 3            # missed frames in a row inside a track that make its coverage worth a look
+_SMALL_PX = 24              # faces smaller than this (shorter side, original pixels) score unreliably
+_MARGIN_S = 0.5             # added around each review moment
+
+
+def _seconds(pts: Sequence[int], time_base: Fraction, frame: int) -> float:
+    frame = min(max(frame, 0), len(pts) - 1)
+    return round(float(pts[frame] * time_base), 3)
+
+
+def _near_edge(box, width: int, height: int) -> bool:
+    return (box.x0 < width * _EDGE or box.y0 < height * _EDGE or box.x1 > width * (1 - _EDGE)
+            or box.y1 > height * (1 - _EDGE))
+
+
+def review_moments(tracks: Sequence[Track], pts: Sequence[int], time_base: Fraction, width: int,
+                   height: int, pad: int) -> list[dict[str, Any]]:
+    found: list[tuple[float, float, str, int]] = []
+    last_frame = len(pts) - 1
+
+    def add(first: int, last: int, reason: str, number: int) -> None:
+        start = max(_seconds(pts, time_base, first) - _MARGIN_S, 0.0)
+        found.append((start, _seconds(pts, time_base, last) + _MARGIN_S, reason, number))
+
+    for track in tracks:
+        if track.last + pad < last_frame and not _near_edge(track.boxes[-1], width, height):
+            add(track.last, track.last + pad, "a face track ends inside the picture", track.number)
+        if track.first - pad > 0 and not _near_edge(track.boxes[0], width, height):
+            add(track.first - pad, track.first, "a face track starts inside the picture", track.number)
+        for before, after in zip(track.frames, track.frames[1:], strict=False):
+            if after - before > _FLICKER_GAP:
+                add(before, after, "detection flickered; tracking filled the gap", track.number)
+        small = [f for f, b in zip(track.frames, track.boxes, strict=True) if min(b.width, b.height) < _SMALL_PX]
+        if small:
+            add(small[0], small[-1], "a face too small to score well", track.number)
+    return _merged(found)
+
+
+def _merged(found: list[tuple[float, float, str, int]]) -> list[dict[str, Any]]:
+    moments: list[dict[str, Any]] = []
+    for start, end, reason, number in sorted(found):
+        if moments and start <= moments[-1]["end_s"]:
+            last = moments[-1]
+            last["end_s"] = max(last["end_s"], end)
+            if reason not in last["reasons"]:
+                last["reasons"].append(reason)
+            if number not in last["tracks"]:
+                last["tracks"].append(number)
+        else:
+            moments.append({"start_s": round(start, 3), "end_s": round(end, 3), "reasons": [reason],
+                            "tracks": [number]})
+    return moments
+
+
+def track_entries(tracks: Sequence[Track], pts: Sequence[int], time_base: Fraction, pad: int,
+                  masked: dict[int, bool]) -> list[dict[str, Any]]:
+    entries = []
+    for track in tracks:
+        span = track.last - track.first + 1
+        scores = [b.score for b in track.boxes]
+        entries.append({
+            "track": track.number,
+            "first_frame": track.first, "last_frame": track.last,
+            "first_s": _seconds(pts, time_base, track.first), "last_s": _seconds(pts, time_base, track.last),
+            "frames_detected": len(track.frames), "frames_filled": span - len(track.frames), "pad_frames": pad,
+            "score_min": round(min(scores), 3), "score_max": round(max(scores), 3),
+            "smallest_px": round(min(min(b.width, b.height) for b in track.boxes), 1),
+            "masked": masked.get(track.number, True),
+        })
+    return entries
+
+
+def dumps(body: dict[str, Any]) -> str:
+    return json.dumps(body, indent=2, ensure_ascii=False) + "\n"

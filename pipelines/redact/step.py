@@ -1,0 +1,203 @@
+"""The redact step: ``redacted.mp4``, the video with every face masked, and its report.
+
+Two passes over the recording. The first decodes small frames, detects
+faces and links them into tracks (boxes only are kept). The second decodes
+full frames again, masks each with the boxes of its tracks (gaps filled,
+margins added before and after) and encodes it with its original timestamp.
+The audio is then copied in, packet for packet, and nothing of the original's
+metadata is carried over. A frame that cannot be decoded fails the step: a
+video with an unchecked frame is never written.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import time
+from array import array
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from pipelines import ffmpeg_cli
+from pipelines.errors import RejectedInput
+from pipelines.pipeline import Param, StepContext, StepResult
+from pipelines.redact import detect, masks, report, staff, track, video
+
+VERSION = "1"
+POLICIES = ("all", "staff", "none")
+PARAMS: dict[str, Param] = {
+    "policy": Param("all", choices=POLICIES),           # whose faces: everyone's, enrolled staff's, nobody's
+    "detector": Param("yunet", choices=detect.DETECTORS),
+    "detect_width": Param(960, minimum=0, maximum=8192),  # frame width the detector sees (0: full size)
+    "tiles": Param(1, minimum=1, maximum=4),            # 2: a 2x2 grid of overlapping tiles, for distant faces
+    "min_score": Param(0.2, minimum=0.05, maximum=0.95),  # low: a false mask is safe, a missed face is not
+    "max_gap_frames": Param(12, minimum=0, maximum=250),  # missed frames a track survives
+    "pad_frames": Param(8, minimum=0, maximum=250),     # masked before a track's first and after its last frame
+    "shape": Param("ellipse", choices=masks.SHAPES),
+    "style": Param("fill", choices=masks.STYLES),
+    "mask_scale": Param(2.0, minimum=1.5, maximum=4),  # of the detected box: hair and ears of a turned head
+    "crf": Param(18, minimum=0, maximum=51),            # x264 quality: 18 is visually near-lossless
+    "preset": Param("veryfast", choices=("ultrafast", "superfast", "veryfast", "faster", "fast", "medium",
+                                         "slow", "slower", "veryslow")),
+    "voice": Param("keep", choices=("keep", "disguise")),
+    "match_distance": Param(0.6, minimum=0.2, maximum=0.9),  # staff: dlib distance under which faces match
+}
+
+
+def model_names(params) -> list[str]:
+    kinds = ("yunet", "centerface") if params["detector"] == "ensemble" else (params["detector"],)
+    names = [detect.MODEL_NAMES[kind] for kind in kinds]
+    if params["policy"] == "staff":
+        names.append(staff.MODEL_NAME)
+    return names
+
+
+def fingerprint(ctx: StepContext) -> dict[str, Any]:
+    if ctx.models is None:
+        raise RuntimeError("the redact step needs the model registry")
+    found = {name: dict(ctx.models.load(name).hashes) for name in model_names(ctx.params)}
+    if ctx.params["policy"] == "staff":
+        found["staff"] = staff.roster_digest(ctx.staff)
+    return found
+
+
+def _skipped(reason: str) -> StepResult:
+    return StepResult(facts={"skipped": reason}, warnings=[reason])
+
+
+def run(ctx: StepContext) -> StepResult:
+    p = ctx.params
+    probe = ctx.facts.get("probe") or {}
+    if not probe.get("has_video", True) or (probe.get("video") is None and "video" in probe):
+        return _skipped("the recording has no video stream: nothing to mask (audio-only interview)")
+    if p["policy"] == "none":
+        return _skipped("redact.policy is none: no masked video was made; the original must not leave as it is")
+    result = redact_file(ctx, ctx.workdir / "redacted.mp4")
+    return StepResult(
+        files={"redacted.mp4": ctx.workdir / "redacted.mp4", "redaction-report.json": result["report_path"]},
+        facts=result["facts"], warnings=result["warnings"],
+        tools={"ffmpeg": ffmpeg_cli.tool_version(ctx.tools, ctx.tools.ffmpeg),
+               "opencv": cv2.__version__, "av": importlib.metadata.version("av")},
+        models={name: record for name, record in result["models"].items()},
+    )
+
+
+def redact_file(ctx: StepContext, out: Path) -> dict[str, Any]:
+    """Mask ``ctx.original`` into ``out``; the report (also written to the step's folder) and the facts."""
+    p = ctx.params
+    installed = {name: ctx.models.load(name) for name in model_names(p)}
+    paths = {kind: installed[name].path / "model.onnx" for kind, name in detect.MODEL_NAMES.items()
+             if name in installed}
+    cv2.setNumThreads(max(ctx.tools.cpu_threads, 1) if ctx.tools.cpu_threads else cv2.getNumThreads())
+    detector = detect.Detector(detect.networks(p["detector"], paths, p["min_score"]), tiles=p["tiles"])
+    video_facts = (ctx.facts.get("probe") or {}).get("video") or {}
+    width, height = video_facts.get("display_width"), video_facts.get("display_height")
+    matcher = staff.Matcher(installed[staff.MODEL_NAME].path, ctx.staff, p["match_distance"]) \
+        if p["policy"] == "staff" else None
+    estimate = _frame_estimate(ctx)
+    began = time.monotonic()
+
+    # Pass 1: detect and link. Under the staff policy the matcher needs full-size faces, so frames come
+    # in at full size and are scaled down here; otherwise ffmpeg scales them (cheaper).
+    size = detect.detection_size(width, height, p["detect_width"], p["tiles"]) if width and height else None
+    scaled_by_ffmpeg = size if size and size != (width, height) and matcher is None else None
+    linker = track.Linker(p["max_gap_frames"])
+    pts = array("q")
+    time_base = None
+    for frame in video.frames(ctx.original, ctx.tools, ctx.workdir / "decode-1.log", scaled_by_ffmpeg):
+        image = frame.image
+        full_w, full_h = (width, height) if scaled_by_ffmpeg else (image.shape[1], image.shape[0])
+        small = image
+        if not scaled_by_ffmpeg and size and size != (image.shape[1], image.shape[0]):
+            small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        fx, fy = full_w / small.shape[1], full_h / small.shape[0]
+        boxes = track.merge_same_faces([b.scaled(fx, fy) for b in detector(small)])
+        assigned = linker.add(frame.index, boxes)
+        if matcher is not None:
+            matcher.observe(frame.index, image, assigned)
+        pts.append(frame.pts)
+        time_base = frame.time_base
+        width, height = full_w, full_h
+        _progress(ctx, frame.index + 1, estimate)
+    detect_s = time.monotonic() - began
+    frame_count = len(pts)
+    tracks = linker.tracks
+    masked = {t.number: True for t in tracks}
+    if matcher is not None:
+        masked = matcher.decide(tracks)
+    to_mask = [t for t in tracks if masked[t.number]]
+
+    # Pass 2: mask every frame and encode it with its own timestamp.
+    began_render = time.monotonic()
+    rng = np.random.default_rng()
+    silent = ctx.workdir / "video-only.mp4"
+    encoder = None
+    rendered = 0
+    masked_frames = 0
+    try:
+        plans = track.masks(to_mask, frame_count, p["pad_frames"])
+        for frame in video.frames(ctx.original, ctx.tools, ctx.workdir / "decode-2.log"):
+            if frame.index >= frame_count or frame.pts != pts[frame.index] \
+                    or (frame.image.shape[1], frame.image.shape[0]) != (width, height):
+                raise RejectedInput("the video decoded differently the second time (frame "
+                                    f"{frame.index}): refusing to write frames that were not checked")
+            if encoder is None:
+                encoder = video.Encoder(silent, width, height, frame.time_base, ctx.tools, crf=p["crf"],
+                                        preset=p["preset"], log=ctx.workdir / "encode.log")
+            regions = [box for _number, box in next(plans)]
+            masks.draw(frame.image, regions, shape=p["shape"], style=p["style"], scale=p["mask_scale"], rng=rng)
+            masked_frames += bool(regions)
+            encoder.write(frame.pts, frame.image)
+            rendered += 1
+            _progress(ctx, frame_count + rendered, frame_count)
+        if rendered != frame_count:
+            raise RejectedInput(f"the video gave {rendered} frames the second time and {frame_count} the first: "
+                                "refusing to write a video whose frames were not all checked")
+        encoder.close()
+    except BaseException:
+        if encoder is not None:
+            encoder.abort()
+        raise
+    audio = video.mux_audio(silent, ctx.original, out, ctx.tools, voice=p["voice"])
+    silent.unlink(missing_ok=True)
+    total_s = time.monotonic() - began
+    render_s = time.monotonic() - began_render
+
+    moments = report.review_moments(to_mask, pts, time_base, width, height, p["pad_frames"])
+    facts = {
+        "policy": p["policy"], "detector": p["detector"], "frames": frame_count, "width": width, "height": height,
+        "tracks": len(tracks), "tracks_masked": len(to_mask), "frames_with_masks": masked_frames,
+        "review_moments": len(moments), "audio": audio, "voice": p["voice"],
+        "frames_per_s": round(frame_count / total_s, 2) if total_s else None,
+    }
+    if matcher is not None:
+        facts["staff"] = matcher.counts(masked)
+    body = {
+        "schema": report.SCHEMA, "settings": dict(p), **facts,
+        "speed": {"detect_frames_per_s": round(frame_count / detect_s, 2) if detect_s else None,
+                  "render_frames_per_s": round(frame_count / render_s, 2) if render_s else None,
+                  "seconds": round(total_s, 2)},
+        "models": {name: model.record() for name, model in installed.items()},
+        "tracks_detail": report.track_entries(tracks, pts, time_base, p["pad_frames"], masked),
+        "review": moments,
+    }
+    report_path = ctx.workdir / "redaction-report.json"
+    report_path.write_text(report.dumps(body), encoding="utf-8")
+    warnings = [f"{len(moments)} moment(s) where face coverage is uncertain: see redaction-report.json"] \
+        if moments else []
+    return {"facts": facts, "warnings": warnings, "report_path": report_path,
+            "models": {name: model.record() for name, model in installed.items()}}
+
+
+def _frame_estimate(ctx: StepContext) -> int:
+    probe = ctx.facts.get("probe") or {}
+    rate = ((probe.get("video") or {}).get("avg_frame_rate") or 0)
+    return max(int(rate * (probe.get("duration_s") or 0)), 1)
+
+
+def _progress(ctx: StepContext, done: int, frames: int) -> None:
+    """Both passes as one bar: ``frames`` is the estimate in the first pass, the true count in the second."""
+    if ctx.progress and done % 25 == 0:
+        ctx.progress(min(done, 2 * frames), 2 * frames)

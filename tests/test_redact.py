@@ -1,0 +1,271 @@
+"""The redact step on real media: coverage of labelled faces, a leak audit by an independent pass,
+evidence-grade output (frames, timestamps, audio, metadata, rotation, variable frame rate), bad input,
+the staff policy and the one-off command."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import ffmpeg
+
+from models.registry import Registry
+from pipelines import registry as pipelines
+from pipelines.errors import RejectedInput
+from pipelines.pipeline import DEFAULT_TOOLS, StepContext
+from pipelines.probe import probe_file
+from pipelines.redact import audit, detect, masks, video
+from pipelines.redact import step as redact
+from worker.staff import Roster
+
+YUNET = Path(redact.__file__).resolve().parents[2] / "models" / "bundled" / "yunet-2023mar" / "model.onnx"
+FILL = np.array(masks._FILL_BGR, dtype=np.int16)
+
+
+def run_redact(path: Path, workdir: Path, staff=(), **overrides) -> dict:
+    """The intake's probe and redact steps on ``path``, as the runner would call them."""
+    intake = pipelines.get("intake")
+    params = intake.resolve_params({f"redact.{k}": v for k, v in overrides.items()})
+    facts, _, _ = probe_file(path, intake.step_params(intake.steps[0], params))
+    workdir.mkdir(parents=True, exist_ok=True)
+    step = next(s for s in intake.steps if s.name == "redact")
+    context = StepContext(evidence_id="", original=path.resolve(), workdir=workdir, facts={"probe": facts},
+                          params=intake.step_params(step, params), models=Registry(), staff=tuple(staff))
+    result = step.run(context)
+    return {"facts": dict(result.facts), "files": dict(result.files), "warnings": list(result.warnings)}
+
+
+def decoded(path: Path, tmp: Path) -> list[np.ndarray]:
+    return [f.image for f in video.frames(path, DEFAULT_TOOLS, tmp / f"{path.stem}-read.log")]
+
+
+def frame_times(path: Path) -> list[str]:
+    out = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "frame=pts_time",
+                          "-of", "csv=p=0", str(path)], capture_output=True, text=True, check=True).stdout
+    return [line.split(",")[0] for line in out.split() if line[:1].isdigit()]
+
+
+def audio_packets(path: Path) -> list[str]:
+    out = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries",
+                          "packet=pts,data_hash", "-show_data_hash", "sha256", "-of", "csv=p=0", str(path)],
+                         capture_output=True, text=True, check=True).stdout
+    return out.split()
+
+
+def masked_share(frame: np.ndarray, x: int, y: int, w: int, h: int) -> float:
+    """The share of the box's pixels painted with the mask's fill colour (within encoding noise)."""
+    region = frame[y:y + h, x:x + w].astype(np.int16)
+    return float(np.mean(np.all(np.abs(region - FILL) <= 14, axis=2)))
+
+
+def labelled_boxes(folder: Path) -> dict[str, list[tuple[int, int, int, int]]]:
+    found: dict[str, list] = {}
+    for name in ("training.xml", "testing.xml"):
+        for image in ET.parse(folder / name).getroot().iter("image"):
+            found.setdefault(image.get("file"), []).extend(
+                (int(b.get("left")), int(b.get("top")), int(b.get("width")), int(b.get("height")))
+                for b in image.iter("box"))
+    return found
+
+
+def test_labelled_faces_are_covered(shared_data, tmp_path):
+    boxes = labelled_boxes(shared_data / "faces")
+    covered, total, misses = 0, 0, []
+    for name, faces in boxes.items():
+        clip = tmp_path / f"{Path(name).stem}.mp4"
+        # A still photo as a short clip; the crop only drops an odd last row or column (4:2:0 needs even sides).
+        ffmpeg("-loop", "1", "-i", str(shared_data / "faces" / name), "-t", "0.4", "-r", "25",
+               "-vf", "crop=trunc(iw/2)*2:trunc(ih/2)*2:0:0", "-c:v", "libx264", "-crf", "10",
+               "-pix_fmt", "yuv420p", str(clip))
+        result = run_redact(clip, tmp_path / f"work-{clip.stem}")
+        frames = decoded(result["files"]["redacted.mp4"], tmp_path)
+        middle = frames[len(frames) // 2]
+        for box in faces:
+            total += 1
+            share = masked_share(middle, *box)
+            covered += share >= 0.9
+            if share < 0.9:
+                misses.append((name, box, round(share, 2)))
+    assert total == 43
+    assert covered >= 0.95 * total, f"{covered}/{total} covered; missed {misses}"
+
+
+def _leaks(path: Path, tmp: Path) -> list[dict]:
+    return audit.leaks(path, YUNET, DEFAULT_TOOLS, tmp, min_score=0.5)
+
+
+def _not_the_crest(leak: dict) -> bool:
+    # The data README: the heraldic crest above the entrance (its lion heads about 962, 185, 26, 32 on
+    # frames 13-16) is not a face. Its animal heads score as faces on many frames while the camera moves
+    # (seen here from 925, 147 to 1090, 260, boxes under 60 px), and the crest masked in part still does.
+    # Only that window, which holds no person on any frame of this clip, is set aside; anything else counts.
+    x, y, w, h = leak["box"]
+    return not (880 <= x <= 1150 and 120 <= y <= 300 and max(w, h) < 60)
+
+
+@pytest.mark.parametrize("clip", ["street-walkers-1080p.mp4", "talking-head-d0.mp4"])
+def test_no_face_is_left_for_an_independent_audit(shared_data, tmp_path, clip):
+    source = shared_data / "video" / clip
+    assert [x for x in _leaks(source, tmp_path) if _not_the_crest(x)], "the audit must see faces in the input"
+    result = run_redact(source, tmp_path / "work")
+    leaks = [x for x in _leaks(result["files"]["redacted.mp4"], tmp_path) if _not_the_crest(x)]
+    assert leaks == []
+
+
+def test_gap_filling_covers_frames_the_detector_missed(shared_data, tmp_path, monkeypatch):
+    """Six frames in a row get no detections at all; tracking must cover them from both sides."""
+    seen = {"n": 0}
+    real = detect.Detector.__call__
+
+    def blind_for_six_frames(self, image):
+        seen["n"] += 1
+        return [] if 40 <= seen["n"] - 1 < 46 else real(self, image)
+
+    monkeypatch.setattr(detect.Detector, "__call__", blind_for_six_frames)
+    result = run_redact(shared_data / "video" / "street-walkers-1080p.mp4", tmp_path / "work")
+    leaks = [x for x in _leaks(result["files"]["redacted.mp4"], tmp_path) if _not_the_crest(x)]
+    assert [x for x in leaks if 38 <= x["frame"] <= 48] == []
+    assert leaks == []
+
+
+def test_output_keeps_frames_timestamps_audio_and_drops_metadata(shared_data, tmp_path):
+    tagged = tmp_path / "tagged.mp4"
+    ffmpeg("-i", str(shared_data / "video" / "street-walkers-1080p.mp4"), "-c", "copy",
+           "-metadata", "location=+55.7558+037.6173/", "-metadata", "make=SpyPhone",
+           "-metadata", "model=Model X-77", "-metadata", "creation_time=2024-03-01T10:00:00Z",
+           "-metadata:s:v", "handler_name=SerialNo-123456", str(tagged))
+    result = run_redact(tagged, tmp_path / "work")
+    out = result["files"]["redacted.mp4"]
+    assert frame_times(out) == frame_times(tagged)
+    assert audio_packets(out) == audio_packets(tagged) and audio_packets(out)
+    assert result["facts"]["audio"] == "copied"
+    report = subprocess.run(["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json", str(out)],
+                            capture_output=True, text=True, check=True).stdout
+    for secret in ("55.7558", "SpyPhone", "X-77", "2024-03-01", "SerialNo"):
+        assert secret not in report
+    streams = json.loads(report)["streams"]
+    video_stream = next(s for s in streams if s["codec_type"] == "video")
+    assert (video_stream["codec_name"], video_stream["width"], video_stream["height"]) == ("h264", 1920, 1080)
+    original = json.loads(subprocess.run(["ffprobe", "-v", "error", "-show_format", "-of", "json", str(tagged)],
+                                         capture_output=True, text=True, check=True).stdout)
+    assert abs(float(json.loads(report)["format"]["duration"]) - float(original["format"]["duration"])) < 0.05
+    body = json.loads(Path(result["files"]["redaction-report.json"]).read_text())
+    assert body["frames"] == 105 and body["tracks_detail"] and "review" in body
+
+
+def test_rotated_and_variable_frame_rate_inputs(shared_data, tmp_path):
+    rotated, landscape = tmp_path / "rotated.mp4", tmp_path / "landscape.mp4"
+    ffmpeg("-i", str(shared_data / "video" / "talking-head-d0.mp4"), "-vf", "crop=512:384:0:64",
+           "-c:v", "libx264", str(landscape))
+    # A phone held upright: landscape pixels with a display matrix that turns them a quarter.
+    ffmpeg("-i", str(landscape), "-c", "copy", "-metadata:s:v:0", "rotate=90", str(rotated))
+    result = run_redact(rotated, tmp_path / "rot")
+    out = result["files"]["redacted.mp4"]
+    upright = decoded(rotated, tmp_path)  # ffmpeg applies the display rotation when decoding
+    masked = decoded(out, tmp_path)
+    assert len(masked) == len(upright) and masked[0].shape == upright[0].shape == (512, 384, 3)
+    assert result["facts"]["frames_with_masks"] == len(upright)
+    unmasked = np.all(np.abs(masked[0].astype(np.int16) - FILL) > 14, axis=2)
+    difference = np.abs(masked[0].astype(np.int16) - upright[0].astype(np.int16)).mean(axis=2)
+    assert difference[unmasked].mean() < 6  # the picture outside the mask is the same picture, upright
+
+    vfr = tmp_path / "vfr.mp4"
+    ffmpeg("-i", str(shared_data / "video" / "talking-head-d0.mp4"), "-vf",
+           "setpts='if(lt(N,30),N/25,1.2+(N-30)/10)/TB'", "-fps_mode", "passthrough", "-c:v", "libx264",
+           "-an", str(vfr))
+    result = run_redact(vfr, tmp_path / "vfr")
+    assert frame_times(result["files"]["redacted.mp4"]) == frame_times(vfr)
+    assert len(set(np.round(np.diff([float(t) for t in frame_times(vfr)]), 3))) > 1
+
+
+def test_audio_only_recording_is_skipped_with_a_note(tmp_path):
+    sound = tmp_path / "interview.m4a"
+    ffmpeg("-f", "lavfi", "-i", "sine=frequency=300:duration=2", "-c:a", "aac", str(sound))
+    result = run_redact(sound, tmp_path / "work")
+    assert result["files"] == {} and "no video stream" in result["facts"]["skipped"]
+
+
+def test_corrupt_frames_fail_the_step_instead_of_leaking(shared_data, tmp_path):
+    clip = tmp_path / "long.mp4"
+    ffmpeg("-stream_loop", "3", "-i", str(shared_data / "video" / "street-walkers-1080p.mp4"), "-vf",
+           "scale=640:360", "-c:v", "libx264", "-g", "250", "-an", str(clip))
+    data = bytearray(clip.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 6000] = bytes(6000)  # zeros over the middle of the picture data
+    clip.write_bytes(bytes(data))
+    with pytest.raises(RejectedInput, match="decoding error"):
+        run_redact(clip, tmp_path / "work")
+    assert not (tmp_path / "work" / "redacted.mp4").exists()
+
+
+def _side_by_side(shared_data: Path, tmp: Path) -> tuple[Path, tuple[int, int, int, int]]:
+    """The talking head (left) next to a stranger's still face from the labelled photos (right)."""
+    photo = cv2.imread(str(shared_data / "faces" / "2008_001322.jpg"))
+    x, y, w, h = 104, 162, 76, 76   # a labelled face (dlib distance to the talking head here: about 0.8)
+    margin = 40
+    crop = photo[max(y - margin, 0):y + h + margin, max(x - margin, 0):x + w + margin]
+    stranger = tmp / "stranger.png"
+    cv2.imwrite(str(stranger), cv2.resize(crop, (512, 512), interpolation=cv2.INTER_CUBIC))
+    out = tmp / "pair.mp4"
+    ffmpeg("-i", str(shared_data / "video" / "talking-head-d0.mp4"), "-loop", "1", "-i", str(stranger),
+           "-filter_complex", "[0:v][1:v]hstack=inputs=2[v]", "-map", "[v]", "-t", "3", "-c:v", "libx264",
+           "-crf", "12", "-pix_fmt", "yuv420p", str(out))
+    scale = 512 / crop.shape[1]
+    face = (512 + int((x - max(x - margin, 0)) * scale), int((y - max(y - margin, 0)) * scale), int(w * scale),
+            int(h * scale))
+    return out, face
+
+
+def test_staff_policy_masks_the_enrolled_face_only(shared_data, tmp_path, cli):
+    enrol_frames = tmp_path / "enrol"
+    enrol_frames.mkdir()
+    ffmpeg("-i", str(shared_data / "video" / "talking-head-d0.mp4"), "-vf", "select='not(mod(n,15))'",
+           "-fps_mode", "passthrough", str(enrol_frames / "face-%02d.png"))
+    enrolled = cli.json("staff", "enroll", "field lawyer", *sorted(enrol_frames.glob("*.png")))
+    assert enrolled["added"] >= 3
+    assert cli.json("staff", "list")["staff"] == {"field lawyer": enrolled["faces"]}
+    roster = cli.home / "staff" / "roster.json"
+    assert roster.stat().st_mode & 0o077 == 0 and b"png" not in roster.read_bytes()
+
+    pair, (fx, fy, fw, fh) = _side_by_side(shared_data, tmp_path)
+    result = run_redact(pair, tmp_path / "work", staff=Roster(cli.home).embeddings(), policy="staff")
+    assert result["facts"]["staff"]["tracks_matched_staff"] >= 1
+    original, masked = decoded(pair, tmp_path), decoded(result["files"]["redacted.mp4"], tmp_path)
+    assert len(original) == len(masked)
+    for before, after in zip(original, masked, strict=True):
+        assert masked_share(after, 150, 150, 200, 200) > 0.9           # the enrolled face, every frame
+        stranger_before = before[fy:fy + fh, fx:fx + fw].astype(np.int16)
+        stranger_after = after[fy:fy + fh, fx:fx + fw].astype(np.int16)
+        assert np.abs(stranger_after - stranger_before).mean() < 6      # the stranger, untouched
+    report = Path(result["files"]["redaction-report.json"]).read_text()
+    assert "field lawyer" not in report
+
+    cli("staff", "remove", "field lawyer")
+    assert cli.json("staff", "list")["staff"] == {}
+
+
+def test_enrolment_refuses_photos_without_exactly_one_face(shared_data, tmp_path, cli):
+    blank = tmp_path / "wall.png"
+    cv2.imwrite(str(blank), np.full((300, 300, 3), 200, dtype=np.uint8))
+    for photo, words in ((blank, "0 faces"), (shared_data / "faces" / "multiface.jpg", "faces found")):
+        done = cli("staff", "enroll", "someone", str(photo), check=False)
+        assert done.returncode == 1 and words in done.stderr
+    assert cli.json("staff", "list")["staff"] == {}
+
+
+def test_redact_command_writes_the_video_and_report(shared_data, tmp_path, cli):
+    out = tmp_path / "out" / "clip.mp4"
+    report = cli.json("redact", str(shared_data / "video" / "talking-head-d0.mp4"), "--out", str(out),
+                      "--set", "style=noise", timeout=300)
+    assert out.is_file() and Path(report["report"]).is_file()
+    assert report["frames"] == len(frame_times(out)) and report["tracks_masked"] >= 1
+    again = cli("redact", str(shared_data / "video" / "talking-head-d0.mp4"), "--out", str(out), check=False)
+    assert again.returncode == 2 and "exists" in again.stderr
+    bad = cli("redact", str(shared_data / "video" / "talking-head-d0.mp4"), "--out", str(tmp_path / "x.mp4"),
+              "--set", "style=blur", check=False)
+    assert bad.returncode == 2 and "fill, noise" in bad.stderr

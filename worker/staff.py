@@ -1,0 +1,82 @@
+"""The roster of anonymous staff: their face embeddings under a name, in one owner-only file.
+
+Only embeddings are kept (dlib's 128 numbers a face), never the photos or
+videos they came from. The file is ``<home>/staff/roster.json`` (0600 in a
+0700 folder, written through a held directory descriptor, never through a
+link, replaced whole in one rename). Names stay here: the redact step is
+handed the embeddings alone, and nothing it writes can name anyone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from worker.directory import Directory
+from worker.errors import EvidenceError
+
+SCHEMA = "evidence-worker/staff-roster/1"
+_FILE = "roster.json"
+
+
+class RosterError(EvidenceError):
+    pass
+
+
+class Roster:
+    def __init__(self, home: Path):
+        self.folder = Path(home) / "staff"
+
+    def _read(self) -> dict:
+        if not self.folder.exists():
+            return {"schema": SCHEMA, "staff": {}}
+        with Directory.open(self.folder) as folder:
+            if not folder.exists(_FILE):
+                return {"schema": SCHEMA, "staff": {}}
+            data = json.loads(folder.read_bytes(_FILE))
+        if data.get("schema") != SCHEMA:
+            raise RosterError(f"{self.folder / _FILE} is not a staff roster of this version")
+        return data
+
+    def _write(self, data: dict) -> None:
+        with Directory.open(self.folder, create=True) as folder:
+            fd, tmp = folder.new_temp(".roster-")
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(json.dumps(data, sort_keys=True).encode("utf-8"))
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                folder.rename(tmp, folder, _FILE)
+                folder.fsync()
+            finally:
+                folder.unlink(tmp, missing_ok=True)
+
+    def names(self) -> dict[str, int]:
+        """Each enrolled name with how many face embeddings it has."""
+        return {name: len(entry["embeddings"]) for name, entry in sorted(self._read()["staff"].items())}
+
+    def enroll(self, name: str, embeddings: list[np.ndarray]) -> int:
+        if not name.strip():
+            raise RosterError("a staff member needs a name (or a code name)")
+        data = self._read()
+        entry = data["staff"].setdefault(name, {"embeddings": [], "enrolled_at": None})
+        entry["embeddings"] += [[round(float(x), 6) for x in e] for e in embeddings]
+        entry["enrolled_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+        self._write(data)
+        return len(entry["embeddings"])
+
+    def remove(self, name: str) -> None:
+        data = self._read()
+        if name not in data["staff"]:
+            raise RosterError(f"nobody named {name!r} is enrolled")
+        del data["staff"][name]
+        self._write(data)
+
+    def embeddings(self) -> tuple[np.ndarray, ...]:
+        """One array of embeddings a person, without names: what the redact step gets."""
+        return tuple(np.asarray(entry["embeddings"], dtype=np.float32)
+                     for _name, entry in sorted(self._read()["staff"].items()))
