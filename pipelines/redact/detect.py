@@ -139,10 +139,20 @@ def networks(kind: str, paths: dict[str, Path], min_score: float) -> list:
     return [made[kind]()]
 
 
-def detection_size(width: int, height: int, detect_width: int, tiles: int) -> tuple[int, int]:
-    """The size the frames are decoded at for detection: ``detect_width`` per tile, never above the original."""
-    target = detect_width * max(tiles, 1)
-    if detect_width <= 0 or target >= width:
+MIN_DETECT_WIDTH = 640
+
+
+def detection_size(width: int, height: int, scale: float, tiles: int) -> tuple[int, int]:
+    """The size frames are decoded at for detection.
+
+    A fixed share of the original (``scale``, one half by default) keeps the
+    smallest face that can be found the same size in the original's pixels
+    whatever the resolution (YuNet finds faces down to about 10 px, so about
+    20 px at one half); never narrower than 640 px, never wider than the
+    original. With tiles, each tile gets that size.
+    """
+    target = max(MIN_DETECT_WIDTH, int(round(width * scale))) * max(tiles, 1)
+    if target >= width:
         return width, height
     scaled_h = max(2, int(round(height * target / width / 2)) * 2)
     return target, scaled_h

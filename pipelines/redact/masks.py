@@ -20,6 +20,7 @@ from pipelines.redact.detect import Box
 SHAPES = ("ellipse", "box")
 STYLES = ("fill", "noise")
 _FILL_BGR = (128, 128, 128)
+_FILL_Y = 128               # the same grey in I420 (BT.601 limited range: 16 + 219 * 128/255 rounds to 126-128)
 _NOISE_BLOCK = 16           # pixels per noise block
 _RAISE = 0.1                # of the face's height: the region is moved up to cover the hair
 
@@ -36,9 +37,12 @@ def region(box: Box, scale: float) -> tuple[int, int, int, int]:
 
 def draw(image: np.ndarray, boxes: Iterable[Box], *, shape: str, style: str, scale: float,
          rng: np.random.Generator) -> None:
-    """Masks every box on ``image`` in place."""
+    """Masks every box on ``image`` in place: BGR (height x width x 3) or I420 ((height * 3/2) x width)."""
     boxes = list(boxes)
     if not boxes:
+        return
+    if image.ndim == 2:
+        _draw_i420(image, boxes, shape, style, scale, rng)
         return
     if style == "fill":
         for box in boxes:
@@ -54,6 +58,36 @@ def draw(image: np.ndarray, boxes: Iterable[Box], *, shape: str, style: str, sca
     noise = np.repeat(np.repeat(blocks, _NOISE_BLOCK, axis=0), _NOISE_BLOCK, axis=1)[:y1 - y0, :x1 - x0]
     inside = stencil[y0:y1, x0:x1] > 0
     image[y0:y1, x0:x1][inside] = noise[inside]
+
+
+def _draw_i420(image: np.ndarray, boxes: list[Box], shape: str, style: str, scale: float,
+               rng: np.random.Generator) -> None:
+    """The same masks on the planes of an I420 frame: the picture's brightness (Y) carries the face, so
+    the luma mask is drawn exactly as in BGR; colour (U, V, at half size) is set to neutral a pixel wider."""
+    height = image.shape[0] * 2 // 3
+    width = image.shape[1]
+    luma = image[:height]
+    chroma = image[height:].reshape(-1)   # U then V, each (height/2) x (width/2), packed without row breaks
+    side = (height // 2) * (width // 2)
+    u, v = chroma[:side].reshape(height // 2, width // 2), chroma[side:2 * side].reshape(height // 2, width // 2)
+    if style == "fill":
+        for box in boxes:
+            _paint(luma, box, shape, scale, _FILL_Y)
+    else:
+        stencil = np.zeros(luma.shape, dtype=np.uint8)
+        for box in boxes:
+            _paint(stencil, box, shape, scale, 255)
+        ys, xs = np.nonzero(stencil)
+        y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+        blocks = rng.integers(16, 236, size=((y1 - y0) // _NOISE_BLOCK + 1, (x1 - x0) // _NOISE_BLOCK + 1),
+                              dtype=np.uint8)
+        noise = np.repeat(np.repeat(blocks, _NOISE_BLOCK, axis=0), _NOISE_BLOCK, axis=1)[:y1 - y0, :x1 - x0]
+        inside = stencil[y0:y1, x0:x1] > 0
+        luma[y0:y1, x0:x1][inside] = noise[inside]
+    for box in boxes:
+        half = Box(box.x0 / 2 - 1, box.y0 / 2 - 1, box.x1 / 2 + 1, box.y1 / 2 + 1, box.score)
+        _paint(u, half, shape, scale, 128)
+        _paint(v, half, shape, scale, 128)
 
 
 def _paint(target: np.ndarray, box: Box, shape: str, scale: float, colour) -> None:

@@ -30,16 +30,16 @@ POLICIES = ("all", "staff", "none")
 PARAMS: dict[str, Param] = {
     "policy": Param("all", choices=POLICIES),           # whose faces: everyone's, enrolled staff's, nobody's
     "detector": Param("yunet", choices=detect.DETECTORS),
-    "detect_width": Param(960, minimum=0, maximum=8192),  # frame width the detector sees (0: full size)
+    "detect_scale": Param(0.5, minimum=0.1, maximum=1.0),  # of the width the detector sees (1: full size)
     "tiles": Param(1, minimum=1, maximum=4),            # 2: a 2x2 grid of overlapping tiles, for distant faces
-    "min_score": Param(0.2, minimum=0.05, maximum=0.95),  # low: a false mask is safe, a missed face is not
+    "min_score": Param(0.15, minimum=0.05, maximum=0.95),  # low: a false mask is safe, a missed face is not
     "max_gap_frames": Param(12, minimum=0, maximum=250),  # missed frames a track survives
     "pad_frames": Param(8, minimum=0, maximum=250),     # masked before a track's first and after its last frame
     "shape": Param("ellipse", choices=masks.SHAPES),
     "style": Param("fill", choices=masks.STYLES),
     "mask_scale": Param(2.0, minimum=1.5, maximum=4),  # of the detected box: hair and ears of a turned head
     "crf": Param(18, minimum=0, maximum=51),            # x264 quality: 18 is visually near-lossless
-    "preset": Param("veryfast", choices=("ultrafast", "superfast", "veryfast", "faster", "fast", "medium",
+    "preset": Param("superfast", choices=("ultrafast", "superfast", "veryfast", "faster", "fast", "medium",
                                          "slow", "slower", "veryslow")),
     "voice": Param("keep", choices=("keep", "disguise")),
     "match_distance": Param(0.6, minimum=0.2, maximum=0.9),  # staff: dlib distance under which faces match
@@ -101,7 +101,7 @@ def redact_file(ctx: StepContext, out: Path) -> dict[str, Any]:
 
     # Pass 1: detect and link. Under the staff policy the matcher needs full-size faces, so frames come
     # in at full size and are scaled down here; otherwise ffmpeg scales them (cheaper).
-    size = detect.detection_size(width, height, p["detect_width"], p["tiles"]) if width and height else None
+    size = detect.detection_size(width, height, p["detect_scale"], p["tiles"]) if width and height else None
     scaled_by_ffmpeg = size if size and size != (width, height) and matcher is None else None
     linker = track.Linker(p["max_gap_frames"])
     pts = array("q")
@@ -138,14 +138,16 @@ def redact_file(ctx: StepContext, out: Path) -> dict[str, Any]:
     masked_frames = 0
     try:
         plans = track.masks(to_mask, frame_count, p["pad_frames"])
-        for frame in video.frames(ctx.original, ctx.tools, ctx.workdir / "decode-2.log"):
-            if frame.index >= frame_count or frame.pts != pts[frame.index] \
-                    or (frame.image.shape[1], frame.image.shape[0]) != (width, height):
+        # Planar 4:2:0 straight through when the sides allow it: no colour conversion either way.
+        planar = width % 2 == 0 and height % 2 == 0
+        pix_fmt, shape = (video.I420, (height * 3 // 2, width)) if planar else (video.BGR, (height, width, 3))
+        for frame in video.frames(ctx.original, ctx.tools, ctx.workdir / "decode-2.log", pix_fmt=pix_fmt):
+            if frame.index >= frame_count or frame.pts != pts[frame.index] or frame.image.shape != shape:
                 raise RejectedInput("the video decoded differently the second time (frame "
                                     f"{frame.index}): refusing to write frames that were not checked")
             if encoder is None:
                 encoder = video.Encoder(silent, width, height, frame.time_base, ctx.tools, crf=p["crf"],
-                                        preset=p["preset"], log=ctx.workdir / "encode.log")
+                                        preset=p["preset"], log=ctx.workdir / "encode.log", pix_fmt=pix_fmt)
             regions = [box for _number, box in next(plans)]
             masks.draw(frame.image, regions, shape=p["shape"], style=p["style"], scale=p["mask_scale"], rng=rng)
             masked_frames += bool(regions)

@@ -86,15 +86,32 @@ def _shifted(box: Box, dx: float, dy: float, grow: float = 0.0) -> Box:
     return Box(box.x0 + dx - gx, box.y0 + dy - gy, box.x1 + dx + gx, box.y1 + dy + gy, box.score)
 
 
-def _matches(predicted: Box, box: Box) -> float:
-    """How well ``box`` continues a track predicted at ``predicted``: 0 for not at all."""
-    overlap = iou(predicted, box)
-    if overlap >= _MATCH_IOU:
-        return 1.0 + overlap
-    size = max(predicted.width, predicted.height, box.width, box.height, 1.0)
-    distance = np.hypot(_cx(predicted) - _cx(box), _cy(predicted) - _cy(box)) / size
-    similar = 0.5 < (box.width * box.height) / max(predicted.width * predicted.height, 1.0) < 2.0
-    return 1.0 - distance if distance < _MATCH_DISTANCE and similar else 0.0
+def _corners(boxes: Sequence[Box]) -> np.ndarray:
+    return np.array([[b.x0, b.y0, b.x1, b.y1] for b in boxes], dtype=np.float64).reshape(-1, 4)
+
+
+def match_scores(predicted: Sequence[Box], boxes: Sequence[Box]) -> np.ndarray:
+    """How well each box continues each track predicted at ``predicted`` (tracks x boxes); 0: not at all.
+
+    Overlap counts first (1 + IoU); a box that does not overlap enough but
+    lies close to the prediction and is about as big (a fast or jerky face)
+    still matches, with less. Computed for all pairs at once: a busy street
+    has dozens of live tracks on every frame.
+    """
+    p, b = _corners(predicted)[:, None, :], _corners(boxes)[None, :, :]
+    ix = np.clip(np.minimum(p[..., 2], b[..., 2]) - np.maximum(p[..., 0], b[..., 0]), 0, None)
+    iy = np.clip(np.minimum(p[..., 3], b[..., 3]) - np.maximum(p[..., 1], b[..., 1]), 0, None)
+    p_area = (p[..., 2] - p[..., 0]) * (p[..., 3] - p[..., 1])
+    b_area = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+    inter = ix * iy
+    overlap = inter / np.maximum(p_area + b_area - inter, 1e-9)
+    size = np.maximum(np.maximum(p[..., 2] - p[..., 0], p[..., 3] - p[..., 1]),
+                      np.maximum(np.maximum(b[..., 2] - b[..., 0], b[..., 3] - b[..., 1]), 1.0))
+    distance = np.hypot((p[..., 0] + p[..., 2] - b[..., 0] - b[..., 2]) / 2,
+                        (p[..., 1] + p[..., 3] - b[..., 1] - b[..., 3]) / 2) / size
+    ratio = b_area / np.maximum(p_area, 1.0)
+    near = (distance < _MATCH_DISTANCE) & (ratio > 0.5) & (ratio < 2.0)
+    return np.where(overlap >= _MATCH_IOU, 1.0 + overlap, np.where(near, 1.0 - distance, 0.0))
 
 
 class Linker:
@@ -108,15 +125,16 @@ class Linker:
     def add(self, frame: int, boxes: Sequence[Box]) -> list[tuple[Track, Box]]:
         """Links this frame's boxes to tracks (new ones where none continues); each box with its track."""
         self._active = [t for t in self._active if frame - t.last <= self.max_gap + 1]
-        candidates = []
-        for ti, track in enumerate(self._active):
+        predicted = []
+        for track in self._active:
             vx, vy = track.velocity(at_end=True)
             gap = frame - track.last
-            predicted = _shifted(track.boxes[-1], vx * gap, vy * gap)
-            for bi, box in enumerate(boxes):
-                score = _matches(predicted, box)
-                if score > 0:
-                    candidates.append((score, ti, bi))
+            predicted.append(_shifted(track.boxes[-1], vx * gap, vy * gap))
+        candidates = []
+        if predicted and boxes:
+            scores = match_scores(predicted, boxes)
+            candidates = [(float(scores[ti, bi]), int(ti), int(bi)) for ti, bi in zip(*np.nonzero(scores > 0),
+                                                                                     strict=True)]
         taken_tracks, taken_boxes = set(), set()
         assigned = []
         for _score, ti, bi in sorted(candidates, reverse=True):

@@ -26,7 +26,8 @@ from pipelines.errors import MediaToolError, NoSpace, RejectedInput
 from pipelines.pipeline import Tools
 from pipelines.sniff import sniff_container
 
-_FRAME_FORMAT = "bgr24"
+BGR = "bgr24"        # height x width x 3: what the detectors take
+I420 = "yuv420p"     # planar 4:2:0, as (height * 3/2) x width: what H.264 takes; half the bytes, no conversion
 # How long a streaming child may go without producing or taking a frame before it is killed as hung.
 _MIN_STALL_S = 60.0
 
@@ -36,7 +37,7 @@ class Frame:
     index: int
     pts: int
     time_base: Fraction
-    image: np.ndarray          # height x width x 3, BGR, upright
+    image: np.ndarray          # upright; BGR (height x width x 3) or I420 ((height * 3/2) x width)
 
 
 def _stall_s(tools: Tools) -> float:
@@ -58,7 +59,8 @@ def _read_errors(log: Path) -> list[str]:
         return []
 
 
-def frames(original: Path, tools: Tools, log: Path, size: tuple[int, int] | None = None) -> Iterator[Frame]:
+def frames(original: Path, tools: Tools, log: Path, size: tuple[int, int] | None = None,
+           pix_fmt: str = BGR) -> Iterator[Frame]:
     """Every frame of the first video stream, upright, scaled to ``size`` (width, height) when given.
 
     Raises RejectedInput when the decoder reports any error: a frame that
@@ -67,7 +69,7 @@ def frames(original: Path, tools: Tools, log: Path, size: tuple[int, int] | None
     """
     container = sniff_container(original)
     output = {"map": "0:v:0", "an": None, "sn": None, "dn": None, "fps_mode": "passthrough",
-              "vcodec": "rawvideo", "pix_fmt": _FRAME_FORMAT, "f": "nut"}
+              "vcodec": "rawvideo", "pix_fmt": pix_fmt, "f": "nut"}
     if size:
         output["vf"] = f"scale={size[0]}:{size[1]}:flags=area"
     stream = ffmpeg.input(ffmpeg_cli.media_url(original), **ffmpeg_cli.input_options(container.demuxer, tools))
@@ -83,7 +85,7 @@ def frames(original: Path, tools: Tools, log: Path, size: tuple[int, int] | None
                 video = demuxed.streams.video[0]
                 for decoded in demuxed.decode(video):
                     watchdog.alive()
-                    yield Frame(count, int(decoded.pts), video.time_base, decoded.to_ndarray(format=_FRAME_FORMAT))
+                    yield Frame(count, int(decoded.pts), video.time_base, decoded.to_ndarray(format=pix_fmt))
                     count += 1
         except (av.error.FFmpegError, IndexError) as exc:
             if not watchdog.stalled and process.wait() == 0:
@@ -113,7 +115,7 @@ class Encoder:
     """Writes frames, with the timestamps they came with, to an H.264 MP4 with no metadata of the original."""
 
     def __init__(self, out: Path, width: int, height: int, time_base: Fraction, tools: Tools, *,
-                 crf: int, preset: str, log: Path):
+                 crf: int, preset: str, log: Path, pix_fmt: str = BGR):
         self.tools = tools
         self.log = log
         # 4:2:0 needs even dimensions; an odd-sized picture keeps its size in 4:4:4 instead of being padded.
@@ -133,13 +135,14 @@ class Encoder:
         self.watchdog = child.Watchdog(self.process, _stall_s(tools))
         self.muxer = av.open(self.process.stdin, format="nut", mode="w")
         self.stream = self.muxer.add_stream("rawvideo")
-        self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, _FRAME_FORMAT
+        self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, pix_fmt
+        self.pix_fmt = pix_fmt
         self.stream.codec_context.time_base = time_base
         self.stream.time_base = time_base
         self.time_base = time_base
 
     def write(self, pts: int, image: np.ndarray) -> None:
-        frame = av.VideoFrame.from_ndarray(image, format=_FRAME_FORMAT)
+        frame = av.VideoFrame.from_ndarray(image, format=self.pix_fmt)
         frame.pts, frame.time_base = pts, self.time_base
         try:
             self.muxer.mux(self.stream.encode(frame))

@@ -37,7 +37,7 @@ def register(command) -> None:
     p.add_argument("--policy", choices=("all", "staff"), help="whose faces: everyone's (default) or enrolled "
                    "staff's plus every face that cannot be cleared")
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
-                   help="a redact parameter, e.g. detect_width=1280 or style=noise (repeatable)")
+                   help="a redact parameter, e.g. detect_scale=1 or style=noise (repeatable)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(handler=cmd_redact)
 
