@@ -269,3 +269,56 @@ def test_redact_command_writes_the_video_and_report(shared_data, tmp_path, cli):
     bad = cli("redact", str(shared_data / "video" / "talking-head-d0.mp4"), "--out", str(tmp_path / "x.mp4"),
               "--set", "style=blur", check=False)
     assert bad.returncode == 2 and "fill, noise" in bad.stderr
+
+
+def test_odd_sized_picture_keeps_its_size_and_a_disguised_voice_keeps_its_length(tmp_path):
+    clip = tmp_path / "odd.mkv"
+    # lavfi rounds test pictures to even sides: the odd size comes from the scaler.
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25:duration=2", "-f", "lavfi", "-i",
+           "sine=frequency=220:duration=2", "-vf", "scale=321:241", "-c:v", "libx264", "-pix_fmt", "yuv444p",
+           "-c:a", "flac", str(clip))
+    result = run_redact(clip, tmp_path / "work", voice="disguise")
+    out = result["files"]["redacted.mp4"]
+    assert result["facts"]["audio"].startswith("disguised")
+    shown = json.loads(subprocess.run(["ffprobe", "-v", "error", "-show_streams", "-show_format", "-of", "json",
+                                       str(out)], capture_output=True, text=True, check=True).stdout)
+    video_stream = next(s for s in shown["streams"] if s["codec_type"] == "video")
+    assert (video_stream["width"], video_stream["height"]) == (321, 241)
+    assert frame_times(out) == frame_times(clip)
+    assert audio_packets(out) != audio_packets(clip)
+    assert abs(float(shown["format"]["duration"]) - 2.0) < 0.1
+
+
+def test_cover_art_before_the_video_is_not_taken_for_the_video(shared_data, tmp_path):
+    cover, clip = tmp_path / "cover.png", tmp_path / "with-cover.mp4"
+    cv2.imwrite(str(cover), np.full((256, 256, 3), 90, dtype=np.uint8))
+    ffmpeg("-i", str(cover), "-i", str(shared_data / "video" / "talking-head-d0.mp4"), "-map", "0", "-map", "1",
+           "-c", "copy", "-disposition:0", "attached_pic", str(clip))
+    result = run_redact(clip, tmp_path / "work")
+    assert result["facts"]["frames"] == len(frame_times(shared_data / "video" / "talking-head-d0.mp4"))
+    assert (result["facts"]["width"], result["facts"]["height"]) == (512, 512)
+
+
+def test_a_video_holding_far_more_frames_than_it_declares_is_refused(shared_data, tmp_path):
+    source = tmp_path / "long.mp4"
+    ffmpeg("-stream_loop", "4", "-i", str(shared_data / "video" / "talking-head-d0.mp4"), "-vf", "scale=256:256",
+           "-c:v", "libx264", "-an", str(source))
+    intake = pipelines.get("intake")
+    params = intake.resolve_params({})
+    facts, _, _ = probe_file(source, intake.step_params(intake.steps[0], params))
+    lying = {**facts, "duration_s": 0.04}   # what a container with a forged duration declares
+    step = next(s for s in intake.steps if s.name == "redact")
+    (tmp_path / "work").mkdir()
+    context = StepContext(evidence_id="", original=source, workdir=tmp_path / "work", facts={"probe": lying},
+                          params=intake.step_params(step, params), models=Registry())
+    assert len(frame_times(source)) > 1.5 * 25 * 0.04 + 250   # more than the step's margin allows
+    with pytest.raises(RejectedInput, match="more than .* frames"):
+        step.run(context)
+
+
+def test_enrolment_takes_only_jpeg_or_png_whatever_the_name_says(shared_data, tmp_path, cli):
+    disguised = tmp_path / "face.jpg"
+    ok, data = cv2.imencode(".tiff", cv2.imread(str(shared_data / "faces" / "2008_001322.jpg")))
+    disguised.write_bytes(data.tobytes())
+    done = cli("staff", "enroll", "someone", str(disguised), check=False)
+    assert done.returncode == 1 and "not a JPEG or PNG" in done.stderr

@@ -57,6 +57,19 @@ def review_moments(tracks: Sequence[Track], pts: Sequence[int], time_base: Fract
     return _merged(found)
 
 
+def cleared_moments(tracks: Sequence[Track], pts: Sequence[int], time_base: Fraction) -> list[dict[str, Any]]:
+    """Under the staff policy: each track left unmasked because the matcher cleared it, for a person to confirm."""
+    return [{"start_s": _seconds(pts, time_base, t.first), "end_s": _seconds(pts, time_base, t.last),
+             "reasons": ["left unmasked: the staff matcher cleared this face"], "tracks": [t.number]}
+            for t in tracks]
+
+
+def merged(moments: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Moments that overlap joined into one, their reasons and tracks together."""
+    return _merged([(m["start_s"], m["end_s"], reason, number) for m in moments for reason in m["reasons"]
+                    for number in m["tracks"]])
+
+
 def _merged(found: list[tuple[float, float, str, int]]) -> list[dict[str, Any]]:
     moments: list[dict[str, Any]] = []
     for start, end, reason, number in sorted(found):

@@ -2,28 +2,35 @@
 
 dlib's ResNet turns an aligned face into 128 numbers; two faces of one
 person lie closer than about 0.6 (measured here 0.17-0.42 for the same
-person, 0.90-0.95 for others). A track is compared on several of its
-frames. Any frame that matches an enrolled person masks the whole track; a
-track is cleared only when enough of its faces were big and sharp enough to
-compare and none matched. Names never reach this module: only embeddings.
+person, 0.57-0.95 for others). A track is compared on faces sampled over its
+whole life (every 5 frames at first, then every 25: a track can pass from
+one person to another who steps into the same place). Any sample that
+matches an enrolled person masks the whole track; a track is cleared only
+when enough of its faces were big, sharp and frontal enough to compare and
+none matched. Names never reach this module: only embeddings.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", "50000000")  # read by OpenCV at its first decode
+
 from pipelines.errors import StepError
 from pipelines.redact.detect import Box
 from pipelines.redact.track import Track
 
 MODEL_NAME = "dlib-face-recognition"
-SAMPLES_PER_TRACK = 5       # faces compared per track
-SAMPLE_SPACING = 5          # frames between two compared faces of a track
+EARLY_SAMPLES = 5           # the first faces of a track are compared every EARLY_SPACING frames,
+EARLY_SPACING = 5
+LATE_SPACING = 25           # the rest every LATE_SPACING frames, to its end
+FRONTAL = (0.3, 0.7)        # nose tip between the outer eye corners, as a share of their distance
 MIN_CLEARING_SAMPLES = 2    # comparable faces a track needs before it can be cleared
 MIN_FACE_PX = 40            # shorter side: smaller faces cannot be compared reliably
 MIN_SHARPNESS = 20.0        # variance of the Laplacian of the face at 150 px: below, too blurred to compare
@@ -57,6 +64,9 @@ class Embedder:
             return None
         rgb = np.ascontiguousarray(image[:, :, ::-1])
         shape = self._shape(rgb, self._dlib.rectangle(x0, y0, x1, y1))
+        left, right, nose = shape.part(36).x, shape.part(45).x, shape.part(30).x
+        if right - left <= 0 or not FRONTAL[0] <= (nose - left) / (right - left) <= FRONTAL[1]:
+            return None  # a face turned away matches nobody well, which must not clear it
         return np.asarray(self._net.compute_face_descriptor(rgb, shape), dtype=np.float32)
 
 
@@ -70,45 +80,52 @@ def roster_digest(roster: Sequence[np.ndarray]) -> str:
 
 
 class Matcher:
-    """Samples faces of each track during detection, then decides which tracks to mask."""
+    """Compares faces of each track during detection, then decides which tracks to mask."""
 
     def __init__(self, folder: Path, roster: Sequence[np.ndarray], distance: float):
         if not roster:
             raise NobodyEnrolled("redact.policy is staff but nobody is enrolled: enrol staff with 'evidence staff "
-                             "enroll NAME PHOTO...' or use redact.policy=all")
+                                 "enroll NAME PHOTO...' or use redact.policy=all")
         self.embedder = Embedder(folder)
         self.roster = [np.atleast_2d(np.asarray(person, dtype=np.float32)) for person in roster]
         self.distance = distance
-        self.samples: dict[int, list[np.ndarray | None]] = {}
+        self.compared: dict[int, int] = {}     # track -> faces compared (big, sharp, frontal)
+        self.matched: set[int] = set()
+        self._taken: dict[int, int] = {}       # track -> samples taken, usable or not
         self._last: dict[int, int] = {}
 
     def observe(self, frame: int, image: np.ndarray, assigned: Sequence[tuple[Track, Box]]) -> None:
         for track, box in assigned:
-            taken = self.samples.setdefault(track.number, [])
-            if len(taken) >= SAMPLES_PER_TRACK or frame - self._last.get(track.number, -SAMPLE_SPACING) \
-                    < SAMPLE_SPACING:
+            number = track.number
+            if number in self.matched:
                 continue
-            taken.append(self.embedder.embed(image, box))
-            self._last[track.number] = frame
+            spacing = EARLY_SPACING if self._taken.get(number, 0) < EARLY_SAMPLES else LATE_SPACING
+            if frame - self._last.get(number, -spacing) < spacing:
+                continue
+            self._last[number] = frame
+            self._taken[number] = self._taken.get(number, 0) + 1
+            embedding = self.embedder.embed(image, box)
+            if embedding is None:
+                continue
+            self.compared[number] = self.compared.get(number, 0) + 1
+            if self._matches(embedding):
+                self.matched.add(number)
 
     def _matches(self, embedding: np.ndarray) -> bool:
         return any(float(np.min(np.linalg.norm(person - embedding, axis=1))) < self.distance
                    for person in self.roster)
 
     def decide(self, tracks: Sequence[Track]) -> dict[int, bool]:
-        """Track number -> mask it. Masked: any sample matches, or too few samples could be compared."""
+        """Track number -> mask it. Masked: any sample matched, or too few could be compared."""
         self.outcome: dict[int, str] = {}
-        masked = {}
         for track in tracks:
-            usable = [s for s in self.samples.get(track.number, []) if s is not None]
-            if any(self._matches(s) for s in usable):
+            if track.number in self.matched:
                 self.outcome[track.number] = "matched"
-            elif len(usable) < MIN_CLEARING_SAMPLES:
+            elif self.compared.get(track.number, 0) < MIN_CLEARING_SAMPLES:
                 self.outcome[track.number] = "not clearable"
             else:
                 self.outcome[track.number] = "cleared"
-            masked[track.number] = self.outcome[track.number] != "cleared"
-        return masked
+        return {number: outcome != "cleared" for number, outcome in self.outcome.items()}
 
     def counts(self, masked: dict[int, bool]) -> dict[str, int]:
         found = {"matched": 0, "not clearable": 0, "cleared": 0}
@@ -122,7 +139,9 @@ class EnrolmentError(StepError):
     retryable = False
 
 
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+_IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")
+_MAX_PHOTO_PIXELS = int(os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"])
 _ENROL_SCORE = 0.6
 _ENROL_WIDTH = 1280
 _VIDEO_SAMPLES = 10
@@ -148,7 +167,7 @@ def enrolment_embeddings(paths: Sequence[Path], detector_model: Path, embedder_f
     found: list[np.ndarray] = []
     for path in paths:
         if path.suffix.lower() in _IMAGE_SUFFIXES:
-            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            image = _read_photo(path)
             if image is None:
                 raise EnrolmentError(f"{path.name}: not an image OpenCV can read")
             boxes = faces(image)
@@ -175,3 +194,21 @@ def enrolment_embeddings(paths: Sequence[Path], detector_model: Path, embedder_f
         step = max(len(sampled) // _VIDEO_SAMPLES, 1)
         found += sampled[::step][:_VIDEO_SAMPLES]
     return found
+
+
+def _read_photo(path: Path) -> np.ndarray:
+    """A JPEG or PNG photo, checked by its first bytes before OpenCV decodes it in this process.
+
+    OpenCV decodes by content, whatever the name says (TIFF, JPEG 2000, HDR...);
+    only the two formats a phone or camera gives are let through, and OpenCV
+    refuses a picture over 50 megapixels before allocating it (the limit is
+    set when this module is imported, before any decoding).
+    """
+    data = path.read_bytes()
+    if not data.startswith(_IMAGE_MAGIC):
+        raise EnrolmentError(f"{path.name}: not a JPEG or PNG photo (convert it, or enrol from a video)")
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise EnrolmentError(f"{path.name}: the photo cannot be decoded (damaged, or over "
+                             f"{_MAX_PHOTO_PIXELS} pixels)")
+    return image

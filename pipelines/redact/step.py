@@ -106,7 +106,12 @@ def redact_file(ctx: StepContext, out: Path) -> dict[str, Any]:
     linker = track.Linker(p["max_gap_frames"])
     pts = array("q")
     time_base = None
+    # A file may declare a short duration and hold hours of frames; the probe's limits rest on what it declares.
+    most_frames = int(estimate * 1.5) + 250
     for frame in video.frames(ctx.original, ctx.tools, ctx.workdir / "decode-1.log", scaled_by_ffmpeg):
+        if frame.index >= most_frames:
+            raise RejectedInput(f"the video holds more than {most_frames} frames, far more than its declared "
+                                f"duration and frame rate give (about {estimate}): refused as misleading")
         image = frame.image
         full_w, full_h = (width, height) if scaled_by_ffmpeg else (image.shape[1], image.shape[0])
         small = image
@@ -168,6 +173,9 @@ def redact_file(ctx: StepContext, out: Path) -> dict[str, Any]:
     render_s = time.monotonic() - began_render
 
     moments = report.review_moments(to_mask, pts, time_base, width, height, p["pad_frames"])
+    if matcher is not None:  # a cleared track is where a wrong decision would show a staff member's face
+        cleared = [t for t in tracks if not masked[t.number]]
+        moments = report.merged(moments + report.cleared_moments(cleared, pts, time_base))
     facts = {
         "policy": p["policy"], "detector": p["detector"], "frames": frame_count, "width": width, "height": height,
         "tracks": len(tracks), "tracks_masked": len(to_mask), "frames_with_masks": masked_frames,

@@ -11,6 +11,7 @@ a frame or two in memory.
 
 from __future__ import annotations
 
+import random
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -61,14 +62,14 @@ def _read_errors(log: Path) -> list[str]:
 
 def frames(original: Path, tools: Tools, log: Path, size: tuple[int, int] | None = None,
            pix_fmt: str = BGR) -> Iterator[Frame]:
-    """Every frame of the first video stream, upright, scaled to ``size`` (width, height) when given.
+    """Every frame of the first video stream that is not cover art (``0:V``), upright, scaled to ``size``.
 
     Raises RejectedInput when the decoder reports any error: a frame that
     could not be decoded is a frame that could not be checked for faces, so
     the caller must not write a video from this pass.
     """
     container = sniff_container(original)
-    output = {"map": "0:v:0", "an": None, "sn": None, "dn": None, "fps_mode": "passthrough",
+    output = {"map": "0:V:0", "an": None, "sn": None, "dn": None, "fps_mode": "passthrough",
               "vcodec": "rawvideo", "pix_fmt": pix_fmt, "f": "nut"}
     if size:
         output["vf"] = f"scale={size[0]}:{size[1]}:flags=area"
@@ -85,7 +86,8 @@ def frames(original: Path, tools: Tools, log: Path, size: tuple[int, int] | None
                 video = demuxed.streams.video[0]
                 for decoded in demuxed.decode(video):
                     watchdog.alive()
-                    yield Frame(count, int(decoded.pts), video.time_base, decoded.to_ndarray(format=pix_fmt))
+                    image = np.ascontiguousarray(decoded.to_ndarray(format=pix_fmt))  # odd widths come padded
+                    yield Frame(count, int(decoded.pts), video.time_base, image)
                     count += 1
         except (av.error.FFmpegError, IndexError) as exc:
             if not watchdog.stalled and process.wait() == 0:
@@ -119,12 +121,12 @@ class Encoder:
         self.tools = tools
         self.log = log
         # 4:2:0 needs even dimensions; an odd-sized picture keeps its size in 4:4:4 instead of being padded.
-        pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+        coded = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
         stream = ffmpeg.input("pipe:0", f="nut", protocol_whitelist="pipe", format_whitelist="nut",
                               codec_whitelist="rawvideo", threads=str(tools.threads))
         stream = stream.output(
             f"file:{Path(out).resolve()}", map="0:v:0", vcodec="libx264", preset=preset, crf=str(crf),
-            pix_fmt=pix_fmt, threads=str(tools.threads), fps_mode="passthrough", enc_time_base="-1",
+            pix_fmt=coded, threads=str(tools.threads), fps_mode="passthrough", enc_time_base="-1",
             video_track_timescale=str(time_base.denominator), map_metadata="-1", map_chapters="-1",
             fflags="+bitexact", **{"flags:v": "+bitexact"}, f="mp4",
         )
@@ -188,7 +190,7 @@ def mux_audio(video: Path, original: Path, out: Path, tools: Tools, *, voice: st
     """
     container = sniff_container(original)
     if voice == "disguise":
-        failure = _mux(video, original, container.demuxer, out, tools, audio=_DISGUISE)
+        failure = _mux(video, original, container.demuxer, out, tools, audio=_disguise())
         if failure is not None:
             raise MediaToolError(f"the voice could not be disguised: {failure}")
         return "disguised (pitch shifted)"
@@ -202,8 +204,11 @@ def mux_audio(video: Path, original: Path, out: Path, tools: Tools, *, voice: st
     return "re-encoded to AAC (MP4 cannot hold the original audio codec)"
 
 
-# Up a fourth in pitch at the same speed: the voice is harder to recognise, the words stay clear.
-_DISGUISE = {"af": "rubberband=pitch=1.33", "acodec": "aac", "b:a": "192k"}
+def _disguise() -> dict:
+    """Pitch raised by a factor drawn anew for every run and recorded nowhere (a fixed, published factor
+    would simply be undone), at the same speed: the words stay clear. Not anonymisation: see the README."""
+    factor = random.SystemRandom().uniform(1.25, 1.45)
+    return {"af": f"rubberband=pitch={factor:.4f}", "acodec": "aac", "b:a": "192k"}
 
 
 def _mux(video: Path, original: Path, demuxer: str, out: Path, tools: Tools, *, audio: dict) -> str | None:

@@ -72,12 +72,17 @@ def cmd_redact(settings: Settings, args: argparse.Namespace) -> int:
     for path in (args.out, report_out):
         if path.exists() or path.is_symlink():
             raise ValueError(f"{path} exists; choose a new name (a masked video is never written over a file)")
-    facts, _, _ = probe_file(args.file, intake.step_params(intake.steps[0], params), settings.tools)
-    if not facts["has_video"]:
-        raise ValueError(f"{readable_name(str(args.file))[0]} has no video stream: nothing to mask")
+    if not args.file.is_file():
+        raise ValueError(f"{readable_name(str(args.file))[0]} is not a file")
     step_params = intake.step_params(step, params)
     with tempfile.TemporaryDirectory(prefix="evidence-redact-") as work, \
             progress_bar(None, "masking", unit="frame") as bar:
+        # One private copy, read by every pass: a file changed between two passes must not mix into the output.
+        original = Path(work) / "original"
+        _copy_new(args.file, original)
+        facts, _, _ = probe_file(original, intake.step_params(intake.steps[0], params), settings.tools)
+        if not facts["has_video"]:
+            raise ValueError(f"{readable_name(str(args.file))[0]} has no video stream: nothing to mask")
         done = [0]
 
         def progress(finished: int, total: int) -> None:
@@ -86,14 +91,14 @@ def cmd_redact(settings: Settings, args: argparse.Namespace) -> int:
             done[0] = finished
 
         context = StepContext(
-            evidence_id="", original=args.file.resolve(), workdir=Path(work), params=step_params,
+            evidence_id="", original=original, workdir=Path(work), params=step_params,
             facts={"probe": facts}, tools=settings.tools, models=registry(settings), progress=progress,
             staff=Roster(settings.home).embeddings() if step_params["policy"] == "staff" else (),
         )
         result = redact_file(context, Path(work) / "redacted.mp4")
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        _copy_new(Path(work) / "redacted.mp4", args.out)
-        _copy_new(result["report_path"], report_out)
+        _publish(Path(work) / "redacted.mp4", args.out)
+        _publish(result["report_path"], report_out)
     summary = {"file": readable_name(str(args.file))[0], "out": str(args.out), "report": str(report_out),
                **result["facts"], "warnings": result["warnings"]}
     if args.json:
@@ -107,12 +112,24 @@ def cmd_redact(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _copy_new(source: Path, target: Path) -> None:
-    """Copy into a file that must not exist yet, never through a link, owner-only."""
+    """Copy into a file that must not exist yet, never through a link, owner-only, durably."""
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     with open(source, "rb") as reading, os.fdopen(fd, "wb") as writing:
         shutil.copyfileobj(reading, writing, 8 * 2**20)
         writing.flush()
         os.fsync(writing.fileno())
+
+
+def _publish(source: Path, target: Path) -> None:
+    """``source`` appears at ``target`` whole or not at all, and never replaces anything there."""
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    _copy_new(source, partial)
+    try:
+        os.link(partial, target, follow_symlinks=False)
+    except FileExistsError:
+        raise ValueError(f"{target} appeared while masking; nothing was written over it") from None
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def cmd_staff(settings: Settings, args: argparse.Namespace) -> int:

@@ -1,0 +1,64 @@
+"""Tracks and their masks between, before and after detections: the frames a detector misses stay covered."""
+
+from __future__ import annotations
+
+from pipelines.redact import report
+from pipelines.redact.detect import Box
+from pipelines.redact.track import Linker, box_at, masks, merge_same_faces
+
+
+def _walk(frames, x_step=10.0, size=40.0):
+    """A face moving right by ``x_step`` a frame, seen only on ``frames``."""
+    return {f: Box(100 + f * x_step, 200, 100 + f * x_step + size, 200 + size, 0.9) for f in frames}
+
+
+def _link(seen: dict[int, Box], frame_count: int, max_gap: int = 12) -> Linker:
+    linker = Linker(max_gap)
+    for frame in range(frame_count):
+        linker.add(frame, [seen[frame]] if frame in seen else [])
+    return linker
+
+
+def _covers(outer: Box, inner: Box) -> bool:
+    return outer.x0 <= inner.x0 and outer.y0 <= inner.y0 and outer.x1 >= inner.x1 and outer.y1 >= inner.y1
+
+
+def test_a_gap_is_one_track_and_every_missed_frame_is_covered_where_the_face_was():
+    truth = _walk(range(30))
+    seen = {f: b for f, b in truth.items() if not 10 <= f < 16}  # six frames in a row missed
+    linker = _link(seen, 30)
+    [track] = linker.tracks
+    for frame in range(10, 16):
+        assert _covers(box_at(track, frame, pad=0), truth[frame])
+
+
+def test_masks_start_before_the_first_and_end_after_the_last_detection_and_do_not_shrink():
+    seen = _walk(range(20, 30))
+    [track] = _link(seen, 60).tracks
+    plan = list(masks([track], 60, pad=8))
+    assert [bool(p) for p in plan] == [12 <= f < 38 for f in range(60)]
+    for frame in range(30, 38):   # coasting on: never smaller than the last sure box, and still on the face
+        [(_number, box)] = plan[frame]
+        assert box.width >= seen[29].width and box.height >= seen[29].height
+        assert _covers(box, _walk([frame])[frame])
+
+
+def test_two_faces_stay_two_tracks_and_a_far_jump_starts_a_new_one():
+    linker = Linker(12)
+    for frame in range(10):
+        linker.add(frame, [Box(100, 100, 140, 140, 0.9), Box(600, 100, 640, 140, 0.9)])
+    linker.add(10, [Box(1000, 500, 1040, 540, 0.9)])
+    assert len(linker.tracks) == 3
+
+
+def test_overlapping_boxes_of_one_face_are_merged_into_their_union():
+    merged = merge_same_faces([Box(0, 0, 10, 10, 0.9), Box(1, 1, 11, 11, 0.5), Box(50, 50, 60, 60, 0.7)])
+    assert sorted((b.x0, b.y0, b.x1, b.y1) for b in merged) == [(0, 0, 11, 11), (50, 50, 60, 60)]
+
+
+def test_review_moments_name_tracks_that_end_inside_the_picture():
+    [track] = _link(_walk(range(20, 30)), 100).tracks
+    moments = report.review_moments([track], list(range(0, 100 * 40, 40)), 1 / 1000, 1920, 1080, pad=8)
+    reasons = {reason for moment in moments for reason in moment["reasons"]}
+    assert "a face track ends inside the picture" in reasons and "a face track starts inside the picture" in reasons
+    assert all(m["tracks"] == [1] for m in moments)
