@@ -7,6 +7,7 @@ Contenders, each in a process of its own (wall time and peak memory are its own)
   floor          ffmpeg libx264, veryfast, CRF 18 (the issue's floor); floor-superfast: our preset
   deface         deface 1.5.0 with its defaults (CenterFace at full size, blur)
   deface-640     deface with --scale 640x360
+  deface-solid, deface-640-solid   the same with --replacewith solid: its detection coverage, apart from blur
   ours           evidence redact with the defaults
   ours-fine      evidence redact --set detect_scale=0.75 --set preset=veryfast (slower, finer)
 
@@ -42,6 +43,7 @@ SHARED = REPO.parent / "shared" / "data"
 RESULTS = REPO / "benchmarks" / "results"
 DEFACE_VENV = REPO / "benchmarks" / ".deface-venv"
 CONTENDERS = ("floor", "floor-superfast", "deface", "deface-640", "ours", "ours-fine")
+EXTRA = ("deface-solid", "deface-640-solid")   # run on request: --contenders deface-solid,...
 YUNET = REPO / "models" / "bundled" / "yunet-2023mar" / "model.onnx"
 CREST = (880 * 2 / 3, 1150 * 2 / 3, 120 * 2 / 3, 300 * 2 / 3, 70 * 2 / 3)  # the tests' crest window, at 720p
 
@@ -106,8 +108,8 @@ def command(name: str, source: Path, out: Path, *, solid: bool = False) -> list[
                 "-crf", "18", "-threads", "2", "-c:a", "copy", str(out)]
     if name.startswith("deface"):
         args = [str(deface_bin()), str(source), "-o", str(out), "--keep-audio"]
-        args += ["--scale", "640x360"] if name == "deface-640" else []
-        return args + (["--replacewith", "solid"] if solid else [])
+        args += ["--scale", "640x360"] if name.startswith("deface-640") else []
+        return args + (["--replacewith", "solid"] if solid or name.endswith("-solid") else [])
     if name == "ours":
         return evidence
     if name == "ours-fine":
