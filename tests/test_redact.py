@@ -269,6 +269,17 @@ def test_redact_command_writes_the_video_and_report(shared_data, tmp_path, cli):
     bad = cli("redact", str(shared_data / "video" / "talking-head-d0.mp4"), "--out", str(tmp_path / "x.mp4"),
               "--set", "style=blur", check=False)
     assert bad.returncode == 2 and "fill, noise" in bad.stderr
+    configured = cli("redact", str(shared_data / "video" / "talking-head-d0.mp4"), "--out", str(tmp_path / "y.mp4"),
+                     check=False, EVIDENCE_REDACT__STYLE="blur")   # the [redact] settings are checked too
+    assert configured.returncode == 2 and "fill, noise" in configured.stderr
+    assert not (tmp_path / "x.mp4").exists() and not (tmp_path / "y.mp4").exists()
+
+
+def test_small_face_mode_and_ensemble_leave_no_face(shared_data, tmp_path):
+    source = shared_data / "video" / "talking-head-d0.mp4"
+    result = run_redact(source, tmp_path / "work", tiles=2, detector="ensemble")
+    assert result["facts"]["detector"] == "ensemble" and result["facts"]["tracks_masked"] >= 1
+    assert _leaks(result["files"]["redacted.mp4"], tmp_path) == []
 
 
 def test_odd_sized_picture_keeps_its_size_and_a_disguised_voice_keeps_its_length(tmp_path):

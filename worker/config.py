@@ -87,6 +87,13 @@ class TranscribeSettings(BaseModel):
     threads: int = Field(0, ge=0, le=256, description="threads of model inference on the CPU (0: every core)")
 
 
+class RedactSettings(BaseModel):
+    """Defaults of the redact step's parameters ([redact] policy = "staff", detect_scale = 0.75 ...),
+    checked against the step when the settings load."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
 class Settings(_Section):
     home: Path = Path("evidence-data")
     operator: str | None = Field(None, description="who this worker acts as in custody events")
@@ -97,6 +104,7 @@ class Settings(_Section):
     media: MediaSettings = MediaSettings()
     models: ModelsSettings = ModelsSettings()
     transcribe: TranscribeSettings = TranscribeSettings()
+    redact: RedactSettings = RedactSettings()
 
     @property
     def store_root(self) -> Path:
@@ -143,7 +151,8 @@ class Settings(_Section):
             extra["models"] = self.transcribe.models
         elif self.transcribe.models:
             extra["models"] = ",".join(f"{lang}=transcribe-{lang}" for lang in self.transcribe.models)
-        return {f"transcribe.{key}": value for key, value in extra.items()}
+        return {**{f"transcribe.{key}": value for key, value in extra.items()},
+                **{f"redact.{key}": value for key, value in (self.redact.model_extra or {}).items()}}
 
     def redacted(self) -> dict[str, Any]:
         """The effective settings as JSON-able data, secrets replaced by asterisks."""

@@ -72,6 +72,8 @@ def cmd_redact(settings: Settings, args: argparse.Namespace) -> int:
     for path in (args.out, report_out):
         if path.exists() or path.is_symlink():
             raise ValueError(f"{path} exists; choose a new name (a masked video is never written over a file)")
+    if params["redact.policy"] == "none":
+        raise ValueError("redact.policy is none (in the settings): pass --policy all or --policy staff")
     if not args.file.is_file():
         raise ValueError(f"{readable_name(str(args.file))[0]} is not a file")
     step_params = intake.step_params(step, params)
