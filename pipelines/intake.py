@@ -6,18 +6,21 @@ get new run ids.
 
 from pipelines import probe
 from pipelines.pipeline import Pipeline, Step
+from pipelines.provenance import step as sign
 from pipelines.redact import step as redact
 from pipelines.transcribe import step as transcribe
 
 INTAKE = Pipeline(
     name="intake",
-    version="4",
+    version="5",
     steps=(
         Step("probe", probe.run),
         Step("transcribe", transcribe.run, version=transcribe.VERSION, reads=("probe.has_audio",),
              fingerprint=transcribe.fingerprint),
         Step("redact", redact.run, version=redact.VERSION, reads=("probe.has_video", "probe.video"),
              fingerprint=redact.fingerprint),
+        Step("sign", sign.run, version=sign.VERSION, reads=("redact.tracks_masked",), fingerprint=sign.fingerprint,
+             replaces=("redacted.mp4",)),
     ),
     params={
         **{f"probe.{key}": param for key, param in probe.PARAMS.items()},

@@ -45,6 +45,9 @@ class StepContext:
     outputs: Mapping[str, Path] = field(default_factory=dict)  # files of earlier steps, by output name
     progress: Callable[[int, int], None] | None = None          # (done, total) of long work, when watched
     staff: tuple[Any, ...] = ()         # enrolled staff's face embeddings, one array a person; never their names
+    signing: Any = None                 # pipelines.provenance.credentials.Credentials, for steps that sign
+    run_id: str = ""                    # the run this step is part of, and its pipeline ("intake-v5")
+    pipeline: str = ""
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,7 @@ class Step:
     version: str = "1"
     reads: tuple[str, ...] = ()
     fingerprint: Callable[[StepContext], Mapping[str, Any]] | None = None
+    replaces: tuple[str, ...] = ()      # outputs of earlier steps this step's outputs replace (a signed copy)
 
 
 class ParameterError(ValueError):

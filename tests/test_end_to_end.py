@@ -47,7 +47,7 @@ def test_ingest_worker_show_audit(cli: Cli):
     run_dir = Path(run["location"])
     record = json.loads((run_dir / "run.json").read_text())
     assert record["pipeline"] == "intake" and record["tools"]["ffprobe"].startswith("ffprobe version")
-    assert [step["name"] for step in record["steps"]] == ["probe", "transcribe", "redact"]
+    assert [step["name"] for step in record["steps"]] == ["probe", "transcribe", "redact", "sign"]
     assert set(record["models"]["redact"]) == {"yunet-2023mar"}
     assert record["steps"][0]["duration_s"] > 0
     assert "restricted" not in json.dumps(record["facts"])

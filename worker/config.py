@@ -87,6 +87,14 @@ class TranscribeSettings(BaseModel):
     threads: int = Field(0, ge=0, le=256, description="threads of model inference on the CPU (0: every core)")
 
 
+class SigningSettings(_Section):
+    certificate_chain: Path | None = Field(None, description="PEM chain, signing certificate first")
+    private_key: Path | None = Field(None, description="PEM private key of that certificate (ES256, PS256, Ed25519)")
+    kms_key_id: str | None = Field(None, description="an AWS KMS asymmetric key instead of private_key")
+    timestamp_url: str | None = Field(None, description="RFC 3161 time-stamp authority (not used offline)")
+    trust_anchors: Path | None = Field(None, description="PEM certificates 'evidence verify' trusts")
+
+
 class RedactSettings(BaseModel):
     """Defaults of the redact step's parameters ([redact] policy = "staff", detect_scale = 0.75 ...),
     checked against the step when the settings load."""
@@ -105,6 +113,7 @@ class Settings(_Section):
     models: ModelsSettings = ModelsSettings()
     transcribe: TranscribeSettings = TranscribeSettings()
     redact: RedactSettings = RedactSettings()
+    signing: SigningSettings = SigningSettings()
 
     @property
     def store_root(self) -> Path:

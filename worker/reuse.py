@@ -34,9 +34,13 @@ def earlier(store: EvidenceStore, evidence_id: str, step: str, key: str) -> tupl
     """(run record, its step entry) of the newest verified run whose ``step`` had this input key."""
     runs = verified.runs(store, evidence_id, store.custody(evidence_id))
     for record in reversed(runs.records):
-        for entry in record.get("steps") or []:
+        entries = record.get("steps") or []
+        for index, entry in enumerate(entries):
             if entry.get("name") == step and entry.get("input_key") == key:
-                return record, entry
+                # An output a later step replaced (the masked video, stored signed) is not this step's any more.
+                later = {name for other in entries[index + 1:] for name in other.get("outputs") or []}
+                if not later & set(entry.get("outputs") or []):
+                    return record, entry
     return None
 
 

@@ -66,8 +66,10 @@ def plan(job: Job) -> tuple[Pipeline, dict[str, Any], str]:
 
 class Runner:
     def __init__(self, store: EvidenceStore, *, work_dir: Path, tools: Tools, actor: str, min_free_bytes: int = 0,
-                 models: Registry | None = None, staff: Callable[[], tuple] = tuple):
+                 models: Registry | None = None, staff: Callable[[], tuple] = tuple,
+                 signing: Callable[[], Any] = lambda: None):
         self.store = store
+        self.signing = signing  # the credentials steps sign with; loaded (and checked) once per run
         self.staff = staff  # read at every run: enrolment changes while the worker runs
         self.models = models or Registry()  # the default model cache, as the settings give it by default
         self.work_dir = Path(work_dir)
@@ -166,6 +168,7 @@ class Runner:
 
         files: dict[str, Path] = {}
         facts: dict[str, Mapping[str, Any]] = {}
+        signing = self.signing() if any(step.name == "sign" for step in pipeline.steps) else None
         steps, warnings, tools, models = [], [], {}, {}
         with progress_bar(len(pipeline.steps), f"{pipeline.name} steps", unit="step") as bar:
             for step in pipeline.steps:
@@ -176,6 +179,8 @@ class Runner:
                     params=pipeline.step_params(step, params), facts=dict(facts), tools=self.tools,
                     models=self.models, languages=tuple(evidence.get("languages") or ()), outputs=dict(files),
                     staff=self.staff() if params.get("redact.policy") == "staff" else (),
+                    signing=signing,
+                    run_id=rid, pipeline=f"{pipeline.name}-v{pipeline.version}",
                 )
                 began = time.monotonic()
                 key = input_key(step, context)
@@ -186,9 +191,9 @@ class Runner:
                 result = reuse(self.store, job.evidence_id, *found, step_dir) if found else step.run(context)
                 duration = round(time.monotonic() - began, 3)
                 for name, path in result.files.items():
-                    if name in files:
+                    if name in files and name not in step.replaces:
                         raise StepError(f"step {step.name!r} returned output {name!r}, which an earlier step made")
-                    files[name] = Path(path)
+                    files[name] = Path(path)  # a replaced output (the unsigned video) is not stored
                 facts[step.name] = dict(result.facts)
                 warnings += [f"{step.name}: {text}" for text in result.warnings]
                 tools.update(result.tools)

@@ -9,6 +9,7 @@ import textwrap
 import threading
 from pathlib import Path
 
+from worker import signing
 from worker.backends import open_queue
 from worker.cli import wiring
 from worker.cli.output import EXIT_OK, EXIT_PROBLEM, print_json, printable
@@ -78,6 +79,7 @@ def cmd_watch(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     registry = wiring.checked_models(settings)
+    signing.load(settings)  # bad signing credentials stop the worker here, not in the middle of a run
     store, queue = wiring.store_and_queue(settings)
     inbox = wiring.inbox(settings, store, queue, args.inbox, args) if args.inbox else None
     return wiring.worker(settings, store, queue, inbox, registry).run(once=args.once)

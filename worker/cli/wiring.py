@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from models.registry import Registry
+from worker import signing
 from worker.backends import open_queue, open_store
 from worker.config import Settings
 from worker.inbox import Inbox
@@ -60,7 +61,7 @@ def checked_models(settings: Settings) -> Registry:
 def runner(settings: Settings, store: EvidenceStore, registry: Registry | None = None) -> Runner:
     return Runner(store, work_dir=settings.work_dir, tools=settings.tools, actor=settings.actor,
                   min_free_bytes=settings.store.min_free_bytes, models=registry or models(settings),
-                  staff=Roster(settings.home).embeddings)
+                  staff=Roster(settings.home).embeddings, signing=lambda: signing.load(settings))
 
 
 def inbox(settings: Settings, store: EvidenceStore, queue: JobQueue, folder: Path,

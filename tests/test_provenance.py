@@ -1,0 +1,118 @@
+"""Signed derivatives and offline verification, with the real c2pa library on real intake runs."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import c2pa
+import pytest
+from conftest import SAMPLE_VIDEO, Cli, ffmpeg
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from pipelines.provenance import credentials, manifest
+from pipelines.provenance.verify import verify
+
+
+@pytest.fixture
+def signed_run(cli: Cli) -> dict:
+    evidence_id = cli.json("ingest", SAMPLE_VIDEO)["ingested"][0]["evidence_id"]
+    cli("worker", "--once", timeout=300)
+    [run] = cli.json("show", evidence_id)["runs"]
+    return {"id": evidence_id, "run": run, "video": Path(run["location"]) / "redacted.mp4",
+            "ca": cli.home / "signing" / "ca.pem"}
+
+
+def _mdat_middle(data: bytes) -> int:
+    offset = 0
+    while offset < len(data):
+        size, kind = struct.unpack(">I4s", data[offset:offset + 8])
+        if kind == b"mdat":
+            return offset + size // 2
+        offset += size
+    raise AssertionError("no mdat")
+
+
+def test_intake_signs_the_masked_video_and_verify_checks_it_offline(signed_run, cli, tmp_path):
+    video, ca = signed_run["video"], signed_run["ca"]
+    report = cli.json("verify", video, "--trust-anchors", ca, "--original", SAMPLE_VIDEO)
+    assert report["ok"] and report["trust"] == "trusted"
+    assert report["original_sha256"] == signed_run["id"]
+    assert [a["action"] for a in report["actions"]] == ["c2pa.opened", "c2pa.edited", "c2pa.transcoded"]
+    assert {c["name"] for c in report["checks"]} >= {"signature valid", "content unchanged since signing",
+                                                      "signer trusted", "chain reaches the original",
+                                                      "original matches"}
+    # The custom assertion binds every other output of the run by its SHA-256.
+    record = json.loads((video.parent / "run.json").read_text())
+    outputs = report["evidence"]["outputs"]
+    assert set(outputs) == set(record["outputs"]) - {"redacted.mp4"}
+    assert all(outputs[name] == record["outputs"][name]["sha256"] for name in outputs)
+    assert "TEST CA, not for production" in cli("verify", video, "--trust-anchors", ca).stdout
+
+    other = credentials.make_test_ca(tmp_path / "other")
+    untrusted = cli("verify", video, "--trust-anchors", other["ca"], "--json", check=False)
+    assert untrusted.returncode == 1 and json.loads(untrusted.stdout)["trust"] == "untrusted"
+
+    flipped = tmp_path / "flipped.mp4"
+    data = bytearray(video.read_bytes())
+    data[_mdat_middle(bytes(data))] ^= 1
+    flipped.write_bytes(bytes(data))
+    broken = cli("verify", flipped, "--trust-anchors", ca, "--json", check=False)
+    failed = {c["name"] for c in json.loads(broken.stdout)["checks"] if not c["ok"]}
+    assert broken.returncode == 1 and json.loads(broken.stdout)["trust"] == "invalid"
+    assert "content unchanged since signing" in failed
+
+
+def test_no_picture_of_the_original_is_anywhere_in_the_manifest_store(signed_run):
+    video = signed_run["video"]
+    assert b"c2pa.thumbnail" not in video.read_bytes()
+    with manifest.context() as ctx, c2pa.Reader(str(video), context=ctx) as reader:
+        store = json.loads(reader.json())
+    for entry in store["manifests"].values():
+        assert entry.get("thumbnail") is None
+        assert all(ingredient.get("thumbnail") is None for ingredient in entry.get("ingredients", []))
+
+
+def test_verify_names_the_failing_check_for_bad_files(cli, tmp_path):
+    text, truncated, plain = tmp_path / "notes.mp4", tmp_path / "cut.mp4", tmp_path / "plain.mp4"
+    text.write_text("not a video\n" * 20)
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25:duration=1", "-c:v", "libx264", str(plain))
+    truncated.write_bytes(plain.read_bytes()[:3000])
+    for path in (text, truncated, plain):
+        done = cli("verify", path, "--json", check=False)
+        report = json.loads(done.stdout)
+        assert done.returncode == 1 and not report["ok"] and "Traceback" not in done.stderr
+        assert report["checks"][0]["name"] == "manifest present" and not report["checks"][0]["ok"]
+    assert json.loads(cli("verify", plain, "--json", check=False).stdout)["trust"] == "no_manifest"
+
+
+def test_configured_keys_sign_and_a_ca_certificate_is_refused_at_start(cli, tmp_path):
+    keys = cli("keys", "init-test-ca", "--out", tmp_path / "keys").stdout
+    assert "[signing]" in keys and (tmp_path / "keys" / "signer-key.pem").stat().st_mode & 0o077 == 0
+    env = {"EVIDENCE_SIGNING__CERTIFICATE_CHAIN": str(tmp_path / "keys" / "ca.pem"),
+           "EVIDENCE_SIGNING__PRIVATE_KEY": str(tmp_path / "keys" / "signer-key.pem")}
+    refused = cli("worker", "--once", check=False, **env)
+    assert refused.returncode == 2 and "signing" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_a_kms_style_callback_signer_signs(tmp_path):
+    """The key stays behind a callback (as with AWS KMS kms.sign): the library only ever sees signatures."""
+    paths = credentials.make_test_ca(tmp_path / "ca")
+    local = credentials.from_files(paths["chain"], paths["key"], paths["ca"])
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(paths["key"].read_bytes(), password=None)
+    calls = []
+
+    def remote_sign(data: bytes) -> bytes:   # what a KMS client would do with the digest request
+        calls.append(len(data))
+        return key.sign(data, ec.ECDSA(hashes.SHA256()))
+
+    behind = credentials.Credentials(local.chain_pem, remote_sign, "ES256", local.anchors_pem)
+    clip, signed = tmp_path / "clip.mp4", tmp_path / "signed.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25:duration=1", "-c:v", "libx264", str(clip))
+    definition = manifest.manifest("signed.mp4", {"name": "t", "version": "1"}, [], {"original_sha256": "x"})
+    manifest.sign(clip, signed, clip, "clip", "video/mp4", definition, behind)
+    assert calls and verify(signed, local.anchors_pem)["trust"] == "trusted"

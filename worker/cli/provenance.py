@@ -1,0 +1,63 @@
+"""``evidence verify FILE`` and ``evidence keys init-test-ca``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pipelines.provenance import credentials
+from pipelines.provenance.verify import verify
+from worker import signing
+from worker.cli.output import EXIT_OK, EXIT_PROBLEM, print_json, printable
+from worker.config import Settings
+
+
+def register(command) -> None:
+    v = command("verify", "check a signed video offline: manifest, signature, trust, content, original",
+                "Check FILE's embedded C2PA manifest without any network access: that it is there, that its\n"
+                "signature is valid, that its signer chains to a trust anchor (--trust-anchors, else the\n"
+                "configured ones), that the media has not changed since it was signed (one changed byte\n"
+                "fails), and that its ingredient chain names the original's SHA-256; with --original,\n"
+                "re-hash that file and compare. Exit 0 only when every check passes.\n\n"
+                "  evidence verify redacted.mp4 --trust-anchors ca.pem --original interview.mov")
+    v.add_argument("file", type=Path, metavar="FILE")
+    v.add_argument("--trust-anchors", type=Path, metavar="PEM", help="certificates to trust (PEM)")
+    v.add_argument("--original", type=Path, metavar="PATH", help="the original, re-hashed and compared")
+    v.add_argument("--json", action="store_true", help="print the report as JSON")
+    v.set_defaults(handler=cmd_verify)
+
+    k = command("keys", "signing keys: make a trial CA",
+                "init-test-ca --out DIR writes DIR/ca.pem (the trust anchor), DIR/signer-chain.pem and\n"
+                "DIR/signer-key.pem (owner-only): a local CA and a signing certificate for trials, marked\n"
+                "'not for production' in the certificates themselves, and prints the [signing] lines.")
+    actions = k.add_subparsers(dest="action", required=True, metavar="ACTION")
+    init = actions.add_parser("init-test-ca", help="write a trial CA and signer")
+    init.add_argument("--out", type=Path, required=True, metavar="DIR")
+    k.set_defaults(handler=cmd_keys)
+
+
+def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
+    anchors = args.trust_anchors.read_text(encoding="ascii") if args.trust_anchors else signing.anchors(settings)
+    report = verify(args.file, anchors, args.original)
+    if args.json:
+        print_json(report)
+    else:
+        for check in report["checks"]:
+            print(f"{'ok  ' if check['ok'] else 'FAIL'} {check['name']}: {printable(check['detail'])}")
+        for action in report["actions"]:
+            print(f"     action {action['action']}" + (f": {printable(action['description'])}"
+                                                       if action.get("description") else ""))
+        signer = report.get("signer") or {}
+        if credentials.TEST_MARK in str(signer.get("issuer")):
+            print("     NOTE: signed with a TEST CA, not for production")
+        print(f"{'verified' if report['ok'] else 'NOT VERIFIED'} ({report['trust']})")
+    return EXIT_OK if report["ok"] else EXIT_PROBLEM
+
+
+def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
+    paths = credentials.make_test_ca(args.out)
+    print("[signing]")
+    print(f'certificate_chain = "{paths["chain"].resolve()}"')
+    print(f'private_key = "{paths["key"].resolve()}"')
+    print(f'trust_anchors = "{paths["ca"].resolve()}"')
+    return EXIT_OK
