@@ -37,10 +37,11 @@ import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
 from pathlib import Path
 
+import record
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO)]
+sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
 SHARED = REPO.parent / "shared" / "data"
-RESULTS = REPO / "benchmarks" / "results"
 DEFACE_VENV = REPO / "benchmarks" / ".deface-venv"
 CONTENDERS = ("floor", "floor-superfast", "deface", "deface-640", "ours", "ours-fine")
 EXTRA = ("deface-solid", "deface-640-solid")   # run on request: --contenders deface-solid,...
@@ -218,10 +219,7 @@ def main() -> int:
                                      "frames_per_s": round(frame_count(long) / run["seconds"], 2)}
             print(f"long 1080p  {args.long_minutes:g} min: {run['seconds']} s, peak {run['peak_rss_mb']} MB")
     print(json.dumps(results["ratios"]))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"redact-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}.json"
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"written {out}")
+    record.save("redact", results)
     return 0
 
 

@@ -39,7 +39,9 @@ def test_ingest_worker_show_audit(cli: Cli):
         "redaction-report.json"}
     redaction = shown["redaction"]
     assert redaction["policy"] == "all" and redaction["frames"] == 105 and redaction["tracks_masked"] > 5
-    assert "face tracks masked" in cli("show", evidence_id[:10]).stdout
+    shown_text = cli("show", evidence_id[:10]).stdout
+    assert "face tracks masked" in shown_text and "TEST CA, not for production" in shown_text
+    assert shown["signature"]["test_ca"] is True and shown["signature"]["algorithm"] == "ES256"
     assert shown["custody"]["chain_ok"] is True
     assert [e["event"] for e in custody_events(cli, evidence_id)] == [
         custody.INGESTED, custody.JOB_ENQUEUED, custody.RUN_STARTED, custody.RUN_COMMITTED]

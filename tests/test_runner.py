@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import pytest
 from conftest import SAMPLE_VIDEO
 
-from worker import custody
+from worker import custody, signing
 from worker.audit import audit_item
 from worker.config import Settings
 from worker.errors import LeaseLost
@@ -23,7 +23,8 @@ from worker.sqlite_queue import SqliteQueue
 
 @pytest.fixture
 def runner(settings: Settings, store: LocalStore) -> Runner:
-    return Runner(store, work_dir=settings.work_dir, tools=settings.tools, actor="runner-test")
+    return Runner(store, work_dir=settings.work_dir, tools=settings.tools, actor="runner-test",
+                  signing=lambda: signing.load(settings))
 
 
 def stored_sample(store: LocalStore) -> str:

@@ -40,7 +40,7 @@ class Credentials:
     @property
     def signer_name(self) -> str:
         leaf = x509.load_pem_x509_certificates(self.chain_pem.encode())[0]
-        return leaf.subject.rfc4514_string()
+        return ", ".join(str(attribute.value) for attribute in reversed(list(leaf.subject)))
 
 
 def check_chain(chain_pem: str, now: dt.datetime | None = None) -> x509.Certificate:
@@ -96,7 +96,7 @@ def from_files(chain: Path, key: Path, anchors: Path | None = None) -> Credentia
                                               serialization.PublicFormat.SubjectPublicKeyInfo):
         raise CredentialError(f"the private key {key} does not belong to the signing certificate")
     algorithm, sign = _algorithm(private)
-    test = TEST_MARK in leaf.subject.rfc4514_string()
+    test = any(TEST_MARK in str(attribute.value) for attribute in leaf.subject)
     return Credentials(chain_pem, sign, algorithm, Path(anchors).read_text(encoding="ascii") if anchors else None,
                        test)
 

@@ -123,6 +123,7 @@ def describe_item(store: EvidenceStore, evidence_id: str, *, restricted: bool, a
     probed = [r for r in runs.records if isinstance((r.get("facts") or {}).get("probe"), dict)]
     transcribed = [r for r in runs.records if isinstance((r.get("facts") or {}).get("transcribe"), dict)]
     redacted = [r for r in runs.records if isinstance((r.get("facts") or {}).get("redact"), dict)]
+    signed = [r for r in runs.records if isinstance((r.get("facts") or {}).get("sign"), dict)]
     hidden: Any = None
     if restricted and probed:
         run_id = probed[-1]["run_id"]
@@ -143,6 +144,7 @@ def describe_item(store: EvidenceStore, evidence_id: str, *, restricted: bool, a
         "transcript": ({**transcribed[-1]["facts"]["transcribe"], "run_id": transcribed[-1]["run_id"]}
                        if transcribed else None),
         "redaction": ({**redacted[-1]["facts"]["redact"], "run_id": redacted[-1]["run_id"]} if redacted else None),
+        "signature": ({**signed[-1]["facts"]["sign"], "run_id": signed[-1]["run_id"]} if signed else None),
         "runs": _run_statuses(store, evidence_id, chain, runs),
         "custody": {"events": chain.count, "chain_ok": chain.ok, "problems": chain.problems, "head": chain.head},
         "problems": verified.intake_problems(record, chain),
@@ -187,6 +189,11 @@ def print_item(report: dict[str, Any]) -> None:
         print(f"redaction  policy {masked['policy']}: {masked['tracks_masked']} of {masked['tracks']} face tracks "
               f"masked on {masked['frames_with_masks']} of {masked['frames']} frames; "
               f"{masked['review_moments']} moment(s) to review; audio {printable(masked['audio'])}")
+    signature = report.get("signature")
+    if signature and not signature.get("skipped"):
+        test = "; TEST CA, not for production" if signature.get("test_ca") else ""
+        print(f"signature  redacted.mp4 carries a C2PA manifest signed ({signature['algorithm']}) by "
+              f"{printable(signature['signer'])}{test}; check it with 'evidence verify'")
     for run in report["runs"]:
         outputs = ", ".join(sorted(run.get("outputs") or {})) or "-"
         error = f": {printable(run['error'])}" if run.get("error") else ""
