@@ -9,10 +9,10 @@ SHA-256 of every other output of the run, which binds them to the video.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 from typing import Any
 
+from models.registry import file_sha256
 from pipelines.errors import StepError
 from pipelines.pipeline import StepContext, StepResult
 from pipelines.provenance import manifest
@@ -32,14 +32,6 @@ def fingerprint(ctx: StepContext) -> dict[str, Any]:
     return {"run_id": ctx.run_id}
 
 
-def _sha256(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(8 * 2**20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def run(ctx: StepContext) -> StepResult:
     video = ctx.outputs.get("redacted.mp4")
     if video is None:
@@ -57,7 +49,7 @@ def run(ctx: StepContext) -> StepResult:
     evidence = {
         "evidence_id": ctx.evidence_id, "original_sha256": ctx.evidence_id,
         "original_size": str(ctx.original.stat().st_size), "run_id": ctx.run_id, "pipeline": ctx.pipeline,
-        "outputs": {name: _sha256(path) for name, path in sorted(ctx.outputs.items()) if name != "redacted.mp4"},
+        "outputs": {name: file_sha256(path) for name, path in sorted(ctx.outputs.items()) if name != "redacted.mp4"},
         "signed_with_test_ca": ctx.signing.test,
     }
     signed = ctx.workdir / "redacted.mp4"

@@ -6,28 +6,18 @@ sees which one failed. Nothing is fetched: no remote manifest, no OCSP.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 import c2pa
 
+from models.registry import file_sha256
 from pipelines.provenance.manifest import ASSERTION, MIME, context
-
-_CHUNK = 8 * 2**20
 
 
 def _check(name: str, ok: bool, detail: str) -> dict[str, Any]:
     return {"name": name, "ok": bool(ok), "detail": detail}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _evidence(reader: c2pa.Reader, label: str) -> dict[str, Any] | None:
@@ -95,7 +85,7 @@ def verify(path: Path, anchors_pem: str | None = None, original: Path | None = N
     report["original_sha256"] = chain_sha
     report["evidence"] = evidence
     if original is not None:
-        found = _sha256(original)
+        found = file_sha256(original)
         checks.append(_check("original matches", found == chain_sha,
                              f"{original} hashes to {found}" + ("" if found == chain_sha else
                                                                 f", not {chain_sha}")))

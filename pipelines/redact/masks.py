@@ -48,16 +48,7 @@ def draw(image: np.ndarray, boxes: Iterable[Box], *, shape: str, style: str, sca
         for box in boxes:
             _paint(image, box, shape, scale, _FILL_BGR)
         return
-    stencil = np.zeros(image.shape[:2], dtype=np.uint8)
-    for box in boxes:
-        _paint(stencil, box, shape, scale, 255)
-    ys, xs = np.nonzero(stencil)
-    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    blocks = rng.integers(0, 256, size=((y1 - y0) // _NOISE_BLOCK + 1, (x1 - x0) // _NOISE_BLOCK + 1, 3),
-                          dtype=np.uint8)
-    noise = np.repeat(np.repeat(blocks, _NOISE_BLOCK, axis=0), _NOISE_BLOCK, axis=1)[:y1 - y0, :x1 - x0]
-    inside = stencil[y0:y1, x0:x1] > 0
-    image[y0:y1, x0:x1][inside] = noise[inside]
+    _noise(image, boxes, shape, scale, rng, 0, 256)
 
 
 def _draw_i420(image: np.ndarray, boxes: list[Box], shape: str, style: str, scale: float,
@@ -74,20 +65,26 @@ def _draw_i420(image: np.ndarray, boxes: list[Box], shape: str, style: str, scal
         for box in boxes:
             _paint(luma, box, shape, scale, _FILL_Y)
     else:
-        stencil = np.zeros(luma.shape, dtype=np.uint8)
-        for box in boxes:
-            _paint(stencil, box, shape, scale, 255)
-        ys, xs = np.nonzero(stencil)
-        y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-        blocks = rng.integers(16, 236, size=((y1 - y0) // _NOISE_BLOCK + 1, (x1 - x0) // _NOISE_BLOCK + 1),
-                              dtype=np.uint8)
-        noise = np.repeat(np.repeat(blocks, _NOISE_BLOCK, axis=0), _NOISE_BLOCK, axis=1)[:y1 - y0, :x1 - x0]
-        inside = stencil[y0:y1, x0:x1] > 0
-        luma[y0:y1, x0:x1][inside] = noise[inside]
+        _noise(luma, boxes, shape, scale, rng, 16, 236)  # video-range luma
     for box in boxes:
         half = Box(box.x0 / 2 - 1, box.y0 / 2 - 1, box.x1 / 2 + 1, box.y1 / 2 + 1, box.score)
         _paint(u, half, shape, scale, 128)
         _paint(v, half, shape, scale, 128)
+
+
+def _noise(plane: np.ndarray, boxes: list[Box], shape: str, scale: float, rng: np.random.Generator,
+           low: int, high: int) -> None:
+    """Coarse blocks of random values (per channel, if ``plane`` has channels) inside the regions."""
+    stencil = np.zeros(plane.shape[:2], dtype=np.uint8)
+    for box in boxes:
+        _paint(stencil, box, shape, scale, 255)
+    ys, xs = np.nonzero(stencil)
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    size = ((y1 - y0) // _NOISE_BLOCK + 1, (x1 - x0) // _NOISE_BLOCK + 1, *plane.shape[2:])
+    blocks = rng.integers(low, high, size=size, dtype=np.uint8)
+    noise = np.repeat(np.repeat(blocks, _NOISE_BLOCK, axis=0), _NOISE_BLOCK, axis=1)[:y1 - y0, :x1 - x0]
+    inside = stencil[y0:y1, x0:x1] > 0
+    plane[y0:y1, x0:x1][inside] = noise[inside]
 
 
 def _paint(target: np.ndarray, box: Box, shape: str, scale: float, colour) -> None:

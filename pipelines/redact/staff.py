@@ -127,7 +127,7 @@ class Matcher:
                 self.outcome[track.number] = "cleared"
         return {number: outcome != "cleared" for number, outcome in self.outcome.items()}
 
-    def counts(self, masked: dict[int, bool]) -> dict[str, int]:
+    def counts(self) -> dict[str, int]:
         found = {"matched": 0, "not clearable": 0, "cleared": 0}
         for outcome in self.outcome.values():
             found[outcome] += 1

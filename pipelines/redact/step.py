@@ -183,7 +183,7 @@ def redact_file(ctx: StepContext, out: Path) -> dict[str, Any]:
         "frames_per_s": round(frame_count / total_s, 2) if total_s else None,
     }
     if matcher is not None:
-        facts["staff"] = matcher.counts(masked)
+        facts["staff"] = matcher.counts()
     body = {
         "schema": report.SCHEMA, "settings": dict(p), **facts,
         "speed": {"detect_frames_per_s": round(frame_count / detect_s, 2) if detect_s else None,
