@@ -48,6 +48,7 @@ class StepContext:
     signing: Any = None                 # pipelines.provenance.credentials.Credentials, for steps that sign
     run_id: str = ""                    # the run this step is part of, and its pipeline ("intake-v5")
     pipeline: str = ""
+    models_used: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # by earlier step: role -> record
 
 
 @dataclass(frozen=True)

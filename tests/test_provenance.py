@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import struct
 from pathlib import Path
 
@@ -116,3 +117,68 @@ def test_a_kms_style_callback_signer_signs(tmp_path):
     definition = manifest.manifest("signed.mp4", {"name": "t", "version": "1"}, [], {"original_sha256": "x"})
     manifest.sign(clip, signed, clip, "clip", "video/mp4", definition, behind)
     assert calls and verify(signed, local.anchors_pem)["trust"] == "trusted"
+
+
+@pytest.fixture
+def kms_server():
+    """A real KMS-speaking HTTP server on loopback (moto's server mode), and a client of it."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "EVIDENCE_SIGNING__KMS_ENDPOINT_URL": endpoint, "EVIDENCE_SIGNING__KMS_REGION": "eu-central-1"}
+    client = boto3.client("kms", endpoint_url=endpoint, region_name="eu-central-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    yield client, env
+    server.stop()
+
+
+def test_the_worker_signs_with_a_key_that_stays_in_kms(kms_server, cli, tmp_path):
+    from cryptography.hazmat.primitives import serialization
+
+    client, env = kms_server
+    key_id = client.create_key(KeyUsage="SIGN_VERIFY", KeySpec="ECC_NIST_P256")["KeyMetadata"]["KeyId"]
+    other = client.create_key(KeyUsage="SIGN_VERIFY", KeySpec="ECC_NIST_P256")["KeyMetadata"]["KeyId"]
+    public = serialization.load_der_public_key(client.get_public_key(KeyId=key_id)["PublicKey"])
+    paths = credentials.make_test_ca(tmp_path / "kms", signer_public_key=public)
+    assert sorted(p.name for p in (tmp_path / "kms").iterdir()) == ["ca.pem", "signer-chain.pem"]  # no key file
+    env = {**env, "EVIDENCE_SIGNING__CERTIFICATE_CHAIN": str(paths["chain"]),
+           "EVIDENCE_SIGNING__TRUST_ANCHORS": str(paths["ca"])}
+    evidence_id = cli.json("ingest", SAMPLE_VIDEO)["ingested"][0]["evidence_id"]
+
+    # A key id whose public half is not the certificate's stops the worker before any run.
+    refused = cli("worker", "--once", check=False, EVIDENCE_SIGNING__KMS_KEY_ID=other, **env)
+    assert refused.returncode == 2 and "does not belong to the signing certificate" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+    cli("worker", "--once", timeout=300, EVIDENCE_SIGNING__KMS_KEY_ID=key_id, **env)
+    [run] = cli.json("show", evidence_id)["runs"]
+    report = cli.json("verify", Path(run["location"]) / "redacted.mp4", "--trust-anchors", paths["ca"])
+    assert report["ok"] and report["trust"] == "trusted" and report["original_sha256"] == evidence_id
+    # The manifest names the models that saw and heard the footage, with their files' SHA-256.
+    models = report["evidence"]["models"]
+    assert any(entry["kind"] == "face-detector" for entry in models.values())
+    assert all(re.fullmatch(r"[0-9a-f]{64}", sha) for entry in models.values() for sha in entry["files"].values())
+
+
+def test_a_clip_of_an_altered_parent_fails_the_chain_though_its_own_signature_is_good(tmp_path):
+    paths = credentials.make_test_ca(tmp_path / "ca")
+    keys = credentials.from_files(paths["chain"], paths["key"], paths["ca"])
+    raw, parent, altered, child = (tmp_path / f"{n}.mp4" for n in ("raw", "parent", "altered", "child"))
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25:duration=1", "-c:v", "libx264", str(raw))
+    software = {"name": "t", "version": "1"}
+    manifest.sign(raw, parent, raw, "original", None,
+                  manifest.manifest("parent.mp4", software, [], {"original_sha256": "ab" * 32}), keys)
+    data = bytearray(parent.read_bytes())
+    data[_mdat_middle(bytes(data))] ^= 1
+    altered.write_bytes(bytes(data))
+    manifest.sign(altered, child, altered, "parent.mp4", "video/mp4",
+                  manifest.manifest("child.mp4", software, [], {"clip": "1"}, "source"), keys, "source")
+    report = verify(child, keys.anchors_pem)
+    chain = next(c for c in report["checks"] if c["name"] == "chain reaches the original")
+    assert report["trust"] == "trusted" and not report["ok"]
+    assert not chain["ok"] and "bmffHash.mismatch" in chain["detail"]

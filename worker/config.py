@@ -91,7 +91,9 @@ class SigningSettings(_Section):
     certificate_chain: Path | None = Field(None, description="PEM chain, signing certificate first")
     private_key: Path | None = Field(None, description="PEM private key of that certificate (ES256, PS256, Ed25519)")
     kms_key_id: str | None = Field(None, description="an AWS KMS asymmetric key instead of private_key")
-    timestamp_url: str | None = Field(None, description="RFC 3161 time-stamp authority (not used offline)")
+    kms_region: str | None = Field(None, description="KMS region (else the standard AWS chain's)")
+    kms_endpoint_url: str | None = Field(None, description="a KMS-compatible endpoint instead of AWS's")
+    timestamp_url: str | None = Field(None, description="RFC 3161 time-stamp authority, asked at each signature")
     trust_anchors: Path | None = Field(None, description="PEM certificates 'evidence verify' trusts")
 
 

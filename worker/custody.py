@@ -39,6 +39,8 @@ CUSTODY_REPAIRED = "custody repaired"
 CUSTODY_ACKNOWLEDGED = "custody damage acknowledged"
 INCOMPLETE_UPLOAD = "incomplete upload"
 JOB_REQUEUED = "job requeued"
+EXPORTED = "exported"
+UNREDACTED_EXPORT_AUTHORISED = "unredacted export authorised"
 
 
 def _event_hash(event: Mapping[str, Any]) -> str:

@@ -181,6 +181,7 @@ class Runner:
                     staff=self.staff() if params.get("redact.policy") == "staff" else (),
                     signing=signing,
                     run_id=rid, pipeline=f"{pipeline.name}-v{pipeline.version}",
+                    models_used={name: dict(used) for name, used in models.items()},
                 )
                 began = time.monotonic()
                 key = input_key(step, context)

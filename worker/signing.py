@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipelines.provenance import credentials
-from worker.config import Settings
+from pipelines.provenance import credentials, kms
+from worker.config import Settings, SigningSettings
 from worker.errors import ConfigError
 
 
@@ -20,15 +20,29 @@ def test_ca_folder(settings: Settings) -> Path:
     return settings.home / "signing"
 
 
+def _kms_client(s: SigningSettings):
+    import boto3  # only deployments that sign with KMS pay for importing it
+    from botocore.config import Config
+
+    # Credentials come from the standard AWS chain (environment, profile, instance role), never the TOML.
+    return boto3.client("kms", region_name=s.kms_region, endpoint_url=s.kms_endpoint_url,
+                        config=Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=10,
+                                      read_timeout=30))
+
+
 def load(settings: Settings) -> credentials.Credentials:
     s = settings.signing
     try:
         if s.kms_key_id:
-            raise ConfigError("[signing] kms_key_id is not supported yet; use certificate_chain and private_key")
+            if s.private_key or not s.certificate_chain:
+                raise ConfigError("[signing] kms_key_id needs certificate_chain (the certificate issued for the "
+                                  "KMS key) and no private_key")
+            return kms.credentials(s.certificate_chain, s.kms_key_id, _kms_client(s), anchors=s.trust_anchors,
+                                   timestamp_url=s.timestamp_url)
         if s.certificate_chain or s.private_key:
             if not (s.certificate_chain and s.private_key):
                 raise ConfigError("[signing] needs both certificate_chain and private_key")
-            return credentials.from_files(s.certificate_chain, s.private_key, s.trust_anchors)
+            return credentials.from_files(s.certificate_chain, s.private_key, s.trust_anchors, s.timestamp_url)
         folder = test_ca_folder(settings)
         paths = {"ca": folder / "ca.pem", "chain": folder / "signer-chain.pem", "key": folder / "signer-key.pem"}
         if not paths["key"].exists():

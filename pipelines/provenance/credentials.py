@@ -36,6 +36,7 @@ class Credentials:
     algorithm: str                          # "ES256", "PS256" or "Ed25519"
     anchors_pem: str | None = None          # trust anchors for verifying what we signed
     test: bool = False                      # signed by a trial CA: say so wherever a signature is shown
+    timestamp_url: str | None = None        # RFC 3161 time-stamp authority; None signs offline, untimed
 
     @property
     def signer_name(self) -> str:
@@ -87,18 +88,33 @@ def _algorithm(key) -> tuple[str, Callable[[bytes], bytes]]:
     raise CredentialError("the private key must be ECDSA P-256, RSA (PS256) or Ed25519")
 
 
-def from_files(chain: Path, key: Path, anchors: Path | None = None) -> Credentials:
-    chain_pem = Path(chain).read_text(encoding="ascii")
+def _spki(public_key) -> bytes:
+    return public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def behind(chain_pem: str, public_key_der: bytes, sign: Callable[[bytes], bytes], algorithm: str, *,
+           anchors_pem: str | None = None, timestamp_url: str | None = None, source: str = "the key") -> Credentials:
+    """Credentials whose key is somewhere else (a KMS, a token): only ``sign`` reaches it.
+
+    The chain is checked as for a key file, and the key's public half must be
+    the certificate's, so that a wrong key id stops the worker at its start.
+    """
     leaf = check_chain(chain_pem)
-    private = serialization.load_pem_private_key(Path(key).read_bytes(), password=None)
-    if private.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo) \
-            != leaf.public_key().public_bytes(serialization.Encoding.DER,
-                                              serialization.PublicFormat.SubjectPublicKeyInfo):
-        raise CredentialError(f"the private key {key} does not belong to the signing certificate")
-    algorithm, sign = _algorithm(private)
+    if public_key_der != _spki(leaf.public_key()):
+        raise CredentialError(f"{source} does not belong to the signing certificate")
     test = any(TEST_MARK in str(attribute.value) for attribute in leaf.subject)
-    return Credentials(chain_pem, sign, algorithm, Path(anchors).read_text(encoding="ascii") if anchors else None,
-                       test)
+    return Credentials(chain_pem, sign, algorithm, anchors_pem, test, timestamp_url)
+
+
+def from_files(chain: Path, key: Path, anchors: Path | None = None, timestamp_url: str | None = None) -> Credentials:
+    try:
+        private = serialization.load_pem_private_key(Path(key).read_bytes(), password=None)
+    except (ValueError, TypeError) as exc:   # not PEM, or protected by a passphrase the worker cannot type
+        raise CredentialError(f"the private key {key} cannot be loaded: {exc}") from None
+    algorithm, sign = _algorithm(private)
+    return behind(Path(chain).read_text(encoding="ascii"), _spki(private.public_key()), sign, algorithm,
+                  anchors_pem=Path(anchors).read_text(encoding="ascii") if anchors else None,
+                  timestamp_url=timestamp_url, source=f"the private key {key}")
 
 
 def _name(common: str) -> x509.Name:
@@ -106,12 +122,17 @@ def _name(common: str) -> x509.Name:
                       x509.NameAttribute(NameOID.COMMON_NAME, common)])
 
 
-def make_test_ca(folder: Path) -> dict[str, Path]:
-    """A trial CA and an end-entity signing certificate in ``folder``: ca.pem, signer-chain.pem, signer-key.pem."""
+def make_test_ca(folder: Path, signer_public_key=None) -> dict[str, Path]:
+    """A trial CA and an end-entity signing certificate in ``folder``: ca.pem, signer-chain.pem, signer-key.pem.
+
+    With ``signer_public_key`` (a key kept elsewhere, such as in a KMS) the
+    certificate is issued for that key and no signer-key.pem is written.
+    """
     folder = Path(folder)
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     now = dt.datetime.now(dt.timezone.utc)
     ca_key, leaf_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    leaf_public = signer_public_key or leaf_key.public_key()
     ca = (x509.CertificateBuilder().subject_name(_name("trial root")).issuer_name(_name("trial root"))
           .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
           .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=3650))
@@ -120,12 +141,12 @@ def make_test_ca(folder: Path) -> dict[str, Path]:
           .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
           .sign(ca_key, hashes.SHA256()))
     leaf = (x509.CertificateBuilder().subject_name(_name("trial signer")).issuer_name(ca.subject)
-            .public_key(leaf_key.public_key()).serial_number(x509.random_serial_number())
+            .public_key(leaf_public).serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=730))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(leaf_key.public_key()), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(leaf_public), critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
             .sign(ca_key, hashes.SHA256()))
     pem = lambda cert: cert.public_bytes(serialization.Encoding.PEM)  # noqa: E731
@@ -133,6 +154,8 @@ def make_test_ca(folder: Path) -> dict[str, Path]:
     contents = {"ca": pem(ca), "chain": pem(leaf) + pem(ca),
                 "key": leaf_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                               serialization.NoEncryption())}
+    if signer_public_key is not None:
+        del paths["key"], contents["key"]
     for role, path in paths.items():
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "wb") as handle:

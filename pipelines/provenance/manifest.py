@@ -33,10 +33,10 @@ def context(anchors_pem: str | None = None) -> c2pa.Context:
 
 
 def manifest(title: str, software: Mapping[str, str], actions: Sequence[Mapping[str, Any]],
-             evidence: Mapping[str, Any]) -> dict[str, Any]:
-    """The manifest definition: ``actions`` follow the opening of the parent ingredient (label "original")."""
+             evidence: Mapping[str, Any], parent_label: str = "original") -> dict[str, Any]:
+    """The manifest definition: ``actions`` follow the opening of the parent ingredient (``parent_label``)."""
     agent = {"name": software["name"], "version": software["version"]}
-    opened = {"action": "c2pa.opened", "parameters": {"ingredientIds": ["original"]}, "softwareAgent": agent}
+    opened = {"action": "c2pa.opened", "parameters": {"ingredientIds": [parent_label]}, "softwareAgent": agent}
     return {
         "claim_generator_info": [agent],
         "title": title,
@@ -48,14 +48,19 @@ def manifest(title: str, software: Mapping[str, str], actions: Sequence[Mapping[
 
 
 def sign(source: Path, target: Path, parent: Path, parent_title: str, parent_mime: str | None,
-         definition: Mapping[str, Any], credentials: Credentials) -> None:
-    """``source`` with the signed manifest embedded, written to ``target`` (which must not exist)."""
+         definition: Mapping[str, Any], credentials: Credentials, parent_label: str = "original") -> None:
+    """``source`` with the signed manifest embedded, written to ``target`` (which must not exist).
+
+    A parent that carries its own manifest (a signed derivative) brings it
+    along: the new file's manifest store then holds both, and the chain
+    back to the original can be walked from the new file alone.
+    """
     with context(credentials.anchors_pem) as ctx, c2pa.Builder(dict(definition), context=ctx) as builder:
         with open(parent, "rb") as original:
-            builder.add_ingredient({"title": parent_title, "relationship": "parentOf", "label": "original"},
+            builder.add_ingredient({"title": parent_title, "relationship": "parentOf", "label": parent_label},
                                    parent_mime or "application/octet-stream", original)
         signer = c2pa.Signer.from_callback(credentials.sign, getattr(c2pa.C2paSigningAlg,
                                                                      _ALGORITHMS[credentials.algorithm]),
-                                           credentials.chain_pem, None)
+                                           credentials.chain_pem, credentials.timestamp_url)
         with signer, open(source, "rb") as reading, open(target, "xb") as writing:
             builder.sign(signer, MIME, reading, writing)

@@ -50,6 +50,9 @@ def run(ctx: StepContext) -> StepResult:
         "evidence_id": ctx.evidence_id, "original_sha256": ctx.evidence_id,
         "original_size": str(ctx.original.stat().st_size), "run_id": ctx.run_id, "pipeline": ctx.pipeline,
         "outputs": {name: file_sha256(path) for name, path in sorted(ctx.outputs.items()) if name != "redacted.mp4"},
+        # Which models heard and saw the footage, down to their files' SHA-256: a court can ask.
+        "models": {f"{step}.{role}": {"name": m.get("name"), "kind": m.get("kind"), "files": m.get("files") or {}}
+                   for step, used in sorted(ctx.models_used.items()) for role, m in sorted(used.items())},
         "signed_with_test_ca": ctx.signing.test,
     }
     signed = ctx.workdir / "redacted.mp4"

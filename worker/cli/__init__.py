@@ -12,7 +12,7 @@ from pipelines import registry as pipelines
 from pipelines.errors import StepError
 from pipelines.pipeline import ParameterError
 from worker import __version__
-from worker.cli import admin, items, jobs, models, provenance, redact, transcribe
+from worker.cli import admin, export, items, jobs, models, provenance, redact, transcribe
 from worker.cli.output import EXIT_BROKEN_PIPE, EXIT_NOT_FOUND, EXIT_PROBLEM, EXIT_USAGE, printable
 from worker.config import load_settings
 from worker.errors import ConfigError, EvidenceError, JobError, NotFound
@@ -21,7 +21,7 @@ from worker.logs import configure as configure_logs
 DESCRIPTION = """\
 Preserve field footage as evidence: store each original write-once under its
 SHA-256, keep a hash-chained custody log, and process it through versioned
-pipelines (intake = probe, transcribe, redact) from a durable queue.
+pipelines (intake = probe, transcribe, redact, sign) from a durable queue.
 
 Everyday use:
   evidence ingest interview.mp4 --case C-17 --collected-by "team 2" --languages ru,ce
@@ -29,6 +29,8 @@ Everyday use:
   evidence worker --inbox ~/inbox        run as a service; files dropped in the inbox are ingested
   evidence show 3f2a9c                   one item: original, probe facts, runs, custody
   evidence audit                         re-hash everything; exit 1 on any problem
+  evidence verify clip.mp4               check a signed video offline, back to its original
+  evidence export 3f2a9c --from 00:01:00 --to 00:01:30 --recipient "Prosecutor X" --out clip-x
 """
 
 EPILOG = """\
@@ -53,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         return commands.add_parser(name, help=help_text, description=description or help_text,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
 
-    for family in (items, jobs, transcribe, redact, provenance, models, admin):
+    for family in (items, jobs, transcribe, redact, provenance, export, models, admin):
         family.register(command)
     return parser
 

@@ -8,8 +8,10 @@ from pathlib import Path
 from pipelines.provenance import credentials
 from pipelines.provenance.verify import verify
 from worker import signing
+from worker.backends import open_store
 from worker.cli.output import EXIT_OK, EXIT_PROBLEM, print_json, printable
 from worker.config import Settings
+from worker.errors import IntegrityError, NotFound
 
 
 def register(command) -> None:
@@ -36,17 +38,38 @@ def register(command) -> None:
     k.set_defaults(handler=cmd_keys)
 
 
+def _stored_original(settings: Settings):
+    """A check of the original in the configured store, when it holds the one a file names (else None)."""
+    def check(sha256: str) -> tuple[bool, str] | None:
+        if not settings.store_root.is_dir():
+            return None  # a recipient's machine, with no store: nothing is created by looking
+        store = open_store(settings)
+        try:
+            store.evidence(sha256)
+        except NotFound:
+            return None
+        try:
+            store.verify_original(sha256)
+        except IntegrityError as exc:
+            return False, f"the original in the store no longer matches: {exc}"
+        return True, f"the original in the store ({store.location(sha256)}) re-hashed to {sha256}"
+    return check
+
+
 def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     anchors = args.trust_anchors.read_text(encoding="ascii") if args.trust_anchors else signing.anchors(settings)
-    report = verify(args.file, anchors, args.original)
+    report = verify(args.file, anchors, args.original, _stored_original(settings))
     if args.json:
         print_json(report)
     else:
         for check in report["checks"]:
             print(f"{'ok  ' if check['ok'] else 'FAIL'} {check['name']}: {printable(check['detail'])}")
-        for action in report["actions"]:
-            print(f"     action {action['action']}" + (f": {printable(action['description'])}"
-                                                       if action.get("description") else ""))
+        for link in report["chain"]:
+            print(f"     {printable(link['title'])} (from {printable(link['parent'])}), signed by "
+                  f"{printable(link['signer'])}")
+            for action in link["actions"]:
+                print(f"       action {action['action']}" + (f": {printable(action['description'])}"
+                                                             if action.get("description") else ""))
         signer = report.get("signer") or {}
         if credentials.TEST_MARK in str(signer.get("issuer")):
             print("     NOTE: signed with a TEST CA, not for production")

@@ -1,0 +1,163 @@
+"""Exported clips for prosecutors: real intake runs, real ffmpeg cuts, real c2pa signatures, a real browser."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import SAMPLE_VIDEO, Cli
+from pypdf import PdfReader
+
+from pipelines.export.clip import Range
+from pipelines.export.excerpt import excerpt
+from pipelines.transcribe import formats
+
+EXPECTED_FILES = ["SHA256SUMS", "clip.mp4", "transcript.txt", "transcript.vtt", "trust-anchor.pem",
+                  "verification-report.html", "verification-report.json"]
+
+
+@pytest.fixture
+def item(cli: Cli) -> dict:
+    evidence_id = cli.json("ingest", SAMPLE_VIDEO, "--case", "C-<b>17</b>")["ingested"][0]["evidence_id"]
+    cli("worker", "--once", timeout=300)
+    [run] = cli.json("show", evidence_id)["runs"]
+    return {"id": evidence_id, "run": run, "video": Path(run["location"]) / "redacted.mp4"}
+
+
+def _frame_times(path: Path) -> list[float]:
+    done = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "frame=pts_time",
+                           "-of", "csv=p=0", str(path)], capture_output=True, text=True, check=True)
+    return [float(line.strip(",")) for line in done.stdout.split()]
+
+
+def _custody(cli: Cli, evidence_id: str) -> list[dict]:
+    path = cli.home / "store" / evidence_id / "custody.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _print_to_pdf(html: Path, pdf: Path, profile: Path) -> subprocess.CompletedProcess:
+    # The flags keep a headless Chromium from reaching for Google's services on a closed network.
+    return subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                           "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                           "--disable-sync",
+                           f"--user-data-dir={profile}", "--no-pdf-header-footer", f"--print-to-pdf={pdf}",
+                           html.as_uri()], capture_output=True, text=True, timeout=120)
+
+
+def test_an_exported_clip_verifies_offline_back_to_the_original(item, cli, tmp_path):
+    out = tmp_path / "for-prosecutor"
+    facts = cli.json("export", item["id"][:10], "--from", "00:00:01.000", "--to", "00:00:03.000",
+                     "--recipient", "Prosecutor <i>X</i>", "--out", out)
+    assert sorted(p.name for p in out.iterdir()) == EXPECTED_FILES
+    assert all(p.stat().st_mode & 0o077 == 0 for p in [out, *out.iterdir()])
+    subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=out, check=True)
+
+    # Frame-accurate: exactly the masked video's frames from 1 s up to (not including) 3 s, starting at 0.
+    wanted = [t for t in _frame_times(item["video"]) if 1.0 - 1e-6 <= t < 3.0 - 1e-6]
+    got = _frame_times(out / "clip.mp4")
+    assert len(got) == len(wanted) and got[0] == 0.0
+    assert facts["clip"]["from"] == "00:00:01.000" and facts["clip"]["duration_s"] == 2.0
+    tags = json.loads(subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format_tags:stream_tags",
+                                      "-of", "json", str(out / "clip.mp4")], capture_output=True, text=True,
+                                     check=True).stdout)
+    found = {key for stream in tags.get("streams", []) for key in (stream.get("tags") or {})}
+    found |= set((tags.get("format") or {}).get("tags") or {})
+    assert found <= {"major_brand", "minor_version", "compatible_brands", "encoder", "language", "handler_name",
+                     "vendor_id"}   # container facts only: nothing of the original (device, place, time) is carried
+
+    # With only what is in the folder, the chain reaches the original through the masked video's manifest.
+    report = cli.json("verify", out / "clip.mp4", "--trust-anchors", out / "trust-anchor.pem")
+    assert report["ok"] and report["trust"] == "trusted" and report["original_sha256"] == item["id"]
+    assert [link["title"] for link in report["chain"]] == ["clip.mp4", "redacted.mp4"]
+    assert report["chain"][1]["evidence"]["original_sha256"] == item["id"]
+    assert [a["action"] for a in report["actions"]] == ["c2pa.opened", "c2pa.edited", "c2pa.transcoded"]
+    assert b"c2pa.thumbnail" not in (out / "clip.mp4").read_bytes()
+    assert facts["verification"]["ok"] and facts["original"]["sha256"] == item["id"]
+
+    # The report's own c2pa-python command works as printed, in the folder, offline.
+    [command] = [step["command"] for step in facts["how_to_verify"] if step["command"].startswith("python3")]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    done = subprocess.run(["bash", "-c", command], cwd=out, capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0 and done.stdout.splitlines()[0] == "Trusted"
+
+    exported = [e for e in _custody(cli, item["id"]) if e["event"] == "exported"]
+    assert len(exported) == 1 and exported[0]["details"]["recipient"] == "Prosecutor <i>X</i>"
+    assert exported[0]["details"]["clip_sha256"] == facts["clip"]["sha256"]
+
+    # A lawyer's copy: the HTML prints in a real browser, fetching nothing, and says what was checked.
+    html = (out / "verification-report.html").read_text()
+    assert "<i>X</i>" not in html and "&lt;i&gt;X&lt;/i&gt;" in html and "<b>17</b>" not in html
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//|file:)""", html) and "<script" not in html
+    pdf = tmp_path / "report.pdf"
+    printed = _print_to_pdf(out / "verification-report.html", pdf, tmp_path / "chromium")
+    assert printed.returncode == 0, printed.stderr
+    assert not re.search(r"net::ERR|Failed to load|Refused to", printed.stderr)
+    text = "".join(page.extract_text() for page in PdfReader(pdf).pages)
+    squashed = re.sub(r"\s+", "", text)
+    assert item["id"] in squashed and facts["clip"]["sha256"] in squashed
+    assert "VERIFIED" in text and "FAILED" not in text
+    assert sum(name.replace(" ", "") in squashed for name in ("signature valid", "signer trusted",
+                                                               "chain reaches the original")) == 3
+    assert "Prosecutor<i>X</i>" in squashed and "TEST" in text
+
+
+def test_an_unmasked_export_needs_a_named_authorisation_and_is_logged(item, cli, tmp_path):
+    rid = cli.json("reprocess", item["id"], "--set", "redact.policy=none")["run_id"]
+    cli("worker", "--once", timeout=300)
+    out = tmp_path / "out"
+    asks = ["export", item["id"], "--run", rid, "--from", "00:00:00", "--to", "00:00:01.5", "--recipient", "Court",
+            "--out", out]
+    refused = cli(*asks, check=False)
+    assert refused.returncode == 1 and "no masked video" in refused.stderr and not out.exists()
+    refused = cli(*asks, "--unredacted", check=False)
+    assert refused.returncode == 1 and "--authorised-by" in refused.stderr and not out.exists()
+    assert not any(e["event"].startswith(("exported", "unredacted")) for e in _custody(cli, item["id"]))
+
+    facts = cli.json(*asks, "--unredacted", "--authorised-by", "Judge Y", "--reason", "identification in court")
+    assert facts["source"]["faces_masked"] is False and facts["verification"]["ok"]
+    events = [e for e in _custody(cli, item["id"]) if e["event"] in ("unredacted export authorised", "exported")]
+    assert [e["event"] for e in events] == ["unredacted export authorised", "exported"]
+    assert events[0]["details"]["authorised_by"] == "Judge Y" and events[1]["details"]["faces_masked"] is False
+    assert "FACES ARE NOT MASKED" in (out / "verification-report.html").read_text()
+    report = cli.json("verify", out / "clip.mp4", "--trust-anchors", out / "trust-anchor.pem")
+    assert report["ok"] and report["evidence"]["faces_masked"] is False
+
+
+def test_bad_ranges_are_refused_before_anything_is_written(item, cli, tmp_path):
+    out = tmp_path / "out"
+    for start, end, said in [("00:00:03", "00:00:02", "must end after it starts"),
+                             ("00:00:01", "00:00:09", "past the end"), ("00:00:09", "00:00:10", "past the end"),
+                             ("3", "00:00:04", "HH:MM:SS"), ("00:00:01", "00:61:00", "HH:MM:SS")]:
+        done = cli("export", item["id"], "--from", start, "--to", end, "--recipient", "P", "--out", out, check=False)
+        assert done.returncode == 2 and said in done.stderr and "Traceback" not in done.stderr, done.stderr
+        assert not out.exists()
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "x").write_text("x")
+    done = cli("export", item["id"], "--from", "00:00:01", "--to", "00:00:02", "--recipient", "P",
+               "--out", tmp_path / "taken", check=False)
+    assert done.returncode == 2 and "not an empty folder" in done.stderr
+    assert not any(e["event"] == "exported" for e in _custody(cli, item["id"]))
+
+
+def test_the_transcript_excerpt_is_retimed_and_keeps_its_markers():
+    words = [{"start": 9.0, "end": 9.5, "word": " раз"}, {"start": 10.5, "end": 11.0, "word": " два"}]
+    segments = [
+        {"start": 1.0, "end": 3.0, "text": "до", "status": "machine_ok"},
+        {"start": 9.0, "end": 11.0, "text": "раз два", "status": "machine_ok", "words": words},
+        {"start": 12.0, "end": 14.0, "text": "", "status": "needs_human", "label": "Chechen?"},
+        {"start": 19.0, "end": 22.0, "text": "конец", "status": "machine_flagged", "flags": ["low_confidence"]},
+        {"start": 30.0, "end": 31.0, "text": "после", "status": "machine_ok"},
+    ]
+    part = excerpt(segments, Range(10.0, 20.0))
+    assert [(s["start"], s["end"], s["text"]) for s in part] == [(0.0, 1.0, "два"), (2.0, 4.0, ""),
+                                                                 (9.0, 10.0, "конец")]
+    text = formats.text(part)
+    assert "[cut at the clip's edge] [00:00:00–00:00:01] два" in text and "раз" not in text
+    assert "[needs human transcription 00:00:02–00:00:04, Chechen?]" in text
+    vtt = formats.vtt(part)
+    assert "00:00:09.000 --> 00:00:10.000\n[cut at the clip's edge] [check] конец" in vtt
