@@ -78,6 +78,11 @@ def test_an_exported_clip_verifies_offline_back_to_the_original(item, cli, tmp_p
     assert [a["action"] for a in report["actions"]] == ["c2pa.opened", "c2pa.edited", "c2pa.transcoded"]
     assert b"c2pa.thumbnail" not in (out / "clip.mp4").read_bytes()
     assert facts["verification"]["ok"] and facts["original"]["sha256"] == item["id"]
+    # The masking's own doubts inside the range travel with the clip, re-timed to it.
+    review = json.loads((item["video"].parent / "redaction-report.json").read_text())["review"]
+    inside = [m for m in review if m["end_s"] > 1.0 and m["start_s"] < 3.0]
+    assert len(facts["masking_review"]) == len(inside)
+    assert all(0.0 <= m["start_s"] <= m["end_s"] <= 2.0 for m in facts["masking_review"])
 
     # The report's own c2pa-python command works as printed, in the folder, offline.
     [command] = [step["command"] for step in facts["how_to_verify"] if step["command"].startswith("python3")]
@@ -92,6 +97,7 @@ def test_an_exported_clip_verifies_offline_back_to_the_original(item, cli, tmp_p
     # A lawyer's copy: the HTML prints in a real browser, fetching nothing, and says what was checked.
     html = (out / "verification-report.html").read_text()
     assert "<i>X</i>" not in html and "&lt;i&gt;X&lt;/i&gt;" in html and "<b>17</b>" not in html
+    assert ("moment(s) of this clip were marked" in html) == bool(inside)
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//|file:)""", html) and "<script" not in html
     pdf = tmp_path / "report.pdf"
     printed = _print_to_pdf(out / "verification-report.html", pdf, tmp_path / "chromium")

@@ -90,6 +90,16 @@ def _transcript(store: EvidenceStore, evidence_id: str, runs: verified.Runs,
     return None
 
 
+def _review_moments(store: EvidenceStore, evidence_id: str, run: Mapping[str, Any], span: clip.Range) -> list[dict]:
+    """The masking's moments a person should check that fall in the clip, re-timed to it."""
+    if "redaction-report.json" not in (run.get("outputs") or {}):
+        return []
+    masking = json.loads(verified.output(store, evidence_id, run, "redaction-report.json"))
+    return [{"start_s": round(max(m["start_s"], span.start) - span.start, 3),
+             "end_s": round(min(m["end_s"], span.end) - span.start, 3), "reasons": m.get("reasons", [])}
+            for m in masking.get("review") or [] if m["end_s"] > span.start and m["start_s"] < span.end]
+
+
 def _how_to_verify(clip_name: str) -> list[dict[str, str]]:
     return [
         {"what": "Check that no file in this folder has changed (Linux, macOS: shasum -a 256 -c SHA256SUMS):",
@@ -198,6 +208,7 @@ def export(store: EvidenceStore, request: Request, *, credentials: Credentials, 
                        "unredacted": ({"authorised_by": request.authorised_by, "reason": request.reason}
                                       if request.unredacted else None)},
             "verification": {key: checked[key] for key in ("ok", "trust", "original_sha256", "checks", "chain")},
+            "masking_review": [] if request.unredacted else _review_moments(store, evidence_id, run, span),
             "transcript": ({"segments": len(part), "needs_human": sum(s["status"] == "needs_human" for s in part)}
                            if segments is not None else None),
             "trust_anchor": ANCHOR,

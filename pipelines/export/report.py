@@ -84,6 +84,11 @@ def render_html(facts: Mapping[str, Any]) -> str:
         u = exported["unredacted"]
         warnings.append(f"UNREDACTED: faces are not masked. Authorised by {u['authorised_by']}; "
                         f"reason: {u['reason']}.")
+    review = facts.get("masking_review") or []
+    if review:
+        reasons = sorted({reason for moment in review for reason in moment["reasons"]})
+        warnings.append(f"{len(review)} moment(s) of this clip were marked by the face masking for a person to check "
+                        f"({'; '.join(reasons)}): look at them before relying on the masking.")
     checks = "".join(
         f"<tr><th>{_e(c['name'])}</th><td class=\"{'ok' if c['ok'] else 'fail'}\">"
         f"{'&#10003; passed' if c['ok'] else '&#10007; FAILED'}</td><td class=\"hash\">{_e(c['detail'])}</td></tr>"

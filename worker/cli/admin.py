@@ -124,5 +124,8 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     print_item(report)
     print(f"\nstore      {settings.store_root}\nqueue      {settings.queue_path}  ({report['queue']})")
     print(f"next       evidence show {result.evidence_id[:12]} --json;  evidence audit")
+    print(f"           evidence export {result.evidence_id[:12]} --from 00:00:01 --to 00:00:03 "
+          '--recipient "Prosecutor X" --out clip-demo;  evidence verify clip-demo/clip.mp4 '
+          "--trust-anchors clip-demo/trust-anchor.pem")
     committed = any(run["status"] == "committed" for run in report["runs"])
     return EXIT_OK if committed else EXIT_PROBLEM

@@ -56,6 +56,9 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
         print(f"{'ok  ' if check['ok'] else 'FAIL'}       {check['name']}: {printable(check['detail'])}")
     if facts["test_ca"]:
         print("NOTE       signed with a TEST CA, not for production")
+    if facts["masking_review"]:
+        print(f"REVIEW     {len(facts['masking_review'])} moment(s) of this clip were marked by the face masking "
+              "for a person to check (times in verification-report.json)")
     if not facts["source"]["faces_masked"]:
         print("WARNING    faces are NOT masked in this clip (authorised, logged in custody)")
     print(f"recipient  {printable(args.recipient)}; logged in custody; report: "
