@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from worker.backends.local import LocalStore
+from worker.backends.sqlite import SqliteQueue
 from worker.config import Settings, load_settings
-from worker.local_store import LocalStore
-from worker.sqlite_queue import SqliteQueue
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

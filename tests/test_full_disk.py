@@ -15,8 +15,8 @@ import pytest
 from conftest import REPO, SAMPLE_VIDEO, Cli
 
 from worker import custody
+from worker.backends.local import LocalStore
 from worker.errors import CustodyError
-from worker.local_store import LocalStore
 from worker.space import DiskFull
 
 PAGE = 4096

@@ -16,8 +16,8 @@ import pytest
 from conftest import Cli, ffmpeg
 from test_inbox import make_inbox
 
+from worker.backends.local import LocalStore
 from worker.directory import LinkRefused
-from worker.local_store import LocalStore
 from worker.workdirs import private_workdir
 
 NOBODY = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--")

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from conftest import SAMPLE_VIDEO, Cli
 
+from worker.backends.local import LocalStore
+from worker.backends.sqlite import SqliteQueue
 from worker.config import Settings
 from worker.inbox import Inbox
 from worker.intake import ingest_handle
-from worker.local_store import LocalStore
-from worker.sqlite_queue import SqliteQueue
 
 
 def make_inbox(folder: Path, store: LocalStore, queue: SqliteQueue, stable_s: float = 0.3) -> Inbox:

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from worker import custody
+from worker.backends.local import LocalStore
 from worker.errors import CustodyError, IntegrityError
-from worker.local_store import LocalStore
 from worker.space import DiskFull
 
 
@@ -284,3 +284,16 @@ def test_an_item_reduced_to_its_custody_log_is_still_listed_for_the_audit(store:
     (item / "original").rmdir()
     (item / "evidence.json").unlink()
     assert stored.evidence_id in store.evidence_ids()
+
+
+def test_a_run_reads_the_stored_original_itself_after_it_is_re_verified(store, tmp_path):
+    stored = store.put_original(io.BytesIO(b"footage" * 1000), intake={"original_name": "a.mp4"}, actor="t")
+    work = tmp_path / "work"
+    work.mkdir()
+    path = store.original_for_run(stored.evidence_id, work)
+    kept = store.root / stored.evidence_id / "original" / "original.mp4"
+    assert path.samefile(kept) and list(work.iterdir()) == []   # no second copy
+    kept.chmod(0o600)
+    kept.write_bytes(b"altered" * 1000)
+    with pytest.raises(IntegrityError, match="fails its SHA-256 check"):
+        store.original_for_run(stored.evidence_id, work)

@@ -13,12 +13,12 @@ from conftest import SAMPLE_VIDEO
 
 from worker import custody, signing
 from worker.audit import audit_item
+from worker.backends.local import LocalStore
+from worker.backends.sqlite import SqliteQueue
 from worker.config import Settings
 from worker.errors import LeaseLost
 from worker.jobs import submit
-from worker.local_store import LocalStore
 from worker.runner import Runner
-from worker.sqlite_queue import SqliteQueue
 
 
 @pytest.fixture

@@ -10,15 +10,15 @@ from pathlib import Path
 
 from conftest import REPO
 
+from worker.backends.sqlite import SqliteQueue
 from worker.queue import DEAD, DONE, LEASED, QUEUED
-from worker.sqlite_queue import SqliteQueue
 
 EVIDENCE = "a" * 64
 
 
 def other_process(db: Path, code: str) -> str:
     """Run queue code in a separate Python process; return what it prints."""
-    script = f"import sys; sys.path.insert(0, {str(REPO)!r})\nfrom worker.sqlite_queue import SqliteQueue\n" \
+    script = f"import sys; sys.path.insert(0, {str(REPO)!r})\nfrom worker.backends.sqlite import SqliteQueue\n" \
              f"q = SqliteQueue({str(db)!r}, max_attempts=3, backoff_base_s=0)\n{code}"
     return subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True,
                           timeout=60).stdout.strip()
@@ -122,7 +122,7 @@ def test_two_processes_never_lease_the_same_job(queue: SqliteQueue, tmp_path: Pa
     code = (f"import os, time\nwhile not os.path.exists({str(go)!r}): time.sleep(0.01)\n"
             "got = []\nwhile (j := q.lease(60)) is not None:\n    got.append(j.id); q.ack(j); time.sleep(0.003)\n"
             "print(' '.join(got))")
-    script = f"import sys; sys.path.insert(0, {str(REPO)!r})\nfrom worker.sqlite_queue import SqliteQueue\n" \
+    script = f"import sys; sys.path.insert(0, {str(REPO)!r})\nfrom worker.backends.sqlite import SqliteQueue\n" \
              f"q = SqliteQueue({str(queue.path)!r})\n{code}"
     procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True) for _ in range(2)]
     time.sleep(1.0)  # both are up and polling for the start signal

@@ -32,7 +32,7 @@ from pipelines.transcribe import formats
 from worker import custody, verified
 from worker.directory import Directory
 from worker.errors import ConfigError, EvidenceError, IntegrityError, NotFound
-from worker.store import EvidenceStore, stored_name
+from worker.store import EvidenceStore
 from worker.timestamps import utc_now
 from worker.workdirs import private_workdir
 
@@ -144,7 +144,7 @@ def export(store: EvidenceStore, request: Request, *, credentials: Credentials, 
                               "to": clip.clock(request.end)})
     with private_workdir(work_root, "export") as work:
         if request.unredacted:
-            source = store.fetch_original(evidence_id, work / stored_name(str(record.get("original_name", ""))))
+            source = store.original_for_run(evidence_id, work)
             parent_title, parent_mime = f"original {evidence_id[:12]}", None
         else:
             expected = run["outputs"][MASKED]["sha256"]

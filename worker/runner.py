@@ -29,7 +29,7 @@ from worker.progress import progress_bar
 from worker.queue import Job
 from worker.reuse import earlier, input_key, reuse
 from worker.space import DiskFull, ensure_free, is_disk_full
-from worker.store import EvidenceStore, stored_name
+from worker.store import EvidenceStore
 from worker.timestamps import utc_now
 from worker.workdirs import private_workdir, remove_abandoned
 
@@ -94,7 +94,7 @@ class Runner:
         # Checked before anything is logged: a full disk pauses the job and leaves no trace in custody.
         Directory.open(self.work_dir, create=True).close()
         ensure_free(self.work_dir, int(evidence.get("size") or 0), self.min_free_bytes,
-                    "make the work copy of the original")
+                    "hold the run's derivatives (about the original's size)")
         with protect():
             self.store.discard_uncommitted(job.evidence_id, rid)
             started = self.store.append_custody(job.evidence_id, custody.RUN_STARTED, self.actor, {
@@ -161,10 +161,8 @@ class Runner:
                    workdir: Path, started: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Path]]:
         inputs = workdir / "input"
         inputs.mkdir()
-        original = inputs / stored_name(str(evidence.get("original_name", "")))
         with progress_bar(evidence.get("size"), "verifying original") as bar:
-            self.store.fetch_original(job.evidence_id, original, bar)
-        original.chmod(0o400)
+            original = self.store.original_for_run(job.evidence_id, inputs, bar)
 
         files: dict[str, Path] = {}
         facts: dict[str, Mapping[str, Any]] = {}

@@ -74,6 +74,14 @@ class EvidenceStore(ABC):
         """Copy the original to ``dest``, re-verifying its SHA-256 (IntegrityError on mismatch)."""
 
     @abstractmethod
+    def original_for_run(self, evidence_id: str, work: Path, progress: Progress = SILENT) -> Path:
+        """A local file of the original, re-verified now, that a run's steps read (and never write).
+
+        A store on local disk hands over the stored, read-only file itself,
+        with no second copy; a remote store downloads into ``work``.
+        """
+
+    @abstractmethod
     def verify_original(self, evidence_id: str, progress: Progress = SILENT) -> None:
         """Re-hash the stored original; IntegrityError on mismatch."""
 

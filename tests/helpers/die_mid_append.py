@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from worker.local_store import LocalStore  # noqa: E402
+from worker.backends.local import LocalStore  # noqa: E402
 
 _real_write = os.write
 

@@ -6,12 +6,12 @@ import logging
 import os
 import stat
 
+from worker.backends.local import LocalStore
+from worker.backends.sqlite import SqliteQueue
 from worker.config import Settings
 from worker.directory import PRIVATE_DIR, Directory
 from worker.errors import ConfigError
-from worker.local_store import LocalStore
 from worker.queue import JobQueue
-from worker.sqlite_queue import SqliteQueue
 from worker.store import EvidenceStore
 
 log = logging.getLogger("evidence.backends")

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from worker import custody
-from worker.custody_file import CustodyFile
+from worker.backends.custody_file import CustodyFile
 from worker.directory import Directory
 from worker.errors import IntegrityError
 from worker.timestamps import utc_now

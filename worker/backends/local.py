@@ -9,7 +9,7 @@ which fails rather than replaces when the name exists. A per-item lock file
 orders the installation with the custody events, so two processes storing
 the same bytes end with one copy, one "ingested" and one "duplicate upload".
 
-An intake is one unit (worker.local_intake): a failure rolls back what it
+An intake is one unit (worker.backends.local_intake): a failure rolls back what it
 wrote, and what a killed process left is completed or rolled back by
 ``recover``.
 
@@ -35,11 +35,11 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from worker import custody
-from worker.custody_file import CustodyFile
+from worker.backends.custody_file import CustodyFile
+from worker.backends.local_intake import ORIGINAL, RECORD, complete_intake, json_bytes, original_name, store_intake
 from worker.directory import OWNER_GRACE_S, Directory, LinkRefused
 from worker.errors import EvidenceError, IntegrityError, NotFound
 from worker.fixity import copy_and_hash
-from worker.local_intake import ORIGINAL, RECORD, complete_intake, json_bytes, original_name, store_intake
 from worker.permissions import exposed
 from worker.progress import SILENT, Progress
 from worker.space import DiskFull, ensure_free, is_disk_full
@@ -218,6 +218,16 @@ class LocalStore(EvidenceStore):
 
     def verify_original(self, evidence_id: str, progress: Progress = SILENT) -> None:
         self._verified_copy(evidence_id, None, progress)
+
+    def original_for_run(self, evidence_id: str, work: Path, progress: Progress = SILENT) -> Path:
+        # The stored file is read-only in a read-only folder, so what was just hashed is what the steps
+        # read; a copy would double the disk a run needs and cost seconds on every job.
+        with self._item(evidence_id) as item:
+            name = original_name(item)
+        if name is None:
+            raise NotFound(f"no original stored for {evidence_id}")
+        self._verified_copy(evidence_id, None, progress)
+        return self.root / evidence_id / ORIGINAL / name
 
     def evidence(self, evidence_id: str) -> dict[str, Any]:
         with self._item(evidence_id) as item:
