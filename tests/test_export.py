@@ -110,6 +110,10 @@ def test_an_exported_clip_verifies_offline_back_to_the_original(item, cli, tmp_p
     assert sum(name.replace(" ", "") in squashed for name in ("signature valid", "signer trusted",
                                                                "chain reaches the original")) == 3
     assert "Prosecutor<i>X</i>" in squashed and "TEST" in text
+    fingerprint = subprocess.run(["openssl", "x509", "-in", str(out / "trust-anchor.pem"), "-noout", "-fingerprint",
+                                  "-sha256"], capture_output=True, text=True, check=True).stdout.split("=")[1].strip()
+    assert facts["trust_anchor_sha256"] == [fingerprint] and fingerprint.replace(":", "") in squashed.replace(":", "")
+    assert exported[0]["details"]["trust_anchor_sha256"] == [fingerprint]
 
 
 def test_an_unmasked_export_needs_a_named_authorisation_and_is_logged(item, cli, tmp_path):
@@ -119,9 +123,9 @@ def test_an_unmasked_export_needs_a_named_authorisation_and_is_logged(item, cli,
     asks = ["export", item["id"], "--run", rid, "--from", "00:00:00", "--to", "00:00:01.5", "--recipient", "Court",
             "--out", out]
     refused = cli(*asks, check=False)
-    assert refused.returncode == 1 and "no masked video" in refused.stderr and not out.exists()
+    assert refused.returncode == 2 and "no masked video" in refused.stderr and not out.exists()
     refused = cli(*asks, "--unredacted", check=False)
-    assert refused.returncode == 1 and "--authorised-by" in refused.stderr and not out.exists()
+    assert refused.returncode == 2 and "--authorised-by" in refused.stderr and not out.exists()
     assert not any(e["event"].startswith(("exported", "unredacted")) for e in _custody(cli, item["id"]))
 
     facts = cli.json(*asks, "--unredacted", "--authorised-by", "Judge Y", "--reason", "identification in court")
@@ -138,7 +142,9 @@ def test_bad_ranges_are_refused_before_anything_is_written(item, cli, tmp_path):
     out = tmp_path / "out"
     for start, end, said in [("00:00:03", "00:00:02", "must end after it starts"),
                              ("00:00:01", "00:00:09", "past the end"), ("00:00:09", "00:00:10", "past the end"),
-                             ("3", "00:00:04", "HH:MM:SS"), ("00:00:01", "00:61:00", "HH:MM:SS")]:
+                             ("3", "00:00:04", "HH:MM:SS"), ("00:00:01", "00:61:00", "HH:MM:SS"),
+                             # past the last picture, before the end of the sound: no frame to show
+                             ("00:00:04.200", "00:00:04.203", "no video frame")]:
         done = cli("export", item["id"], "--from", start, "--to", end, "--recipient", "P", "--out", out, check=False)
         assert done.returncode == 2 and said in done.stderr and "Traceback" not in done.stderr, done.stderr
         assert not out.exists()
@@ -148,6 +154,17 @@ def test_bad_ranges_are_refused_before_anything_is_written(item, cli, tmp_path):
                "--out", tmp_path / "taken", check=False)
     assert done.returncode == 2 and "not an empty folder" in done.stderr
     assert not any(e["event"] == "exported" for e in _custody(cli, item["id"]))
+    assert [p.name for p in tmp_path.iterdir() if ".partial-" in p.name] == []
+
+
+def test_an_item_that_fails_its_checks_is_not_exported(item, cli, tmp_path):
+    record = cli.home / "store" / item["id"] / "evidence.json"
+    record.chmod(0o600)
+    record.write_text(record.read_text().replace("C-<b>17</b>", "FORGED"))
+    done = cli("export", item["id"], "--from", "00:00:01", "--to", "00:00:02", "--recipient", "P",
+               "--out", tmp_path / "out", check=False)
+    assert done.returncode == 1 and "fails its checks" in done.stderr and "case" in done.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_the_transcript_excerpt_is_retimed_and_keeps_its_markers():

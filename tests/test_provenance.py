@@ -9,7 +9,7 @@ from pathlib import Path
 
 import c2pa
 import pytest
-from conftest import SAMPLE_VIDEO, Cli, ffmpeg
+from conftest import AWS_ENV, SAMPLE_VIDEO, Cli, aws_client, ffmpeg
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -114,33 +114,19 @@ def test_a_kms_style_callback_signer_signs(tmp_path):
     behind = credentials.Credentials(local.chain_pem, remote_sign, "ES256", local.anchors_pem)
     clip, signed = tmp_path / "clip.mp4", tmp_path / "signed.mp4"
     ffmpeg("-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25:duration=1", "-c:v", "libx264", str(clip))
-    definition = manifest.manifest("signed.mp4", {"name": "t", "version": "1"}, [], {"original_sha256": "x"})
-    manifest.sign(clip, signed, clip, "clip", "video/mp4", definition, behind)
+    definition = manifest.manifest("signed.mp4", {"name": "t", "version": "1"}, [], {"original_sha256": "x"},
+                                   manifest.parent_ingredient("clip", "video/mp4"))
+    manifest.sign(clip, signed, definition, behind)
     assert calls and verify(signed, local.anchors_pem)["trust"] == "trusted"
 
 
-@pytest.fixture
-def kms_server():
-    """A real KMS-speaking HTTP server on loopback (moto's server mode), and a client of it."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "EVIDENCE_SIGNING__KMS_ENDPOINT_URL": endpoint, "EVIDENCE_SIGNING__KMS_REGION": "eu-central-1"}
-    client = boto3.client("kms", endpoint_url=endpoint, region_name="eu-central-1",
-                          aws_access_key_id="testing", aws_secret_access_key="testing")
-    yield client, env
-    server.stop()
-
-
-def test_the_worker_signs_with_a_key_that_stays_in_kms(kms_server, cli, tmp_path):
+def test_the_worker_signs_with_a_key_that_stays_in_kms(aws_endpoint, cli, tmp_path):
+    """The KMS is a real KMS-speaking server on loopback: the worker signs through kms.sign over HTTP."""
     from cryptography.hazmat.primitives import serialization
 
-    client, env = kms_server
+    client = aws_client("kms", aws_endpoint)
+    env = {**AWS_ENV, "EVIDENCE_SIGNING__KMS_ENDPOINT_URL": aws_endpoint,
+           "EVIDENCE_SIGNING__KMS_REGION": "eu-central-1"}
     key_id = client.create_key(KeyUsage="SIGN_VERIFY", KeySpec="ECC_NIST_P256")["KeyMetadata"]["KeyId"]
     other = client.create_key(KeyUsage="SIGN_VERIFY", KeySpec="ECC_NIST_P256")["KeyMetadata"]["KeyId"]
     public = serialization.load_der_public_key(client.get_public_key(KeyId=key_id)["PublicKey"])
@@ -171,14 +157,72 @@ def test_a_clip_of_an_altered_parent_fails_the_chain_though_its_own_signature_is
     raw, parent, altered, child = (tmp_path / f"{n}.mp4" for n in ("raw", "parent", "altered", "child"))
     ffmpeg("-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25:duration=1", "-c:v", "libx264", str(raw))
     software = {"name": "t", "version": "1"}
-    manifest.sign(raw, parent, raw, "original", None,
-                  manifest.manifest("parent.mp4", software, [], {"original_sha256": "ab" * 32}), keys)
+    evidence = {"evidence_id": "ab" * 32, "original_sha256": "ab" * 32}
+    manifest.sign(raw, parent, manifest.manifest("parent.mp4", software, [], evidence,
+                                                 manifest.parent_ingredient("original", None)), keys)
     data = bytearray(parent.read_bytes())
     data[_mdat_middle(bytes(data))] ^= 1
     altered.write_bytes(bytes(data))
-    manifest.sign(altered, child, altered, "parent.mp4", "video/mp4",
-                  manifest.manifest("child.mp4", software, [], {"clip": "1"}, "source"), keys, "source")
+    manifest.sign(altered, child, manifest.manifest("child.mp4", software, [], evidence,
+                                                    manifest.parent_ingredient("parent.mp4", "video/mp4", "source")),
+                  keys, signed_parent=altered)
     report = verify(child, keys.anchors_pem)
     chain = next(c for c in report["checks"] if c["name"] == "chain reaches the original")
     assert report["trust"] == "trusted" and not report["ok"]
     assert not chain["ok"] and "bmffHash.mismatch" in chain["detail"]
+
+
+def _signed_by(ca: dict, source: Path, target: Path, evidence: dict, title: str, parent: Path | None = None) -> None:
+    keys = credentials.from_files(ca["chain"], ca["key"], ca["ca"])
+    ingredient = manifest.parent_ingredient(parent.name if parent else "original", "video/mp4",
+                                            "source" if parent else "original")
+    manifest.sign(source, target, manifest.manifest(title, {"name": "t", "version": "1"}, [], evidence, ingredient),
+                  keys, signed_parent=parent)
+
+
+def test_the_chain_holds_only_through_trusted_links_naming_one_original(tmp_path):
+    ours, theirs = credentials.make_test_ca(tmp_path / "ours"), credentials.make_test_ca(tmp_path / "theirs")
+    raw = tmp_path / "raw.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25:duration=1", "-c:v", "libx264", str(raw))
+    original = {"evidence_id": "ab" * 32, "original_sha256": "ab" * 32}
+    anchors = ours["ca"].read_text()
+    cases = {
+        "a parent signed by someone else": (theirs, original, original, "not signed by a trusted signer"),
+        "a parent naming another original": (ours, {"evidence_id": "cd" * 32, "original_sha256": "cd" * 32},
+                                             original, "different originals"),
+        "a parent that is not ours": (ours, {"note": "no evidence record"}, original, "no evidence record"),
+    }
+    for number, (signer, parent_evidence, clip_evidence, said) in enumerate(cases.values()):
+        parent, clip = tmp_path / f"parent{number}.mp4", tmp_path / f"clip{number}.mp4"
+        _signed_by(signer, raw, parent, parent_evidence, "redacted.mp4")
+        _signed_by(ours, raw, clip, clip_evidence, "clip.mp4", parent=parent)
+        report = verify(clip, anchors)
+        chain = next(c for c in report["checks"] if c["name"] == "chain reaches the original")
+        assert report["trust"] == "trusted" and not chain["ok"] and said in chain["detail"], chain
+        assert not report["ok"] and report["original_sha256"] is None
+
+
+def test_a_camera_manifest_in_the_original_never_reaches_the_masked_video(cli, tmp_path):
+    """A camera or editor may sign footage with a manifest holding a preview, GPS and names: none travels on."""
+    camera = credentials.make_test_ca(tmp_path / "camera")
+    raw, signed = tmp_path / "raw.mp4", tmp_path / "camera.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25:duration=2", "-f", "lavfi", "-i",
+           "sine=duration=2", "-c:v", "libx264", "-c:a", "aac", "-shortest", str(raw))
+    _signed_by(camera, raw, signed, {"gps": "GPS-MARKER-43.31,45.69", "author": "WITNESS-NAME-MARKER"},
+               "camera original")
+    assert b"WITNESS-NAME-MARKER" in signed.read_bytes()
+    evidence_id = cli.json("ingest", signed)["ingested"][0]["evidence_id"]
+    cli("worker", "--once", timeout=300)
+    [run] = cli.json("show", evidence_id)["runs"]
+    video = Path(run["location"]) / "redacted.mp4"
+    data = video.read_bytes()
+    assert b"WITNESS-NAME-MARKER" not in data and b"GPS-MARKER" not in data
+    report = cli.json("verify", video, "--trust-anchors", cli.home / "signing" / "ca.pem")
+    assert report["ok"] and len(report["chain"]) == 1 and report["original_sha256"] == evidence_id
+
+
+def test_verify_says_which_file_it_cannot_read(cli, tmp_path):
+    done = cli("verify", SAMPLE_VIDEO, "--trust-anchors", tmp_path / "missing.pem", check=False)
+    assert done.returncode == 2 and "missing.pem" in done.stderr and "Traceback" not in done.stderr
+    done = cli("verify", SAMPLE_VIDEO, "--original", tmp_path / "gone.mov", check=False)
+    assert done.returncode == 2 and "gone.mov" in done.stderr and "Traceback" not in done.stderr

@@ -31,9 +31,18 @@ class _Section(BaseModel):
 
 
 class StoreSettings(_Section):
-    backend: Literal["local"] = "local"
+    backend: Literal["local", "s3"] = "local"
     root: Path | None = Field(None, description="default: <home>/store")
     min_free_bytes: int = Field(256 * 2**20, ge=0, description="refuse an upload that would leave less free")
+    # backend = "s3": credentials come from the standard AWS chain, never from this file
+    bucket: str | None = Field(None, description="the bucket (with versioning and Object Lock)")
+    prefix: str = Field("", description="key prefix inside the bucket")
+    region: str | None = None
+    endpoint_url: str | None = Field(None, description="MinIO, Ceph RGW or another S3-compatible endpoint")
+    retention_mode: Literal["COMPLIANCE", "GOVERNANCE"] = "COMPLIANCE"
+    retention_days: int = Field(3650, ge=1, description="originals are locked this long")
+    legal_hold: bool = Field(False, description="also put a legal hold on every original")
+    allow_unlocked_bucket: bool = Field(False, description="development only: store in a bucket without Object Lock")
 
 
 class QueueSettings(_Section):

@@ -41,6 +41,7 @@ INCOMPLETE_UPLOAD = "incomplete upload"
 JOB_REQUEUED = "job requeued"
 EXPORTED = "exported"
 UNREDACTED_EXPORT_AUTHORISED = "unredacted export authorised"
+EXPORT_FAILED = "export failed"
 
 
 def _event_hash(event: Mapping[str, Any]) -> str:

@@ -11,15 +11,20 @@ authorisation and a reason, both logged before any work starts.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import os
+import secrets
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 
 from models.registry import file_sha256
 from pipelines.export import clip, excerpt, report
@@ -31,7 +36,7 @@ from pipelines.provenance.verify import verify
 from pipelines.transcribe import formats
 from worker import custody, verified
 from worker.directory import Directory
-from worker.errors import ConfigError, EvidenceError, IntegrityError, NotFound
+from worker.errors import ConfigError, IntegrityError, JobError, NotFound
 from worker.store import EvidenceStore
 from worker.timestamps import utc_now
 from worker.workdirs import private_workdir
@@ -42,7 +47,7 @@ MASKED = "redacted.mp4"
 ANCHOR = "trust-anchor.pem"
 
 
-class ExportRefused(EvidenceError):
+class ExportRefused(JobError):
     """An export that must not be made as asked (unmasked without authorisation, a source that fails its checks)."""
 
 
@@ -102,6 +107,9 @@ def _review_moments(store: EvidenceStore, evidence_id: str, run: Mapping[str, An
 
 def _how_to_verify(clip_name: str) -> list[dict[str, str]]:
     return [
+        {"what": "Check that the trust anchor is the exporting organisation's: the fingerprint printed must be the "
+                 "one it published or gave you separately (and the one in this report):",
+         "command": f"openssl x509 -in {ANCHOR} -noout -fingerprint -sha256"},
         {"what": "Check that no file in this folder has changed (Linux, macOS: shasum -a 256 -c SHA256SUMS):",
          "command": "sha256sum -c SHA256SUMS"},
         {"what": "Check the clip's signature and its chain back to the original with C2PA Tool "
@@ -130,6 +138,7 @@ def export(store: EvidenceStore, request: Request, *, credentials: Credentials, 
     evidence_id = request.evidence_id
     record = store.evidence(evidence_id)
     chain = store.custody(evidence_id)
+    _check_item(store, evidence_id, record, chain)
     runs = verified.runs(store, evidence_id, chain)
     run = _source_run(store, request, runs)
     masked = run is not None and MASKED in (run.get("outputs") or {})
@@ -137,11 +146,51 @@ def export(store: EvidenceStore, request: Request, *, credentials: Credentials, 
         raise ExportRefused(f"item {evidence_id[:12]} has no masked video" + (f" in run {run['run_id']}" if run else "")
                             + ": exporting the unmasked original needs --unredacted --authorised-by NAME "
                               "--reason TEXT")
+    probe = ((run or {}).get("facts") or {}).get("probe") or {}
+    if probe and not probe.get("video"):
+        raise ExportRefused(f"item {evidence_id[:12]} is an audio recording; exporting audio clips is not "
+                            "supported yet")
     if request.unredacted:
         store.append_custody(evidence_id, custody.UNREDACTED_EXPORT_AUTHORISED, actor,
                              {"authorised_by": request.authorised_by, "reason": request.reason,
                               "recipient": request.recipient, "from": clip.clock(request.start),
                               "to": clip.clock(request.end)})
+    try:
+        facts, report_sha = _make(store, request, record, chain, runs, run, credentials=credentials,
+                                  anchors_pem=anchors_pem, tools=tools, work_root=work_root, actor=actor)
+    except BaseException as exc:
+        if request.unredacted:  # the authorisation is in custody; so is what became of it
+            store.append_custody(evidence_id, custody.EXPORT_FAILED, actor,
+                                 {"recipient": request.recipient, "reason": str(exc) or type(exc).__name__})
+        raise
+    store.append_custody(evidence_id, custody.EXPORTED, actor, {
+        "recipient": request.recipient, "run_id": facts["source"]["run_id"], "from": facts["clip"]["from"],
+        "to": facts["clip"]["to"], "clip_sha256": facts["clip"]["sha256"],
+        "faces_masked": facts["source"]["faces_masked"],
+        "authorised_by": request.authorised_by if request.unredacted else None,
+        "trust_anchor_sha256": facts["trust_anchor_sha256"], "report_sha256": report_sha,
+    })
+    log.info("exported", extra={"evidence_id": evidence_id, "clip_sha256": facts["clip"]["sha256"],
+                                "faces_masked": facts["source"]["faces_masked"]})
+    return facts
+
+
+def _check_item(store: EvidenceStore, evidence_id: str, record: Mapping[str, Any], chain: custody.ChainReport) -> None:
+    """Nothing leaves for a court from an item whose custody, intake record or original fails its checks."""
+    problems = ([f"custody: {'; '.join(chain.problems)}"] if not chain.ok else []) + \
+        verified.intake_problems(record, chain)
+    if problems:
+        raise IntegrityError(f"item {evidence_id[:12]} fails its checks ({'; '.join(problems)}); nothing is "
+                             "exported: run 'evidence audit' and have a person look")
+    store.verify_original(evidence_id)
+
+
+def _make(store: EvidenceStore, request: Request, record: Mapping[str, Any], chain: custody.ChainReport,
+          runs: verified.Runs, run: Mapping[str, Any] | None, *, credentials: Credentials, anchors_pem: str,
+          tools: Tools, work_root: Path, actor: str) -> tuple[dict[str, Any], str]:
+    """The export folder, written; (the report's facts, the SHA-256 of verification-report.json)."""
+    evidence_id = request.evidence_id
+    ingested = next((e for e in chain.events if e.get("event") == custody.INGESTED), {"ts": record.get("ingested_at")})
     with private_workdir(work_root, "export") as work:
         if request.unredacted:
             source = store.original_for_run(evidence_id, work)
@@ -185,8 +234,9 @@ def export(store: EvidenceStore, request: Request, *, credentials: Credentials, 
                                                          "metadata removed"},
         ]
         files["clip.mp4"] = work / "clip.mp4"
-        manifest.sign(cut, files["clip.mp4"], source, parent_title, parent_mime,
-                      manifest.manifest("clip.mp4", SOFTWARE, actions, evidence, "source"), credentials, "source")
+        parent = manifest.parent_ingredient(parent_title, parent_mime, "source")
+        manifest.sign(cut, files["clip.mp4"], manifest.manifest("clip.mp4", SOFTWARE, actions, evidence, parent),
+                      credentials, signed_parent=None if request.unredacted else source)
         checked = verify(files["clip.mp4"], anchors_pem)
         anchor = work / ANCHOR
         anchor.write_text(anchors_pem, encoding="ascii")
@@ -202,7 +252,7 @@ def export(store: EvidenceStore, request: Request, *, credentials: Credentials, 
                        "sha256": evidence["source_sha256"], "faces_masked": not request.unredacted,
                        "description": ("the unmasked original" if request.unredacted else
                                        f"the masked video of processing run {run['run_id']}")},
-            "original": {"sha256": evidence_id, "size": record.get("size"), "ingested_at": record.get("ingested_at"),
+            "original": {"sha256": evidence_id, "size": record.get("size"), "ingested_at": ingested.get("ts"),
                          "case": record.get("case")},
             "export": {"at": exported_at, "by": actor, "recipient": request.recipient,
                        "unredacted": ({"authorised_by": request.authorised_by, "reason": request.reason}
@@ -212,6 +262,7 @@ def export(store: EvidenceStore, request: Request, *, credentials: Credentials, 
             "transcript": ({"segments": len(part), "needs_human": sum(s["status"] == "needs_human" for s in part)}
                            if segments is not None else None),
             "trust_anchor": ANCHOR,
+            "trust_anchor_sha256": anchor_fingerprints(anchors_pem),
             "test_ca": credentials.test,
             "files": sums,
             "how_to_verify": _how_to_verify("clip.mp4"),
@@ -223,34 +274,50 @@ def export(store: EvidenceStore, request: Request, *, credentials: Credentials, 
         documents = {"verification-report.html": report.render_html(facts).encode("utf-8"),
                      "verification-report.json": report.render_json(facts).encode("utf-8")}
         _write_folder(request.out, files, documents)
-    store.append_custody(evidence_id, custody.EXPORTED, actor, {
-        "recipient": request.recipient, "run_id": None if request.unredacted else run["run_id"],
-        "from": facts["clip"]["from"],
-        "to": facts["clip"]["to"], "clip_sha256": sums["clip.mp4"], "faces_masked": not request.unredacted,
-        "authorised_by": request.authorised_by if request.unredacted else None,
-        "report_sha256": hashlib.sha256(documents["verification-report.json"]).hexdigest(),
-    })
-    log.info("exported", extra={"evidence_id": evidence_id, "clip_sha256": sums["clip.mp4"],
-                                "faces_masked": not request.unredacted})
-    return facts
+    return facts, hashlib.sha256(documents["verification-report.json"]).hexdigest()
+
+
+def anchor_fingerprints(anchors_pem: str) -> list[str]:
+    """SHA-256 fingerprints of the anchor certificates, as ``openssl x509 -fingerprint -sha256`` prints them."""
+    return [":".join(f"{b:02X}" for b in cert.fingerprint(hashes.SHA256()))
+            for cert in x509.load_pem_x509_certificates(anchors_pem.encode())]
 
 
 def _write_folder(out: Path, files: Mapping[str, Path], documents: Mapping[str, bytes]) -> None:
-    """Every file owner-only, created new through the held folder (no link followed); SHA256SUMS last."""
-    sums = []
-    with Directory.open(out, create=True) as folder:
-        if folder.names():
-            raise ValueError(f"{out} is not empty any more: name a new folder for the export")
-        for name, path in files.items():
-            with open(path, "rb") as reading, folder.open_file(name, "wb") as writing:
-                shutil.copyfileobj(reading, writing, 1 << 20)
-                writing.flush()
-                os.fsync(writing.fileno())
-            sums.append((file_sha256(path), name))
-        for name, data in documents.items():
-            with folder.open_file(name, "wb") as writing:
-                writing.write(data)
-            sums.append((hashlib.sha256(data).hexdigest(), name))
-        with folder.open_file("SHA256SUMS", "wb") as writing:
-            writing.write("".join(f"{sha}  {name}\n" for sha, name in sorted(sums, key=lambda s: s[1])).encode())
-        folder.fsync()
+    """The folder is filled under a hidden name beside ``out`` and renamed into place: a reader never sees
+    half an export. Every file owner-only, created new, no link followed; SHA256SUMS last."""
+    out = Path(os.path.abspath(out))
+    with Directory.open(out.parent, create=True) as parent:
+        partial = f".{out.name}.partial-{secrets.token_hex(6)}"
+        try:
+            with parent.child(partial, create=True) as folder:
+                sums = []
+                for name, path in files.items():
+                    with open(path, "rb") as reading, folder.open_file(name, "wb") as writing:
+                        shutil.copyfileobj(reading, writing, 1 << 20)
+                        writing.flush()
+                        os.fsync(writing.fileno())
+                    sums.append((file_sha256(path), name))
+                for name, data in documents.items():
+                    with folder.open_file(name, "wb") as writing:
+                        writing.write(data)
+                        writing.flush()
+                        os.fsync(writing.fileno())
+                    sums.append((hashlib.sha256(data).hexdigest(), name))
+                with folder.open_file("SHA256SUMS", "wb") as writing:
+                    writing.write("".join(f"{sha}  {name}\n" for sha, name in sorted(sums, key=lambda s: s[1]))
+                                  .encode())
+                    writing.flush()
+                    os.fsync(writing.fileno())
+                folder.fsync()
+            try:
+                os.rename(partial, out.name, src_dir_fd=parent.fd, dst_dir_fd=parent.fd)
+            except OSError as exc:
+                if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+                    raise ValueError(f"{out} is taken (not an empty folder): name a new folder for the export") \
+                        from None
+                raise
+            parent.fsync()
+        finally:
+            if parent.exists(partial):
+                parent.remove_tree(partial)

@@ -12,22 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipelines.provenance import credentials, kms
-from worker.config import Settings, SigningSettings
+from worker.backends import aws_client
+from worker.config import Settings
 from worker.errors import ConfigError
 
 
 def test_ca_folder(settings: Settings) -> Path:
     return settings.home / "signing"
-
-
-def _kms_client(s: SigningSettings):
-    import boto3  # only deployments that sign with KMS pay for importing it
-    from botocore.config import Config
-
-    # Credentials come from the standard AWS chain (environment, profile, instance role), never the TOML.
-    return boto3.client("kms", region_name=s.kms_region, endpoint_url=s.kms_endpoint_url,
-                        config=Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=10,
-                                      read_timeout=30))
 
 
 def load(settings: Settings) -> credentials.Credentials:
@@ -37,7 +28,8 @@ def load(settings: Settings) -> credentials.Credentials:
             if s.private_key or not s.certificate_chain:
                 raise ConfigError("[signing] kms_key_id needs certificate_chain (the certificate issued for the "
                                   "KMS key) and no private_key")
-            return kms.credentials(s.certificate_chain, s.kms_key_id, _kms_client(s), anchors=s.trust_anchors,
+            client = aws_client("kms", region=s.kms_region, endpoint_url=s.kms_endpoint_url)
+            return kms.credentials(s.certificate_chain, s.kms_key_id, client, anchors=s.trust_anchors,
                                    timestamp_url=s.timestamp_url)
         if s.certificate_chain or s.private_key:
             if not (s.certificate_chain and s.private_key):

@@ -43,6 +43,20 @@ class Stored:
     location: str     # where a person finds the original
 
 
+def check_run_id(run_id: str) -> str:
+    """``run_id`` if it can name a run (a plain name, never hidden); NotFound otherwise."""
+    if not OUTPUT_NAME.match(run_id) or run_id.startswith("."):
+        raise NotFound(f"{run_id!r} is not a run id")
+    return run_id
+
+
+def check_output_names(names) -> None:
+    """Every name a plain file name, and none the run record's; ValueError otherwise."""
+    for name in names:
+        if not OUTPUT_NAME.match(name) or name == RUN_RECORD:
+            raise ValueError(f"{name!r} cannot be an output name")
+
+
 def stored_name(original_name: str) -> str:
     """``original.<ext>`` with the uploader's extension when it is plain, else ``original.bin``."""
     suffix = original_name.rsplit(".", 1)[-1].lower() if "." in original_name else ""
@@ -114,7 +128,6 @@ class EvidenceStore(ABC):
     @abstractmethod
     def is_committed(self, evidence_id: str, run_id: str) -> bool: ...
 
-    @abstractmethod
     def commit_run(
         self, evidence_id: str, run_id: str, files: Mapping[str, Path], record: Mapping[str, Any]
     ) -> RunRecord | None:
@@ -123,6 +136,17 @@ class EvidenceStore(ABC):
         Returns the record written, or None when the run was already committed
         (nothing is overwritten).
         """
+        check_run_id(run_id)
+        check_output_names(files)
+        if self.is_committed(evidence_id, run_id):
+            return None
+        return self._commit_new_run(evidence_id, run_id, files, record)
+
+    @abstractmethod
+    def _commit_new_run(
+        self, evidence_id: str, run_id: str, files: Mapping[str, Path], record: Mapping[str, Any]
+    ) -> RunRecord | None:
+        """commit_run once the names are checked; None when another attempt commits it first."""
 
     @abstractmethod
     def discard_uncommitted(self, evidence_id: str, run_id: str) -> None:

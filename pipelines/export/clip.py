@@ -88,3 +88,9 @@ def cut(source: Path, out: Path, span: Range, tools: Tools, *, crf: int = 18, pr
     if done.returncode != 0:
         Path(out).unlink(missing_ok=True)
         raise MediaToolError(f"the clip could not be cut: {ffmpeg_cli.error_summary(done.stderr)}")
+    # The container's length can run past the last picture (audio continues): a range there holds no frame.
+    found = ffmpeg_cli.ffprobe_json(out, demuxer="mov", tools=tools, show=("-show_streams",),
+                                    extra=("-select_streams", "v:0", "-count_packets"))
+    if not any(int(s.get("nb_read_packets") or 0) for s in found.get("streams", [])):
+        Path(out).unlink(missing_ok=True)
+        raise RangeError(f"no video frame lies between {clock(span.start)} and {clock(span.end)}")

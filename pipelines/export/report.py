@@ -65,8 +65,10 @@ def _processing(chain: list[Mapping[str, Any]]) -> str:
                  + (f": {a['description']}" if a.get("description") else "")
                  for a in link.get("actions") or [] if a.get("action") != "c2pa.opened"]
         done = "; ".join(steps) or "opened"
+        trust = "a trusted signer" if link.get("trusted") else "a signer NOT trusted by the anchor"
         items.append(f"<li><strong>{_e(link.get('title'))}</strong>, made from {_e(link.get('parent'))}: "
-                     f"{_e(done)}. Signed by {_e(link.get('signer'))} (issuer {_e(link.get('issuer'))}).</li>")
+                     f"{_e(done)}. Signed by {_e(link.get('signer'))} (issuer {_e(link.get('issuer'))}), "
+                     f"{_e(trust)}.</li>")
     return "<ol>" + "".join(items) + "</ol>"
 
 
@@ -128,7 +130,10 @@ def render_html(facts: Mapping[str, Any]) -> str:
 <h2>Checks made when it was exported</h2>
 <table><tr><th>Check</th><th>Result</th><th>Detail</th></tr>{checks}</table>
 <p>Trust: <strong>{_e(check['trust'])}</strong>. The signature was checked offline against the trust anchor
-included in this folder (<code>{_e(facts['trust_anchor'])}</code>).</p>
+included in this folder (<code>{_e(facts['trust_anchor'])}</code>), whose SHA-256 fingerprint is:</p>
+<p class="hash">{'<br>'.join(_e(f) for f in facts['trust_anchor_sha256'])}</p>
+<p>A certificate that travels with the clip proves nothing by itself: compare this fingerprint with the one
+the exporting organisation published or gave you separately (step 1 below).</p>
 <h2>Who exported it, to whom</h2>
 <table>
 {_row("Exported by", exported["by"])}

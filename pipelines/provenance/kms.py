@@ -9,6 +9,7 @@ worker before it signs anything.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from pipelines.provenance.credentials import CredentialError, Credentials, behind, check_chain
 
+_RAW_LIMIT = 4096   # bytes KMS signs as a message; more must be sent as a digest
 # C2PA algorithm -> KMS signing algorithm, chosen by the certificate's key type
 _BY_KEY = {ec.EllipticCurvePublicKey: ("ES256", "ECDSA_SHA_256"), rsa.RSAPublicKey: ("PS256", "RSASSA_PSS_SHA_256")}
 
@@ -37,7 +39,13 @@ def credentials(chain: Path, key_id: str, client: Any, *, anchors: Path | None =
         raise CredentialError(f"KMS key {key_id} is not a signing key for {kms_algorithm}")
 
     def sign(data: bytes) -> bytes:
-        return client.sign(KeyId=key_id, Message=data, MessageType="RAW",
+        # KMS takes at most 4096 bytes of message, and what C2PA signs holds the whole certificate chain;
+        # a longer one goes as its SHA-256 digest, which gives the same signature for these algorithms.
+        # (moto's KMS hashes a digest again, so the tests here only reach the RAW branch.)
+        if len(data) <= _RAW_LIMIT:
+            return client.sign(KeyId=key_id, Message=data, MessageType="RAW",
+                               SigningAlgorithm=kms_algorithm)["Signature"]
+        return client.sign(KeyId=key_id, Message=hashlib.sha256(data).digest(), MessageType="DIGEST",
                            SigningAlgorithm=kms_algorithm)["Signature"]
 
     return behind(chain_pem, described["PublicKey"], sign, algorithm,

@@ -33,13 +33,14 @@ def context(anchors_pem: str | None = None) -> c2pa.Context:
 
 
 def manifest(title: str, software: Mapping[str, str], actions: Sequence[Mapping[str, Any]],
-             evidence: Mapping[str, Any], parent_label: str = "original") -> dict[str, Any]:
-    """The manifest definition: ``actions`` follow the opening of the parent ingredient (``parent_label``)."""
+             evidence: Mapping[str, Any], parent: Mapping[str, str]) -> dict[str, Any]:
+    """The manifest definition: ``actions`` follow the opening of ``parent`` (see ``parent_ingredient``)."""
     agent = {"name": software["name"], "version": software["version"]}
-    opened = {"action": "c2pa.opened", "parameters": {"ingredientIds": [parent_label]}, "softwareAgent": agent}
+    opened = {"action": "c2pa.opened", "parameters": {"ingredientIds": [parent["label"]]}, "softwareAgent": agent}
     return {
         "claim_generator_info": [agent],
         "title": title,
+        "ingredients": [dict(parent)],
         "assertions": [
             {"label": "c2pa.actions", "data": {"actions": [opened, *[{**a, "softwareAgent": agent} for a in actions]]}},
             {"label": ASSERTION, "data": dict(evidence)},
@@ -47,20 +48,33 @@ def manifest(title: str, software: Mapping[str, str], actions: Sequence[Mapping[
     }
 
 
-def sign(source: Path, target: Path, parent: Path, parent_title: str, parent_mime: str | None,
-         definition: Mapping[str, Any], credentials: Credentials, parent_label: str = "original") -> None:
+def parent_ingredient(title: str, mime: str | None, label: str = "original") -> dict[str, str]:
+    """A parent named and typed, nothing more: none of its bytes, pictures or manifests are read into ours."""
+    return {"title": title, "format": mime or "application/octet-stream", "relationship": "parentOf", "label": label}
+
+
+def sign(source: Path, target: Path, definition: Mapping[str, Any], credentials: Credentials,
+         signed_parent: Path | None = None) -> None:
     """``source`` with the signed manifest embedded, written to ``target`` (which must not exist).
 
-    A parent that carries its own manifest (a signed derivative) brings it
-    along: the new file's manifest store then holds both, and the chain
-    back to the original can be walked from the new file alone.
+    The original is described, never read in: a camera's or editor's own
+    manifest in it may hold a preview picture, GPS or a name, and would
+    travel on in every derivative. ``signed_parent`` is for a file this
+    software signed (the masked video, when a clip is cut from it): its
+    manifest comes along, so the clip's store holds both and the chain back
+    to the original can be walked from the clip alone.
     """
-    with context(credentials.anchors_pem) as ctx, c2pa.Builder(dict(definition), context=ctx) as builder:
-        with open(parent, "rb") as original:
-            builder.add_ingredient({"title": parent_title, "relationship": "parentOf", "label": parent_label},
-                                   parent_mime or "application/octet-stream", original)
-        signer = c2pa.Signer.from_callback(credentials.sign, getattr(c2pa.C2paSigningAlg,
-                                                                     _ALGORITHMS[credentials.algorithm]),
-                                           credentials.chain_pem, credentials.timestamp_url)
-        with signer, open(source, "rb") as reading, open(target, "xb") as writing:
-            builder.sign(signer, MIME, reading, writing)
+    definition = dict(definition)
+    with context(credentials.anchors_pem) as ctx:
+        if signed_parent is not None:
+            [parent] = definition.pop("ingredients")
+        with c2pa.Builder(definition, context=ctx) as builder:
+            if signed_parent is not None:
+                with open(signed_parent, "rb") as stream:
+                    builder.add_ingredient({k: parent[k] for k in ("title", "relationship", "label")},
+                                           parent["format"], stream)
+            signer = c2pa.Signer.from_callback(credentials.sign, getattr(c2pa.C2paSigningAlg,
+                                                                         _ALGORITHMS[credentials.algorithm]),
+                                               credentials.chain_pem, credentials.timestamp_url)
+            with signer, open(source, "rb") as reading, open(target, "xb") as writing:
+                builder.sign(signer, MIME, reading, writing)

@@ -56,8 +56,8 @@ def run(ctx: StepContext) -> StepResult:
         "signed_with_test_ca": ctx.signing.test,
     }
     signed = ctx.workdir / "redacted.mp4"
-    manifest.sign(video, signed, ctx.original, f"original {ctx.evidence_id[:12]}", _MIME.get(probe.get("container")),
-                  manifest.manifest("redacted.mp4", SOFTWARE, actions, evidence), ctx.signing)
+    original = manifest.parent_ingredient(f"original {ctx.evidence_id[:12]}", _MIME.get(probe.get("container")))
+    manifest.sign(video, signed, manifest.manifest("redacted.mp4", SOFTWARE, actions, evidence, original), ctx.signing)
     facts = {"signed": "redacted.mp4", "signer": ctx.signing.signer_name, "test_ca": ctx.signing.test,
              "algorithm": ctx.signing.algorithm}
     warnings = ["signed with a TEST CA, not for production: configure [signing]"] if ctx.signing.test else []

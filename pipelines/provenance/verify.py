@@ -48,66 +48,73 @@ def _actions(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     return found
 
 
-def _failures(results: Any) -> list[str]:
-    active = (results or {}).get("activeManifest") or {}
-    return [str(item.get("code")) for item in active.get("failure") or []]
+def _deltas(deltas: list[dict[str, Any]], label: str) -> list[dict[str, Any]] | None:
+    """What the library found when it re-checked, at this reading, the parent of manifest ``label``."""
+    found = [d.get("validationDeltas") or {} for d in deltas
+             if f"/c2pa/{label}/" in str(d.get("ingredientAssertionURI", ""))]
+    return found or None
 
 
-def _delta_failures(deltas: list[dict[str, Any]], label: str) -> list[str]:
-    """Failures found when the library re-checked, at this reading, the ingredients of manifest ``label``."""
-    codes = []
-    for delta in deltas:
-        if f"/c2pa/{label}/" in str(delta.get("ingredientAssertionURI", "")):
-            codes += [str(item.get("code")) for item in (delta.get("validationDeltas") or {}).get("failure") or []]
-    return codes
+def _codes(results: list[dict[str, Any]], kind: str) -> list[str]:
+    return [str(item.get("code")) for result in results for item in result.get(kind) or []]
 
 
-def _chain(reader: c2pa.Reader, active_label: str) -> list[dict[str, Any]]:
-    """From the file's own manifest back to the first manifest whose parent carries none (the original)."""
+def _chain(reader: c2pa.Reader, active_label: str, active_trusted: bool) -> list[dict[str, Any]]:
+    """From the file's own manifest back to the first whose parent carries none (the original)."""
     assertions = _assertions_by_manifest(reader)
     deltas = (reader.get_validation_results() or {}).get("ingredientDeltas") or []
-    links, label = [], active_label
+    links, label, trusted = [], active_label, active_trusted
     while label and len(links) < _MAX_LINKS and label not in {link["manifest"] for link in links}:
         manifest = reader.get_manifest(label)
         signature = manifest.get("signature_info") or {}
         parents = [i for i in manifest.get("ingredients", []) if i.get("relationship") == "parentOf"]
         parent = parents[0] if len(parents) == 1 else None
         problems = [] if parent else [f"{len(parents)} parent ingredients, not one"]
+        parent_trusted = False
         if parent and parent.get("active_manifest"):
-            problems += [c for c in _failures(parent.get("validation_results")) + _delta_failures(deltas, label)
+            recorded = (parent.get("validation_results") or {}).get("activeManifest") or {}
+            now = _deltas(deltas, label)
+            problems += [c for c in _codes([recorded], "failure") + _codes(now or [], "failure")
                          if c not in _NOT_BREAKING]
+            # What was recorded at signing, judged by the signer's anchors, and what changed at this reading
+            # with the reader's (the library reports only differences): trusted if now said so, or if it was
+            # then and nothing now says otherwise.
+            parent_trusted = "signingCredential.trusted" in _codes(now or [], "success") or (
+                "signingCredential.trusted" in _codes([recorded], "success")
+                and "signingCredential.untrusted" not in _codes(now or [], "failure"))
         evidence = assertions.get(label, {}).get(ASSERTION)
-        links.append({"manifest": label, "title": manifest.get("title"),
+        links.append({"manifest": label, "title": manifest.get("title"), "trusted": trusted,
                       "signer": signature.get("common_name"), "issuer": signature.get("issuer"),
                       "parent": parent.get("title") if parent else None,
                       "evidence": evidence if isinstance(evidence, dict) else None,
                       "actions": _actions(manifest), "problems": sorted(set(problems))})
-        label = parent.get("active_manifest") if parent else None
+        label, trusted = (parent.get("active_manifest") if parent else None), parent_trusted
     if label:
         links[-1]["problems"].append("the chain of manifests loops or is deeper than this software follows")
     return links
 
 
 def _chain_check(links: list[dict[str, Any]]) -> tuple[dict[str, Any], str | None]:
-    claimed = {str(link["evidence"]["original_sha256"]) for link in links
-               if link["evidence"] and link["evidence"].get("original_sha256")}
+    """The chain holds only if every link is ours, intact, trusted and names the same original."""
+    name = "chain reaches the original"
     broken = [f"{link['title']!r}: {', '.join(link['problems'])}" for link in links if link["problems"]]
-    # The deepest of our manifests names the original; a camera's own manifest may lie beyond it.
-    ours = [link for link in links if link["evidence"] and link["evidence"].get("original_sha256")]
-    last = ours[-1] if ours else links[-1]
-    reaches = bool(ours and last["parent"])
     if broken:
-        return _check("chain reaches the original", False, "broken link: " + "; ".join(broken)), None
+        return _check(name, False, "broken link: " + "; ".join(broken)), None
+    foreign = [repr(link["title"]) for link in links
+               if not (link["evidence"] and link["evidence"].get("original_sha256"))]
+    if foreign:
+        return _check(name, False, f"{', '.join(foreign)} carries no evidence record of this software: the chain "
+                      "must run from this file to the original through this software's manifests only"), None
+    untrusted = [repr(link["title"]) for link in links[1:] if not link["trusted"]]
+    if untrusted:
+        return _check(name, False, f"{', '.join(untrusted)} in the chain is not signed by a trusted signer"), None
+    claimed = {str(link["evidence"]["original_sha256"]) for link in links}
+    claimed |= {str(link["evidence"].get("evidence_id")) for link in links}
     if len(claimed) > 1:
-        return _check("chain reaches the original", False,
-                      f"the manifests name different originals: {', '.join(sorted(claimed))}"), None
-    if not reaches:
-        return _check("chain reaches the original", False, "no manifest in the chain names the original's SHA-256 "
-                      "beside a parent ingredient"), None
+        return _check(name, False, f"the manifests name different originals: {', '.join(sorted(claimed))}"), None
     sha = claimed.pop()
-    steps = " <- ".join(repr(link["title"]) for link in links[:links.index(last) + 1])
-    return _check("chain reaches the original", True,
-                  f"{steps} <- parent {last['parent']!r}, original SHA-256 {sha}"), sha
+    steps = " <- ".join(repr(link["title"]) for link in links)
+    return _check(name, True, f"{steps} <- parent {links[-1]['parent']!r}, original SHA-256 {sha}"), sha
 
 
 def verify(path: Path, anchors_pem: str | None = None, original: Path | None = None,
@@ -125,7 +132,7 @@ def verify(path: Path, anchors_pem: str | None = None, original: Path | None = N
             state = reader.get_validation_state()
             store = json.loads(reader.json())
             active = reader.get_active_manifest()
-            links = _chain(reader, str(store.get("active_manifest")))
+            links = _chain(reader, str(store.get("active_manifest")), state == "Trusted")
     except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
         checks.append(_check("manifest present", False, f"{path} cannot be opened: {exc.strerror}"))
         return report

@@ -58,10 +58,29 @@ def secure_home(settings: Settings) -> None:
                                                                  "was": f"{mode:04o}", "now": "0700"})
 
 
+def aws_client(service: str, *, region: str | None, endpoint_url: str | None):
+    """A boto3 client that retries throttling and 5xx answers with backoff, with bounded waits."""
+    import boto3  # only deployments on AWS-speaking services pay for importing it
+    from botocore.config import Config
+
+    return boto3.client(service, region_name=region, endpoint_url=endpoint_url,
+                        config=Config(retries={"max_attempts": 10, "mode": "standard"}, connect_timeout=10,
+                                      read_timeout=60))
+
+
 def open_store(settings: Settings) -> EvidenceStore:
     secure_home(settings)
-    # Only "local" validates today; S3Store joins here behind the same port.
-    return LocalStore(settings.store_root, min_free_bytes=settings.store.min_free_bytes)
+    s = settings.store
+    if s.backend == "s3":
+        from worker.backends.s3 import S3Store
+
+        if not s.bucket:
+            raise ConfigError("[store] backend = \"s3\" needs bucket")
+        Directory.open(settings.work_dir, create=True).close()
+        return S3Store(aws_client("s3", region=s.region, endpoint_url=s.endpoint_url), s.bucket, prefix=s.prefix,
+                       retention_mode=s.retention_mode, retention_days=s.retention_days, legal_hold=s.legal_hold,
+                       spool_dir=settings.work_dir, require_lock=not s.allow_unlocked_bucket)
+    return LocalStore(settings.store_root, min_free_bytes=s.min_free_bytes)
 
 
 def open_queue(settings: Settings, *, read_only: bool = False) -> JobQueue:

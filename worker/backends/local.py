@@ -43,7 +43,16 @@ from worker.fixity import copy_and_hash
 from worker.permissions import exposed
 from worker.progress import SILENT, Progress
 from worker.space import DiskFull, ensure_free, is_disk_full
-from worker.store import EVIDENCE_ID, OUTPUT_NAME, RUN_RECORD, EvidenceStore, RunRecord, Stored, stored_name
+from worker.store import (
+    EVIDENCE_ID,
+    OUTPUT_NAME,
+    RUN_RECORD,
+    EvidenceStore,
+    RunRecord,
+    Stored,
+    check_run_id,
+    stored_name,
+)
 from worker.timestamps import utc_now
 
 log = logging.getLogger("evidence.store")
@@ -276,11 +285,6 @@ class LocalStore(EvidenceStore):
 
     # -- runs --------------------------------------------------------------
 
-    def _check_run(self, run_id: str) -> str:
-        if not OUTPUT_NAME.match(run_id) or run_id.startswith("."):
-            raise NotFound(f"{run_id!r} is not a run id")
-        return run_id
-
     @contextmanager
     def _runs(self, evidence_id: str, *, create: bool = False) -> Iterator[Directory | None]:
         with self._item(evidence_id) as item:
@@ -291,21 +295,15 @@ class LocalStore(EvidenceStore):
                 yield runs
 
     def is_committed(self, evidence_id: str, run_id: str) -> bool:
-        self._check_run(run_id)
+        check_run_id(run_id)
         with self._runs(evidence_id) as runs:
             if runs is None or not runs.is_dir(run_id):
                 return False
             with runs.child(run_id) as run:
                 return run.exists(RUN_RECORD)
 
-    def commit_run(self, evidence_id: str, run_id: str, files: Mapping[str, Path],
-                   record: Mapping[str, Any]) -> RunRecord | None:
-        self._check_run(run_id)
-        for name in files:
-            if not OUTPUT_NAME.match(name) or name == RUN_RECORD:
-                raise ValueError(f"{name!r} cannot be an output name")
-        if self.is_committed(evidence_id, run_id):
-            return None
+    def _commit_new_run(self, evidence_id: str, run_id: str, files: Mapping[str, Path],
+                        record: Mapping[str, Any]) -> RunRecord | None:
         with self._runs(evidence_id, create=True) as runs:
             staging = f"{_STAGING_PREFIX}{run_id}-{secrets.token_hex(6)}"
             # Locked before the folder exists: discard_uncommitted never sees this folder unlocked.
@@ -422,7 +420,7 @@ class LocalStore(EvidenceStore):
 
     def location(self, evidence_id: str, run_id: str | None = None) -> str:
         item = self.root / self._check_id(evidence_id)
-        return str(item / "runs" / self._check_run(run_id) if run_id else item)
+        return str(item / "runs" / check_run_id(run_id) if run_id else item)
 
     def exposure(self) -> list[str]:
         return exposed(self.root)

@@ -5,12 +5,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipelines.export.clip import parse_time
+from pipelines.export.clip import RangeError, parse_time
 from worker import signing
 from worker.backends import open_store
 from worker.cli.output import EXIT_OK, print_json, printable
 from worker.config import Settings
 from worker.export import Request, export
+
+
+def _time(text: str) -> float:
+    try:
+        return parse_time(text)
+    except RangeError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def register(command) -> None:
@@ -27,8 +34,8 @@ def register(command) -> None:
                 "  evidence export 3f2a9c --from 00:01:05 --to 00:02:10.500 --recipient \"Prosecutor X\" --out clip-x")
     p.add_argument("evidence_id", metavar="ID", help="evidence id or a unique prefix (6+ hex digits)")
     p.add_argument("--run", metavar="RUN", help="the run whose masked video to cut (default: the newest)")
-    p.add_argument("--from", dest="start", required=True, type=parse_time, metavar="HH:MM:SS[.mmm]")
-    p.add_argument("--to", dest="end", required=True, type=parse_time, metavar="HH:MM:SS[.mmm]")
+    p.add_argument("--from", dest="start", required=True, type=_time, metavar="HH:MM:SS[.mmm]")
+    p.add_argument("--to", dest="end", required=True, type=_time, metavar="HH:MM:SS[.mmm]")
     p.add_argument("--recipient", required=True, metavar="NAME", help="who receives the clip (logged)")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="a new (or empty) folder")
     p.add_argument("--unredacted", action="store_true", help="cut from the unmasked original (needs authorisation)")

@@ -57,7 +57,13 @@ def _stored_original(settings: Settings):
 
 
 def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
-    anchors = args.trust_anchors.read_text(encoding="ascii") if args.trust_anchors else signing.anchors(settings)
+    try:
+        anchors = args.trust_anchors.read_text(encoding="ascii") if args.trust_anchors else signing.anchors(settings)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read the trust anchors {args.trust_anchors}: {getattr(exc, 'strerror', exc)}") \
+            from None
+    if args.original is not None and not args.original.is_file():
+        raise ValueError(f"--original {args.original} is not a readable file")
     report = verify(args.file, anchors, args.original, _stored_original(settings))
     if args.json:
         print_json(report)

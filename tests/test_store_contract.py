@@ -1,0 +1,122 @@
+"""The EvidenceStore contract: every store adapter passes the same tests (LocalStore on disk, S3Store over
+real HTTP to an S3-speaking server on loopback)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+
+import pytest
+from conftest import AWS_ENV, SAMPLE_VIDEO, Cli, aws_client
+
+from worker import custody
+from worker.backends.local import LocalStore
+from worker.backends.s3 import S3Store
+from worker.errors import ConfigError, IntegrityError, NotFound
+from worker.store import EvidenceStore
+
+FOOTAGE = b"field footage " * 5000
+
+
+@pytest.fixture(params=["local", "s3"])
+def any_store(request, tmp_path) -> EvidenceStore:
+    if request.param == "local":
+        return LocalStore(tmp_path / "store")
+    endpoint = request.getfixturevalue("aws_endpoint")
+    return S3Store(aws_client("s3", endpoint), request.getfixturevalue("locked_bucket"), prefix="evidence",
+                   retention_days=1, spool_dir=tmp_path)
+
+
+def test_an_original_is_stored_once_logged_and_re_verified(any_store, tmp_path):
+    first = any_store.put_original(io.BytesIO(FOOTAGE), intake={"original_name": "a.mp4", "case": "C-1"}, actor="t")
+    again = any_store.put_original(io.BytesIO(FOOTAGE), intake={"original_name": "b.mp4"}, actor="t")
+    assert first.evidence_id == hashlib.sha256(FOOTAGE).hexdigest() and not first.duplicate and again.duplicate
+    assert any_store.evidence_ids() == [first.evidence_id]
+    assert any_store.evidence(first.evidence_id)["case"] == "C-1"
+    chain = any_store.custody(first.evidence_id)
+    assert chain.ok and [e["event"] for e in chain.events] == [custody.INGESTED, custody.DUPLICATE_UPLOAD]
+    work = tmp_path / "work"
+    work.mkdir()
+    assert any_store.original_for_run(first.evidence_id, work).read_bytes() == FOOTAGE
+    any_store.verify_original(first.evidence_id)
+    with pytest.raises(NotFound):
+        any_store.evidence("0" * 64)
+
+
+def test_custody_is_a_hash_chain_appended_in_order(any_store):
+    stored = any_store.put_original(io.BytesIO(FOOTAGE), intake={}, actor="t")
+    for number in range(5):
+        any_store.append_custody(stored.evidence_id, custody.AUDIT_RESULT, "t", {"n": number})
+    chain = any_store.custody(stored.evidence_id)
+    assert chain.ok and chain.count == 6 and [e["seq"] for e in chain.events] == list(range(6))
+    assert all(e["prev"] == p["hash"] for p, e in zip(chain.events, chain.events[1:], strict=False))
+
+
+def test_a_run_is_committed_once_with_its_outputs_verified(any_store, tmp_path):
+    stored = any_store.put_original(io.BytesIO(FOOTAGE), intake={}, actor="t")
+    out = tmp_path / "outputs"
+    out.mkdir()
+    (out / "probe.json").write_text('{"ok": true}')
+    (out / "big.bin").write_bytes(b"x" * 300_000)
+    files = {"probe.json": out / "probe.json", "big.bin": out / "big.bin"}
+    assert not any_store.is_committed(stored.evidence_id, "intake-v1-abc")
+    committed = any_store.commit_run(stored.evidence_id, "intake-v1-abc", files, {"run_id": "intake-v1-abc"})
+    assert committed is not None and any_store.is_committed(stored.evidence_id, "intake-v1-abc")
+    assert any_store.commit_run(stored.evidence_id, "intake-v1-abc", files, {"run_id": "intake-v1-abc"}) is None
+    [record] = any_store.run_records(stored.evidence_id)
+    assert record.sha256 == committed.sha256 and record.record["outputs"]["big.bin"]["size"] == 300_000
+    assert any_store.read_output(stored.evidence_id, "intake-v1-abc", "probe.json") == b'{"ok": true}'
+    sha = record.record["outputs"]["big.bin"]["sha256"]
+    assert any_store.hash_output(stored.evidence_id, "intake-v1-abc", "big.bin") == (sha, 300_000)
+    fetched = any_store.fetch_output(stored.evidence_id, "intake-v1-abc", "big.bin", tmp_path / "copy",
+                                     expected_sha256=sha)
+    assert fetched.read_bytes() == b"x" * 300_000
+    with pytest.raises(IntegrityError):
+        any_store.fetch_output(stored.evidence_id, "intake-v1-abc", "big.bin", tmp_path / "other",
+                               expected_sha256="0" * 64)
+    assert not (tmp_path / "other").exists()
+    with pytest.raises(NotFound):
+        any_store.read_output(stored.evidence_id, "intake-v1-abc", "missing.txt")
+    with pytest.raises(ValueError):
+        any_store.commit_run(stored.evidence_id, "intake-v1-def", {"run.json": out / "probe.json"}, {})
+
+
+def test_a_locked_original_cannot_be_deleted_or_overwritten_in_s3(aws_endpoint, locked_bucket, tmp_path):
+    client = aws_client("s3", aws_endpoint)
+    store = S3Store(client, locked_bucket, retention_days=1, spool_dir=tmp_path)
+    stored = store.put_original(io.BytesIO(FOOTAGE), intake={"original_name": "a.mp4"}, actor="t")
+    key = f"{stored.evidence_id}/original/original.mp4"
+    head = client.head_object(Bucket=locked_bucket, Key=key)
+    assert head["ObjectLockMode"] == "COMPLIANCE"
+    with pytest.raises(Exception, match="AccessDenied"):
+        client.delete_object(Bucket=locked_bucket, Key=key, VersionId=head["VersionId"])
+    with pytest.raises(Exception, match="PreconditionFailed"):
+        client.put_object(Bucket=locked_bucket, Key=key, Body=b"forged", IfNoneMatch="*")
+    store.verify_original(stored.evidence_id)
+
+
+def test_a_bucket_without_object_lock_is_refused_unless_allowed(aws_endpoint, tmp_path):
+    client = aws_client("s3", aws_endpoint)
+    client.create_bucket(Bucket="evidence-unlocked", CreateBucketConfiguration={"LocationConstraint": "eu-central-1"})
+    with pytest.raises(ConfigError, match="no versioning and no Object Lock"):
+        S3Store(client, "evidence-unlocked", spool_dir=tmp_path)
+    with pytest.raises(ConfigError, match="cannot be used"):
+        S3Store(client, "evidence-missing", spool_dir=tmp_path)
+    assert S3Store(client, "evidence-unlocked", spool_dir=tmp_path, require_lock=False).exposure()
+
+
+def test_the_whole_intake_runs_against_s3(aws_endpoint, locked_bucket, cli: Cli):
+    env = {**AWS_ENV, "EVIDENCE_STORE__BACKEND": "s3", "EVIDENCE_STORE__BUCKET": locked_bucket,
+           "EVIDENCE_STORE__ENDPOINT_URL": aws_endpoint, "EVIDENCE_STORE__REGION": "eu-central-1",
+           "EVIDENCE_STORE__PREFIX": "team-a"}
+    evidence_id = json.loads(cli("ingest", SAMPLE_VIDEO, "--json", **env).stdout)["ingested"][0]["evidence_id"]
+    cli("worker", "--once", timeout=300, **env)
+    shown = json.loads(cli("show", evidence_id, "--json", **env).stdout)
+    [run] = shown["runs"]
+    assert run["status"] == "committed" and "redacted.mp4" in run["outputs"]
+    assert run["location"].startswith(f"s3://{locked_bucket}/team-a/{evidence_id}/runs/")
+    assert json.loads(cli("audit", "--json", **env).stdout)["ok"]
+    keys = [o["Key"] for o in aws_client("s3", aws_endpoint).list_objects_v2(Bucket=locked_bucket)["Contents"]]
+    assert all(key.startswith(f"team-a/{evidence_id}/") for key in keys)
+    assert not (cli.home / "store").exists()
