@@ -46,8 +46,15 @@ class StoreSettings(_Section):
 
 
 class QueueSettings(_Section):
-    backend: Literal["sqlite"] = "sqlite"
+    backend: Literal["sqlite", "sqs"] = "sqlite"
     path: Path | None = Field(None, description="default: <home>/queue.sqlite3")
+    # backend = "sqs": credentials come from the standard AWS chain, never from this file
+    queue_name: str | None = Field(None, description="the SQS queue (its dead-letter queue from its redrive policy)")
+    queue_url: str | None = Field(None, description="instead of queue_name")
+    region: str | None = None
+    endpoint_url: str | None = Field(None, description="an SQS-compatible endpoint instead of AWS's")
+    upload_prefix: str = Field("incoming/", description="S3 uploads under this prefix become evidence")
+    wait_time_s: int = Field(20, ge=0, le=20, description="long polling: how long one receive waits")
     visibility_timeout_s: float = Field(300.0, gt=0)
     max_attempts: int = Field(5, ge=1)
     backoff_base_s: float = Field(30.0, ge=0)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from worker.errors import BadSource, CustodyError, QueueUnavailable
+from worker.fixity import ReadInto
 from worker.jobs import submit
 from worker.progress import progress_bar
 from worker.queue import JobQueue
@@ -102,6 +103,7 @@ def ingest_handle(
     languages: Sequence[str] = (),
     note: str | None = None,
     enqueue: bool = True,
+    size: int | None = None,
 ) -> Ingested:
     """Store what ``handle`` reads as an original and (unless told not to) queue the intake pipeline.
 
@@ -116,9 +118,10 @@ def ingest_handle(
         "languages": list(languages),
         "note": note,
     }
-    size = os.fstat(handle.fileno()).st_size
+    size = os.fstat(handle.fileno()).st_size if size is None else size
     with progress_bar(size, "storing original") as bar:
-        stored = store.put_original(handle, intake=intake, actor=actor, size_hint=size, progress=bar)
+        readable = handle if hasattr(handle, "readinto") else ReadInto(handle)   # an HTTP body reads only
+        stored = store.put_original(readable, intake=intake, actor=actor, size_hint=size, progress=bar)
     job_id = not_queued = None
     if enqueue:
         try:

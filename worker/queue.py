@@ -38,6 +38,9 @@ class JobQueue(ABC):
     # True when this queue was created empty just now: beside a store that holds items, jobs may have
     # been lost with an earlier queue (see worker.requeue).
     fresh: bool = False
+    # True when get() finds every job the queue holds, so that a job the custody logs name and the queue
+    # lacks was lost (worker.requeue); a queue that cannot be searched (SQS) says False.
+    knows_every_job: bool = True
 
     @abstractmethod
     def enqueue(self, evidence_id: str, pipeline: str, params: Mapping[str, Any] | None = None,

@@ -67,6 +67,8 @@ def lost_jobs(store: EvidenceStore, queue: JobQueue, evidence_id: str, chain: cu
 
 def every_lost_job(store: EvidenceStore, queue: JobQueue) -> Iterator[LostJob]:
     """Lost jobs of every item; an item that cannot be read is logged and skipped, never stops the rest."""
+    if not queue.knows_every_job:
+        return
     for evidence_id in store.evidence_ids():
         try:
             found = lost_jobs(store, queue, evidence_id, store.custody(evidence_id))

@@ -14,14 +14,17 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import BinaryIO
 
+from worker.backends.sqs import UPLOAD
 from worker.errors import CustodyError, JobError, QueueUnavailable
 from worker.inbox import Inbox
+from worker.intake import ingest_handle
 from worker.queue import DEAD, Job, JobQueue
 from worker.requeue import every_lost_job, requeue
-from worker.runner import Runner, describe, is_retryable
+from worker.runner import Outcome, Runner, describe, is_retryable
 from worker.space import DiskFull, is_disk_full
 
 log = logging.getLogger("evidence.worker")
@@ -61,7 +64,7 @@ class _Heartbeat(threading.Thread):
 class Worker:
     def __init__(self, queue: JobQueue, runner: Runner, *, visibility_timeout_s: float,
                  heartbeat_interval_s: float, poll_interval_s: float, disk_full_pause_s: float = 60.0,
-                 inbox: Inbox | None = None):
+                 inbox: Inbox | None = None, uploads: Callable[[str, str], BinaryIO] | None = None):
         self.queue = queue
         self.runner = runner
         self.visibility_timeout_s = visibility_timeout_s
@@ -69,6 +72,7 @@ class Worker:
         self.poll_interval_s = poll_interval_s
         self.disk_full_pause_s = disk_full_pause_s
         self.inbox = inbox
+        self.uploads = uploads          # opens an uploaded object (bucket, key) that an upload job names
         self.disk_full = False          # the last job stopped on a full disk
         self.stopping = threading.Event()
         self._signals = 0
@@ -156,6 +160,27 @@ class Worker:
                                                                          "evidence_id": lost.evidence_id,
                                                                          "reason": str(exc)})
 
+    def _ingest_upload(self, job: Job) -> Outcome:
+        """An object uploaded under the upload prefix, stored as an original (streamed, hashed) and its
+        intake queued; the uploaded object itself is left where it is (see the README on expiring it)."""
+        if self.uploads is None:
+            raise JobError("an upload event arrived, but this worker has no S3 client to read uploads with")
+        bucket, key = str(job.params.get("bucket")), str(job.params.get("key"))
+        size = job.params.get("size")
+        body = self.uploads(bucket, key)
+        try:
+            with self.protected():
+                done = ingest_handle(self.runner.store, self.queue, body, source=f"s3://{bucket}/{key}",
+                                     name=key.rsplit("/", 1)[-1], actor=self.runner.actor,
+                                     size=int(size) if isinstance(size, int) else None)
+        finally:
+            body.close()
+        log.info("upload stored", extra={"job_id": job.id, "evidence_id": done.evidence_id,
+                                         "duplicate": done.duplicate, "intake_job": done.job_id})
+        if done.not_queued:
+            raise QueueUnavailable(done.not_queued)
+        return Outcome(f"upload {done.evidence_id[:12]}", committed=not done.duplicate)
+
     def process(self, job: Job) -> None:
         fields = {"job_id": job.id, "evidence_id": job.evidence_id, "pipeline": job.pipeline,
                   "attempt": job.attempts}
@@ -165,7 +190,10 @@ class Worker:
         self.disk_full = False
         try:
             self._abortable = True
-            outcome = self.runner.run(job, heartbeat.lost, protect=self.protected)
+            if job.pipeline == UPLOAD:
+                outcome = self._ingest_upload(job)
+            else:
+                outcome = self.runner.run(job, heartbeat.lost, protect=self.protected)
         except ShutdownNow:
             self._abortable = False
             self.queue.release(job)

@@ -86,5 +86,26 @@ def open_store(settings: Settings) -> EvidenceStore:
 def open_queue(settings: Settings, *, read_only: bool = False) -> JobQueue:
     """``read_only``: for commands that only look (status, listings), which then work on a full disk too."""
     q = settings.queue
+    if q.backend == "sqs":
+        from worker.backends.sqs import SqsQueue
+
+        client = aws_client("sqs", region=q.region, endpoint_url=q.endpoint_url)
+        if not (q.queue_url or q.queue_name):
+            raise ConfigError("[queue] backend = \"sqs\" needs queue_name or queue_url")
+        try:
+            url = q.queue_url or client.get_queue_url(QueueName=q.queue_name)["QueueUrl"]
+        except Exception as exc:  # noqa: BLE001 - botocore's errors: no such queue, refused credentials
+            raise ConfigError(f"[queue] SQS queue {q.queue_name!r} cannot be used: {exc}") from None
+        return SqsQueue(client, url, max_attempts=q.max_attempts, backoff_base_s=q.backoff_base_s,
+                        backoff_max_s=q.backoff_max_s, wait_s=q.wait_time_s, upload_prefix=q.upload_prefix)
     return SqliteQueue(settings.queue_path, max_attempts=q.max_attempts, backoff_base_s=q.backoff_base_s,
                        backoff_max_s=q.backoff_max_s, read_only=read_only)
+
+
+def open_uploads(settings: Settings):
+    """Opens an uploaded object (bucket, key) for reading: for upload events from S3, else None."""
+    if settings.queue.backend != "sqs":
+        return None
+    s = settings.store
+    client = aws_client("s3", region=s.region, endpoint_url=s.endpoint_url)
+    return lambda bucket, key: client.get_object(Bucket=bucket, Key=key)["Body"]

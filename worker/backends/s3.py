@@ -35,7 +35,7 @@ from worker import custody
 from worker import store as port
 from worker.backends.local_intake import ORIGINAL, RECORD, json_bytes
 from worker.errors import ConfigError, CustodyError, IntegrityError, NotFound
-from worker.fixity import copy_and_hash
+from worker.fixity import ReadInto, copy_and_hash
 from worker.progress import SILENT, Progress
 from worker.store import EvidenceStore, RunRecord, Stored
 from worker.timestamps import utc_now
@@ -176,7 +176,7 @@ class S3Store(EvidenceStore):
                 raise NotFound(f"no object {key}") from None
             raise
         try:
-            return copy_and_hash(_Readinto(body), target, progress)
+            return copy_and_hash(ReadInto(body), target, progress)
         finally:
             body.close()
 
@@ -381,15 +381,3 @@ class S3Store(EvidenceStore):
 
     def exposure(self) -> list[str]:
         return [] if self.locked else [f"bucket {self.bucket} has no Object Lock: originals can be deleted"]
-
-
-class _Readinto:
-    """A botocore body with the ``readinto`` copy_and_hash reads through."""
-
-    def __init__(self, body: Any):
-        self.body = body
-
-    def readinto(self, buffer: bytearray) -> int:
-        data = self.body.read(len(buffer))
-        buffer[:len(data)] = data
-        return len(data)

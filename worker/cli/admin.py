@@ -42,6 +42,16 @@ def register(command) -> None:
     p.add_argument("action", choices=["show"], help="show: the effective settings, secrets redacted")
     p.set_defaults(handler=cmd_config)
 
+    p = command("admin", "deployment: create or check the S3 bucket, the SQS queues and the upload notification",
+                "init-s3 (run once, as an administrator): the bucket of [store] bucket with versioning and\n"
+                "Object Lock, public access blocked, uploads under [queue] upload_prefix expiring after a week\n"
+                "(they are unmasked copies, stored as evidence on arrival); the queue [queue] queue_name with\n"
+                "its dead-letter queue; and the bucket's notification of uploads to the queue. What exists is\n"
+                "checked, never loosened: a bucket without Object Lock is refused (it cannot be added later).")
+    p.add_argument("action", choices=["init-s3"])
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_admin)
+
     p = command("demo", "ingest the bundled sample video, process it and show the result")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_demo)
@@ -103,6 +113,21 @@ def cmd_custody(settings: Settings, args: argparse.Namespace) -> int:
             "the damaged bytes stay in the log, followed by"
         print(f"acknowledged by {printable(settings.actor)}: {kept} this acknowledgement (custody event"
               f" {event['seq']}); events are appended again")
+    return EXIT_OK
+
+
+def cmd_admin(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.backends import aws_client
+    from worker.backends.provision import init_s3
+
+    s3 = aws_client("s3", region=settings.store.region, endpoint_url=settings.store.endpoint_url)
+    sqs = aws_client("sqs", region=settings.queue.region, endpoint_url=settings.queue.endpoint_url)
+    done = init_s3(settings, s3, sqs)
+    if args.json:
+        print_json({"done": done})
+    else:
+        for line in done:
+            print(printable(line))
     return EXIT_OK
 
 

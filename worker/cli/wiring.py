@@ -8,7 +8,7 @@ from pathlib import Path
 
 from models.registry import Registry
 from worker import signing
-from worker.backends import open_queue, open_store
+from worker.backends import open_queue, open_store, open_uploads
 from worker.config import Settings
 from worker.inbox import Inbox
 from worker.intake import ingest_handle, parse_languages
@@ -82,5 +82,5 @@ def worker(settings: Settings, store: EvidenceStore, queue: JobQueue, inbox_: In
     return Worker(
         queue, runner(settings, store, registry), visibility_timeout_s=settings.queue.visibility_timeout_s,
         heartbeat_interval_s=settings.heartbeat_interval_s, poll_interval_s=settings.worker.poll_interval_s,
-        disk_full_pause_s=settings.worker.disk_full_pause_s, inbox=inbox_,
+        disk_full_pause_s=settings.worker.disk_full_pause_s, inbox=inbox_, uploads=open_uploads(settings),
     )

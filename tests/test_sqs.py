@@ -1,0 +1,73 @@
+"""Jobs and upload events through SQS, evidence in S3: real HTTP to an AWS-speaking server on loopback."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from conftest import AWS_ENV, SAMPLE_VIDEO, Cli, aws_client
+
+
+@pytest.fixture
+def deployment(aws_endpoint: str, cli: Cli) -> dict:
+    """A new bucket and queue made by 'evidence admin init-s3', and the settings that name them."""
+    name = f"evidence-{uuid.uuid4().hex[:10]}"
+    env = {**AWS_ENV, "EVIDENCE_STORE__BACKEND": "s3", "EVIDENCE_STORE__BUCKET": name,
+           "EVIDENCE_STORE__ENDPOINT_URL": aws_endpoint, "EVIDENCE_STORE__REGION": "eu-central-1",
+           "EVIDENCE_QUEUE__BACKEND": "sqs", "EVIDENCE_QUEUE__QUEUE_NAME": name,
+           "EVIDENCE_QUEUE__ENDPOINT_URL": aws_endpoint, "EVIDENCE_QUEUE__REGION": "eu-central-1",
+           "EVIDENCE_QUEUE__WAIT_TIME_S": "1"}
+    done = json.loads(cli("admin", "init-s3", "--json", **env).stdout)["done"]
+    assert any("Object Lock" in line for line in done) and any("notify" in line for line in done)
+    again = json.loads(cli("admin", "init-s3", "--json", **env).stdout)["done"]   # checked, not remade
+    assert "exists" in again[0]
+    return {"bucket": name, "env": env, "s3": aws_client("s3", aws_endpoint), "sqs": aws_client("sqs", aws_endpoint)}
+
+
+def _items(cli: Cli, env: dict) -> list[str]:
+    return [key.split("/")[0] for key in [o["Key"] for o in aws_client(
+        "s3", env["EVIDENCE_STORE__ENDPOINT_URL"]).list_objects_v2(Bucket=env["EVIDENCE_STORE__BUCKET"]).get(
+        "Contents", [])] if len(key.split("/")[0]) == 64]
+
+
+def test_an_upload_is_stored_and_processed_with_no_cli_call(deployment, cli: Cli):
+    s3, env, bucket = deployment["s3"], deployment["env"], deployment["bucket"]
+    s3.upload_file(str(SAMPLE_VIDEO), bucket, "incoming/field interview 1.mp4")   # the key arrives as "+" encoded
+    cli("worker", "--once", timeout=300, **env)
+    [evidence_id] = set(_items(cli, env))
+    shown = json.loads(cli("show", evidence_id, "--json", **env).stdout)
+    assert shown["original"]["name"] == "field interview 1.mp4"
+    [run] = shown["runs"]
+    assert run["status"] == "committed" and "redacted.mp4" in run["outputs"]
+
+    # The same upload announced again, and the same job sent twice: one committed run, nothing lost.
+    s3.upload_file(str(SAMPLE_VIDEO), bucket, "incoming/copy.mp4")
+    url = deployment["sqs"].get_queue_url(QueueName=bucket)["QueueUrl"]
+    job = {"schema": "evidence-worker/job/1", "job_id": "j1", "evidence_id": evidence_id, "pipeline": "intake",
+           "params": {}, "nonce": None}
+    for _ in range(2):
+        deployment["sqs"].send_message(QueueUrl=url, MessageBody=json.dumps(job))
+    cli("worker", "--once", timeout=300, **env)
+    shown = json.loads(cli("show", evidence_id, "--json", **env).stdout)
+    assert [r["status"] for r in shown["runs"]] == ["committed"]
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix=f"{evidence_id}/custody/")["Contents"]
+    events = [json.loads(s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read())["event"] for o in listed]
+    assert events.count("ingested") == 1 and events.count("duplicate upload") == 1
+    assert events.count("run committed") == 1 and events.count("run started") == 1
+    assert json.loads(cli("audit", "--json", **env).stdout)["ok"]
+
+
+def test_bad_messages_are_dead_lettered_with_their_reason_and_the_worker_goes_on(deployment, cli: Cli):
+    sqs, env, bucket = deployment["sqs"], deployment["env"], deployment["bucket"]
+    url = sqs.get_queue_url(QueueName=bucket)["QueueUrl"]
+    outside = {"Records": [{"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": bucket},
+                                                                      "object": {"key": "elsewhere/x.mp4"}}}]}
+    for body in ("not json at all", json.dumps(outside), json.dumps({"schema": "other"})):
+        sqs.send_message(QueueUrl=url, MessageBody=body)
+    done = cli("worker", "--once", timeout=120, **env)
+    assert "Traceback" not in done.stderr
+    status = json.loads(cli("status", "--json", **env).stdout)
+    reasons = " | ".join(job["reason"] for job in status["dead_letters"])
+    assert status["queue"]["dead"] == 3
+    assert "not JSON" in reasons and "outside the upload prefix" in reasons and "neither a job" in reasons

@@ -1,0 +1,249 @@
+"""SqsQueue: the JobQueue on Amazon SQS (or an SQS-speaking server), for many workers on many machines.
+
+A message is a job (our versioned JSON) or an S3 event notification: an
+upload under the upload prefix becomes an ``upload`` job, which the worker
+turns into a stored original and an ``intake`` job with no CLI call. The
+receipt handle is the lease; heartbeats extend its visibility; a failure
+waits out its backoff invisible; a job out of attempts, a message that is
+not one of ours, or an event outside the upload prefix goes to the
+dead-letter queue with its reason (the queue's redrive policy is the net
+under that, for workers that die before they can say why).
+
+SQS cannot be searched: duplicate jobs are not merged on enqueue (runs are
+idempotent, so a duplicate delivery commits nothing new), and a job is
+found by id only among the dead letters.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import urllib.parse
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from worker.errors import NotFound, QueueUnavailable
+from worker.queue import DEAD, QUEUED, Job, JobQueue
+
+log = logging.getLogger("evidence.queue.sqs")
+
+SCHEMA = "evidence-worker/job/1"
+UPLOAD = "upload"                # the pipeline name of a job made from an S3 upload event
+_MAX_DELAY_S = 12 * 3600         # SQS's longest visibility timeout
+
+
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def _code(exc: Exception) -> str:
+    return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+
+
+class SqsQueue(JobQueue):
+    knows_every_job = False   # jobs cannot be listed: lost-job recovery from custody does not apply
+
+    def __init__(self, client: Any, queue_url: str, *, max_attempts: int = 5, backoff_base_s: float = 30.0,
+                 backoff_max_s: float = 3600.0, wait_s: int = 20, upload_prefix: str = "incoming/"):
+        self.client, self.url = client, queue_url
+        self.max_attempts, self.backoff_base_s, self.backoff_max_s = max_attempts, backoff_base_s, backoff_max_s
+        self.wait_s, self.upload_prefix = wait_s, upload_prefix
+        try:
+            attributes = client.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["RedrivePolicy"])
+        except Exception as exc:  # noqa: BLE001 - botocore raises one ClientError class per code
+            raise QueueUnavailable(f"the SQS queue {queue_url} cannot be used: {exc}") from None
+        policy = json.loads(attributes.get("Attributes", {}).get("RedrivePolicy") or "{}")
+        arn = policy.get("deadLetterTargetArn")
+        self.dead_url = client.get_queue_url(QueueName=arn.rsplit(":", 1)[-1])["QueueUrl"] if arn else None
+        if self.dead_url is None:
+            log.warning("the SQS queue has no dead-letter queue (redrive policy): dead jobs are only logged",
+                        extra={"queue": queue_url})
+
+    # -- messages -----------------------------------------------------------
+
+    def _call(self, name: str, **kwargs: Any) -> Any:
+        try:
+            return getattr(self.client, name)(**kwargs)
+        except Exception as exc:  # noqa: BLE001
+            if _code(exc) in ("ReceiptHandleIsInvalid", "InvalidParameterValue", "MessageNotInflight"):
+                raise LookupError(_code(exc)) from None
+            raise QueueUnavailable(f"SQS {name} failed: {exc}") from None
+
+    def enqueue(self, evidence_id: str, pipeline: str, params: Mapping[str, Any] | None = None,
+                nonce: str | None = None, job_id: str | None = None) -> tuple[Job, bool]:
+        job = Job(id=job_id or uuid.uuid4().hex, evidence_id=evidence_id, pipeline=pipeline, params=dict(params or {}),
+                  nonce=nonce, max_attempts=self.max_attempts, created_at=time.time(), updated_at=time.time())
+        body = {"schema": SCHEMA, "job_id": job.id, "evidence_id": evidence_id, "pipeline": pipeline,
+                "params": job.params, "nonce": nonce}
+        self._call("send_message", QueueUrl=self.url, MessageBody=json.dumps(body, sort_keys=True))
+        return job, True
+
+    def waiting(self, evidence_id: str, pipeline: str, params: Mapping[str, Any], nonce: str | None) -> Job | None:
+        return None   # SQS cannot be searched; a duplicate is harmless (the run is committed once)
+
+    def _jobs_in(self, message: Mapping[str, Any]) -> list[Job] | str:
+        """The jobs a message carries, or why it carries none that may run."""
+        attempts = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
+        common = {"state": "leased", "attempts": attempts, "max_attempts": self.max_attempts,
+                  "lease_token": message["ReceiptHandle"], "updated_at": time.time()}
+        try:
+            body = json.loads(message["Body"])
+        except ValueError:
+            return "the message is not JSON"
+        if not isinstance(body, dict):
+            return "the message is not a JSON object"
+        if body.get("Event") == "s3:TestEvent":
+            return []
+        if body.get("schema") == SCHEMA:
+            if not all(isinstance(body.get(k), str) for k in ("job_id", "evidence_id", "pipeline")):
+                return "the job message lacks job_id, evidence_id or pipeline"
+            return [Job(id=body["job_id"], evidence_id=body["evidence_id"], pipeline=body["pipeline"],
+                        params=dict(body.get("params") or {}), nonce=body.get("nonce"), **common)]
+        if isinstance(body.get("Records"), list):
+            jobs = []
+            for record in body["Records"]:
+                if not str(record.get("eventName", "")).startswith("ObjectCreated:"):
+                    return f"an S3 event of another kind ({record.get('eventName')!r})"
+                bucket = str(((record.get("s3") or {}).get("bucket") or {}).get("name", ""))
+                obj = (record.get("s3") or {}).get("object") or {}
+                key = urllib.parse.unquote_plus(str(obj.get("key", "")))   # keys arrive URL-encoded
+                if not key.startswith(self.upload_prefix) or key.endswith("/"):
+                    return f"an upload event for {key!r}, outside the upload prefix {self.upload_prefix!r}"
+                jobs.append(Job(id=f"upload-{uuid.uuid5(uuid.NAMESPACE_URL, f's3://{bucket}/{key}').hex}",
+                                evidence_id="", pipeline=UPLOAD,
+                                params={"bucket": bucket, "key": key, "size": obj.get("size")}, **common))
+            return jobs if len(jobs) == 1 else "an S3 event with more than one record"
+        return "the message is neither a job of this software nor an S3 event"
+
+    def lease(self, visibility_timeout_s: float) -> Job | None:
+        while True:
+            answer = self._call("receive_message", QueueUrl=self.url, MaxNumberOfMessages=1,
+                                WaitTimeSeconds=self.wait_s, VisibilityTimeout=int(visibility_timeout_s),
+                                MessageSystemAttributeNames=["ApproximateReceiveCount"])
+            messages = answer.get("Messages") or []
+            if not messages:
+                return None
+            found = self._jobs_in(messages[0])
+            if isinstance(found, str):
+                self._bury(messages[0]["Body"], found, messages[0]["ReceiptHandle"])
+                continue   # a bad message never stops the worker
+            if not found:
+                self._call("delete_message", QueueUrl=self.url, ReceiptHandle=messages[0]["ReceiptHandle"])
+                continue   # the bucket's test notification
+            return found[0]
+
+    def _bury(self, body: str, reason: str, receipt: str) -> None:
+        log.error("message dead-lettered", extra={"reason": reason})
+        if self.dead_url:
+            wrapped = {"schema": "evidence-worker/dead-letter/1", "reason": reason, "dead_at": time.time(),
+                       "message": body}
+            self._call("send_message", QueueUrl=self.dead_url, MessageBody=json.dumps(wrapped))
+        self._call("delete_message", QueueUrl=self.url, ReceiptHandle=receipt)
+
+    def heartbeat(self, job: Job, visibility_timeout_s: float) -> bool:
+        try:
+            self._call("change_message_visibility", QueueUrl=self.url, ReceiptHandle=job.lease_token,
+                       VisibilityTimeout=int(visibility_timeout_s))
+        except LookupError:
+            return False
+        return True
+
+    def ack(self, job: Job) -> bool:
+        try:
+            self._call("delete_message", QueueUrl=self.url, ReceiptHandle=job.lease_token)
+        except LookupError:
+            return False
+        return True
+
+    def backoff_s(self, attempts: int) -> float:
+        return min(self.backoff_base_s * 2 ** max(attempts - 1, 0), self.backoff_max_s, _MAX_DELAY_S)
+
+    def _body(self, job: Job) -> str:
+        return json.dumps({"schema": SCHEMA, "job_id": job.id, "evidence_id": job.evidence_id,
+                           "pipeline": job.pipeline, "params": dict(job.params), "nonce": job.nonce}, sort_keys=True)
+
+    def fail(self, job: Job, reason: str, *, retryable: bool) -> str:
+        if retryable and job.attempts < self.max_attempts:
+            try:   # back in the queue once its backoff has passed
+                self._call("change_message_visibility", QueueUrl=self.url, ReceiptHandle=job.lease_token,
+                           VisibilityTimeout=int(self.backoff_s(job.attempts)))
+            except LookupError:
+                pass
+            return QUEUED
+        self._bury(self._body(job), reason, job.lease_token)
+        return DEAD
+
+    def release(self, job: Job) -> None:
+        try:
+            self._call("change_message_visibility", QueueUrl=self.url, ReceiptHandle=job.lease_token,
+                       VisibilityTimeout=0)
+        except LookupError:
+            pass
+
+    def _approximate(self, url: str) -> dict[str, int]:
+        names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
+                 "ApproximateNumberOfMessagesDelayed"]
+        found = self._call("get_queue_attributes", QueueUrl=url, AttributeNames=names)["Attributes"]
+        return {name: int(found.get(name, 0)) for name in names}
+
+    def counts(self) -> dict[str, int]:
+        main = self._approximate(self.url)
+        dead = self._approximate(self.dead_url)["ApproximateNumberOfMessages"] if self.dead_url else 0
+        # SQS counts are approximate, and leased and backing-off jobs are both "not visible" to it.
+        return {"queued": main["ApproximateNumberOfMessages"], "delayed": main["ApproximateNumberOfMessagesDelayed"],
+                "leased": main["ApproximateNumberOfMessagesNotVisible"], "done": 0, "dead": dead}
+
+    def _dead_letters(self) -> list[tuple[Job, str]]:
+        """Dead letters, each with its receipt handle (they stay in the queue: peeked, visible again at once)."""
+        if not self.dead_url:
+            return []
+        found, seen = [], set()
+        for _ in range(10):
+            answer = self._call("receive_message", QueueUrl=self.dead_url, MaxNumberOfMessages=10,
+                                VisibilityTimeout=0, WaitTimeSeconds=0)
+            batch = answer.get("Messages") or []
+            if not batch:
+                break
+            for message in batch:
+                if message["MessageId"] in seen:
+                    continue
+                seen.add(message["MessageId"])
+                found.append((self._dead_job(message), message["ReceiptHandle"]))
+        return found
+
+    def _dead_job(self, message: Mapping[str, Any]) -> Job:
+        wrapped = _json(message["Body"])   # ours: {"reason", "message"}; else moved here by the redrive policy
+        ours = isinstance(wrapped, dict) and wrapped.get("schema") == "evidence-worker/dead-letter/1"
+        inner = _json(wrapped.get("message", "")) if ours else wrapped
+        inner = inner if isinstance(inner, dict) else {}
+        reason = wrapped.get("reason") if ours else None
+        return Job(id=str(inner.get("job_id") or message["MessageId"]), evidence_id=str(inner.get("evidence_id", "")),
+                   pipeline=str(inner.get("pipeline", "?")), params=dict(inner.get("params") or {}),
+                   nonce=inner.get("nonce"), state=DEAD, max_attempts=self.max_attempts,
+                   last_error=reason or "moved here by the queue's redrive policy (a worker died with it)")
+
+    def jobs(self, state: str | None = None, limit: int = 100) -> list[Job]:
+        if state not in (None, DEAD):
+            return []   # SQS shows no other job until it is received
+        return [job for job, _ in self._dead_letters()][:limit]
+
+    def get(self, job_id: str) -> Job:
+        for job, _ in self._dead_letters():
+            if job.id == job_id:
+                return job
+        raise NotFound(f"no dead-lettered job {job_id} (SQS finds jobs by id only among the dead letters)")
+
+    def retry_dead(self, job_id: str) -> Job:
+        for job, receipt in self._dead_letters():
+            if job.id == job_id:
+                if not job.evidence_id:
+                    raise NotFound(f"dead letter {job_id} is not a job of this software; it cannot be retried")
+                self._call("send_message", QueueUrl=self.url, MessageBody=self._body(job))
+                self._call("delete_message", QueueUrl=self.dead_url, ReceiptHandle=receipt)
+                return Job(**{**job.__dict__, "state": QUEUED, "attempts": 0, "last_error": None})
+        raise NotFound(f"no dead-lettered job {job_id}")
