@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import signal
+import time
 import uuid
 
 import pytest
-from conftest import AWS_ENV, SAMPLE_VIDEO, Cli, aws_client
+from conftest import AWS_ENV, SAMPLE_VIDEO, Cli, aws_client, ffmpeg
 
 
 @pytest.fixture
@@ -71,3 +73,36 @@ def test_bad_messages_are_dead_lettered_with_their_reason_and_the_worker_goes_on
     reasons = " | ".join(job["reason"] for job in status["dead_letters"])
     assert status["queue"]["dead"] == 3
     assert "not JSON" in reasons and "outside the upload prefix" in reasons and "neither a job" in reasons
+
+
+def _custody_events(s3, bucket: str, evidence_id: str) -> list[str]:
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix=f"{evidence_id}/custody/")["Contents"]
+    return [json.loads(s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read())["event"] for o in listed]
+
+
+def test_two_workers_share_the_queue_and_a_killed_one_s_job_comes_back(deployment, cli: Cli, tmp_path):
+    env = {**deployment["env"], "EVIDENCE_QUEUE__VISIBILITY_TIMEOUT_S": "4"}
+    s3, bucket = deployment["s3"], deployment["bucket"]
+    other = tmp_path / "other.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25:duration=3", "-f", "lavfi", "-i", "sine=duration=3",
+           "-c:v", "libx264", "-c:a", "aac", "-shortest", str(other))
+    ids = [json.loads(cli("ingest", path, "--json", **env).stdout)["ingested"][0]["evidence_id"]
+           for path in (SAMPLE_VIDEO, other)]
+
+    # One worker is killed as soon as it holds a job: that job returns once its lease runs out.
+    victim = cli.popen("worker", **env)
+    deadline, leased = time.monotonic() + 120, False
+    while time.monotonic() < deadline and not leased:
+        leased = "job leased" in victim.stderr.readline()
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert leased
+    time.sleep(4.5)
+
+    workers = [cli.popen("worker", "--once", **env) for _ in range(2)]
+    for worker in workers:
+        assert worker.wait(timeout=600) == 0, worker.stderr.read()
+    for evidence_id in ids:
+        events = _custody_events(s3, bucket, evidence_id)
+        assert events.count("run committed") == 1, events
+    assert json.loads(cli("audit", "--json", **env).stdout)["ok"]

@@ -1,0 +1,79 @@
+"""The JobQueue contract: every queue adapter passes the same tests (SqliteQueue on a file, SqsQueue over
+real HTTP to an SQS-speaking server on loopback)."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import pytest
+from conftest import aws_client
+
+from worker.backends.sqlite import SqliteQueue
+from worker.backends.sqs import SqsQueue
+from worker.queue import DEAD, QUEUED, JobQueue
+
+EVIDENCE = "a" * 64
+
+
+@pytest.fixture(params=["sqlite", "sqs"])
+def any_queue(request, tmp_path) -> JobQueue:
+    if request.param == "sqlite":
+        return SqliteQueue(tmp_path / "q.sqlite3", max_attempts=2, backoff_base_s=0)
+    sqs = aws_client("sqs", request.getfixturevalue("aws_endpoint"))
+    name = f"jobs-{uuid.uuid4().hex[:10]}"
+    dead = sqs.create_queue(QueueName=f"{name}-dead")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=dead, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    url = sqs.create_queue(QueueName=name, Attributes={"RedrivePolicy": json.dumps(
+        {"deadLetterTargetArn": arn, "maxReceiveCount": 10})})["QueueUrl"]
+    return SqsQueue(sqs, url, max_attempts=2, backoff_base_s=0, wait_s=0)
+
+
+def test_a_leased_job_is_handed_out_once_and_acked(any_queue):
+    job, _ = any_queue.enqueue(EVIDENCE, "intake", {"probe.decode_seconds": 5})
+    leased = any_queue.lease(60)
+    assert (leased.id, leased.evidence_id, leased.pipeline, dict(leased.params), leased.attempts) == \
+        (job.id, EVIDENCE, "intake", {"probe.decode_seconds": 5}, 1)
+    assert any_queue.lease(60) is None, "a leased job must not be handed out twice"
+    assert any_queue.heartbeat(leased, 60)
+    assert any_queue.ack(leased)
+    assert any_queue.lease(1) is None
+
+
+def test_an_expired_lease_gives_the_job_to_the_next_worker(any_queue):
+    job, _ = any_queue.enqueue(EVIDENCE, "intake")
+    assert any_queue.lease(1) is not None
+    time.sleep(1.6)
+    again = any_queue.lease(60)
+    assert again is not None and again.id == job.id and again.attempts == 2
+    assert any_queue.ack(again)
+
+
+def test_a_heartbeat_keeps_the_lease(any_queue):
+    any_queue.enqueue(EVIDENCE, "intake")
+    leased = any_queue.lease(1)
+    assert any_queue.heartbeat(leased, 30)
+    time.sleep(1.6)
+    assert any_queue.lease(60) is None
+
+
+def test_failures_retry_then_dead_letter_with_the_reason_and_come_back_on_request(any_queue):
+    job, _ = any_queue.enqueue(EVIDENCE, "intake")
+    assert any_queue.fail(any_queue.lease(60), "a hiccup", retryable=True) == QUEUED
+    leased = any_queue.lease(60)
+    assert leased is not None and leased.id == job.id
+    assert any_queue.fail(leased, "the file is not a video", retryable=False) == DEAD
+    assert any_queue.lease(1) is None
+    [dead] = any_queue.jobs(DEAD)
+    assert dead.id == job.id and "not a video" in dead.last_error and any_queue.counts()["dead"] == 1
+    any_queue.retry_dead(job.id)
+    back = any_queue.lease(60)
+    assert back is not None and back.id == job.id and any_queue.jobs(DEAD) == []
+
+
+def test_a_released_job_is_leased_again_at_once(any_queue):
+    job, _ = any_queue.enqueue(EVIDENCE, "intake")
+    any_queue.release(any_queue.lease(600))
+    again = any_queue.lease(60)
+    assert again is not None and again.id == job.id
