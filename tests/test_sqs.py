@@ -106,3 +106,11 @@ def test_two_workers_share_the_queue_and_a_killed_one_s_job_comes_back(deploymen
         events = _custody_events(s3, bucket, evidence_id)
         assert events.count("run committed") == 1, events
     assert json.loads(cli("audit", "--json", **env).stdout)["ok"]
+
+
+def test_a_missing_queue_or_bucket_stops_the_worker_at_start_with_the_reason(deployment, cli: Cli):
+    env = deployment["env"]
+    done = cli("worker", "--once", check=False, **{**env, "EVIDENCE_QUEUE__QUEUE_NAME": "no-such-queue"})
+    assert done.returncode == 2 and "no-such-queue" in done.stderr and "Traceback" not in done.stderr
+    done = cli("worker", "--once", check=False, **{**env, "EVIDENCE_STORE__BUCKET": "no-such-bucket"})
+    assert done.returncode == 2 and "no-such-bucket" in done.stderr and "Traceback" not in done.stderr

@@ -120,3 +120,18 @@ def test_the_whole_intake_runs_against_s3(aws_endpoint, locked_bucket, cli: Cli)
     keys = [o["Key"] for o in aws_client("s3", aws_endpoint).list_objects_v2(Bucket=locked_bucket)["Contents"]]
     assert all(key.startswith(f"team-a/{evidence_id}/") for key in keys)
     assert not (cli.home / "store").exists()
+
+
+def test_an_s3_intake_cut_off_after_its_original_is_completed_by_the_next_upload(aws_endpoint, locked_bucket,
+                                                                                 tmp_path):
+    client = aws_client("s3", aws_endpoint)
+    store = S3Store(client, locked_bucket, retention_days=1, spool_dir=tmp_path)
+    evidence_id = hashlib.sha256(FOOTAGE).hexdigest()
+    client.put_object(Bucket=locked_bucket, Key=f"{evidence_id}/original/original.mov", Body=FOOTAGE)  # then died
+    assert store.evidence_ids() == [evidence_id]
+    with pytest.raises(NotFound):
+        store.evidence(evidence_id)
+    stored = store.put_original(io.BytesIO(FOOTAGE), intake={"original_name": "again.mp4"}, actor="t")
+    assert not stored.duplicate and store.evidence(evidence_id)["stored_as"] == "original/original.mov"
+    store.verify_original(evidence_id)
+    assert [e["event"] for e in store.custody(evidence_id).events] == [custody.INGESTED]

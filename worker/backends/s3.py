@@ -195,8 +195,14 @@ class S3Store(EvidenceStore):
                 self.append_custody(digest, custody.DUPLICATE_UPLOAD, actor, {"size": size, **intake})
                 return Stored(digest, size, duplicate=True, location=self.location(digest))
             name = port.stored_name(str(intake.get("original_name", "")))
-            spool.seek(0)
-            self._put_once(self._key(digest, ORIGINAL, name), spool, digest, size, lock=True)
+            # An intake that stopped after its original was stored left it under the name it chose then.
+            earlier = [key.rsplit("/", 1)[-1] for key in self._keys(self._key(digest, ORIGINAL) + "/")]
+            if earlier:
+                name = earlier[0]
+                self._verified_key(self._key(digest, ORIGINAL, name), digest)
+            else:
+                spool.seek(0)
+                self._put_once(self._key(digest, ORIGINAL, name), spool, digest, size, lock=True)
             record = {**intake, "evidence_id": digest, "sha256": digest, "size": size,
                       "stored_as": f"{ORIGINAL}/{name}", "ingested_at": utc_now(), "ingested_by": actor}
             data = json_bytes(record)
@@ -234,7 +240,11 @@ class S3Store(EvidenceStore):
         return self._key(evidence_id, stored_as)
 
     def _verified(self, evidence_id: str, target: BinaryIO | None, progress: Progress) -> None:
-        digest, _ = self._stream_hash(self._original_key(evidence_id), target, progress)
+        self._verified_key(self._original_key(evidence_id), evidence_id, target, progress)
+
+    def _verified_key(self, key: str, evidence_id: str, target: BinaryIO | None = None,
+                      progress: Progress = SILENT) -> None:
+        digest, _ = self._stream_hash(key, target, progress)
         if digest != evidence_id:
             raise IntegrityError(f"the original of {evidence_id} fails its SHA-256 check (its bytes now hash to "
                                  f"{digest}) in s3://{self.bucket}/{self._key(evidence_id)}")
