@@ -1,0 +1,98 @@
+"""Envelope encryption of stored objects: round trips, and every way ciphertext can be tampered with."""
+
+from __future__ import annotations
+
+import io
+import os
+
+import pytest
+
+from worker.encryption import envelope, keys
+from worker.encryption.envelope import DecryptionError, WrongKey
+
+CHUNK = 1024
+TAGGED = CHUNK + 16
+
+
+def _seal(data: bytes, key) -> bytes:
+    out = io.BytesIO()
+    assert envelope.seal(io.BytesIO(data), out, key, chunk_bytes=CHUNK) == len(data)
+    return out.getvalue()
+
+
+def _open(sealed: bytes, key) -> bytes:
+    out = io.BytesIO()
+    envelope.unseal(io.BytesIO(sealed), out, key)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("size", [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK, 3 * CHUNK + 5])
+def test_round_trip_at_every_chunk_boundary(size):
+    key = keys.master(os.urandom(32))
+    data = os.urandom(size)
+    sealed = _seal(data, key)
+    assert _open(sealed, key) == data
+    assert size < 64 or data[:64] not in sealed
+
+
+def test_every_tampering_is_detected():
+    key = keys.master(os.urandom(32))
+    data = os.urandom(4 * CHUNK + 100)
+    sealed = _seal(data, key)
+    head, body = sealed[:envelope.HEADER_BYTES], sealed[envelope.HEADER_BYTES:]
+    chunks = [body[i:i + TAGGED] for i in range(0, len(body), TAGGED)]
+    flipped = bytearray(sealed)
+    flipped[envelope.HEADER_BYTES + 2 * TAGGED + 7] ^= 1
+    other = _seal(os.urandom(4 * CHUNK + 100), key)
+    other_chunk = other[envelope.HEADER_BYTES + TAGGED:envelope.HEADER_BYTES + 2 * TAGGED]
+    broken = {
+        "a flipped byte": bytes(flipped),
+        "cut at a chunk boundary": head + b"".join(chunks[:3]),
+        "cut inside a chunk": sealed[:-50],
+        "chunks swapped": head + chunks[1] + chunks[0] + b"".join(chunks[2:]),
+        "a chunk repeated": head + chunks[0] + chunks[0] + b"".join(chunks[1:]),
+        "a chunk from another object": head + chunks[0] + other_chunk + b"".join(chunks[2:]),
+        "an altered header": head[:6] + bytes([head[6] ^ 1]) + head[7:] + body,
+        "not encrypted at all": data,
+    }
+    for what, ciphertext in broken.items():
+        with pytest.raises(DecryptionError):
+            _open(ciphertext, key)
+            pytest.fail(f"{what} was not detected")
+
+
+def test_a_wrong_key_is_told_apart_from_damage_and_rotation_rewraps_only_the_header():
+    old, new = keys.master(os.urandom(32)), keys.master(os.urandom(32))
+    data = os.urandom(5 * CHUNK)
+    sealed = _seal(data, old)
+    with pytest.raises(WrongKey):
+        _open(sealed, new)
+    header = envelope.rewrap(sealed[:envelope.HEADER_BYTES], old, new)
+    rotated = header + sealed[envelope.HEADER_BYTES:]
+    assert len(header) == envelope.HEADER_BYTES and rotated[envelope.HEADER_BYTES:] == sealed[envelope.HEADER_BYTES:]
+    assert _open(rotated, new) == data
+    with pytest.raises(WrongKey):
+        _open(rotated, old)
+
+
+def test_key_files_and_passphrases(tmp_path):
+    path = keys.new_key_file(tmp_path / "storage.key")
+    assert path.stat().st_mode & 0o077 == 0 and keys.from_key_file(path) == keys.from_key_file(path)
+    with pytest.raises(FileExistsError):
+        keys.new_key_file(path)
+    with pytest.raises(keys.MasterKeyError, match="removable medium"):
+        keys.from_key_file(tmp_path / "missing.key")
+    salt = tmp_path / "passphrase.json"
+    first = keys.from_passphrase("correct horse battery staple", salt)
+    assert salt.stat().st_mode & 0o077 == 0
+    assert keys.from_passphrase("correct horse battery staple", salt) == first
+    with pytest.raises(keys.MasterKeyError, match="wrong"):
+        keys.from_passphrase("wrong horse", salt)
+
+
+def test_storage_names_do_not_reveal_which_video_is_held():
+    evidence_id = "ab" * 32
+    one, two = keys.master(os.urandom(32)), keys.master(os.urandom(32))
+    name = keys.storage_name(one, evidence_id)
+    assert name == keys.storage_name(one, evidence_id) and name != keys.storage_name(two, evidence_id)
+    assert evidence_id not in name and len(name) == 64

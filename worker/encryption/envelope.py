@@ -1,0 +1,185 @@
+"""Envelope encryption of one stored object, streamed in chunks with bounded memory.
+
+Each object gets its own random 256-bit data key, wrapped (AES-256-GCM) by
+the master key. The content is cut into chunks, each sealed with AES-256-GCM
+under the data key; a chunk's nonce is a random per-object prefix, the
+chunk's number and a flag marking the last chunk (the STREAM construction),
+and every chunk authenticates the header. So:
+
+- a changed byte anywhere fails that chunk's tag;
+- chunks reordered, dropped or repeated fail (their numbers are in the nonce);
+- a truncated object fails (no chunk says it is the last);
+- a chunk moved from another object fails (another data key and header).
+
+The wrapped data key is outside what the chunks authenticate, so a master
+key is rotated by re-wrapping headers (``rewrap``) without touching content.
+Only ``cryptography``'s AEAD primitives are used; nothing here is new crypto.
+
+Layout: MAGIC(4) | version(1) | chunk size(4) | nonce prefix(7) | key id(8) |
+wrap nonce(12) | wrapped key(48) | chunks..., each chunk size + 16 bytes of
+tag, the last one shorter (possibly empty).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+MAGIC = b"EVW\x01"
+VERSION = 1
+CHUNK_BYTES = 1 << 20
+_HEAD = struct.Struct(">4sBI7s8s12s48s")
+HEADER_BYTES = _HEAD.size
+_TAG = 16
+_WRAP_AAD = b"evidence-worker data key v1"
+
+
+class DecryptionError(Exception):
+    """Ciphertext that is not what was written: altered, truncated, reordered, or under another key."""
+
+
+class WrongKey(DecryptionError):
+    """The object was sealed under another master key than the one given."""
+
+
+@dataclass(frozen=True)
+class MasterKey:
+    key: bytes          # 32 bytes
+    key_id: bytes       # 8 bytes naming it (a hash of the key), so that a wrong key is told apart from damage
+
+    def wrap(self, data_key: bytes) -> tuple[bytes, bytes]:
+        nonce = os.urandom(12)
+        return nonce, AESGCM(self.key).encrypt(nonce, data_key, _WRAP_AAD)
+
+    def unwrap(self, nonce: bytes, wrapped: bytes) -> bytes:
+        try:
+            return AESGCM(self.key).decrypt(nonce, wrapped, _WRAP_AAD)
+        except InvalidTag:
+            raise DecryptionError("the object's data key does not open under this master key (altered)") from None
+
+
+@dataclass(frozen=True)
+class _Header:
+    chunk_bytes: int
+    prefix: bytes
+    key_id: bytes
+    wrap_nonce: bytes
+    wrapped: bytes
+
+    def pack(self) -> bytes:
+        return _HEAD.pack(MAGIC, VERSION, self.chunk_bytes, self.prefix, self.key_id, self.wrap_nonce, self.wrapped)
+
+    @property
+    def aad(self) -> bytes:
+        # What the chunks authenticate: everything but the wrapped key, which rotation rewrites.
+        return MAGIC + bytes([VERSION]) + struct.pack(">I", self.chunk_bytes) + self.prefix
+
+    @classmethod
+    def read(cls, source: BinaryIO) -> _Header:
+        raw = _read_exactly(source, HEADER_BYTES)
+        if len(raw) < HEADER_BYTES:
+            raise DecryptionError("the object is shorter than its header (truncated, or not encrypted)")
+        magic, version, chunk_bytes, prefix, key_id, nonce, wrapped = _HEAD.unpack(raw)
+        if magic != MAGIC or version != VERSION or not 0 < chunk_bytes <= 64 << 20:
+            raise DecryptionError("the object is not encrypted by this software (or its header was altered)")
+        return cls(chunk_bytes, prefix, key_id, nonce, wrapped)
+
+
+def _read_exactly(source: BinaryIO, size: int) -> bytes:
+    parts, left = [], size
+    while left:
+        data = source.read(left)
+        if not data:
+            break
+        parts.append(data)
+        left -= len(data)
+    return b"".join(parts)
+
+
+def _nonce(prefix: bytes, number: int, last: bool) -> bytes:
+    if number >= 1 << 32:
+        raise ValueError("an object of more than 2**32 chunks cannot be sealed")
+    return prefix + struct.pack(">I", number) + (b"\x01" if last else b"\x00")
+
+
+def seal(source: BinaryIO, target: BinaryIO, master: MasterKey, chunk_bytes: int = CHUNK_BYTES) -> int:
+    """Write ``source`` encrypted to ``target``; returns the plaintext size. Memory: two chunks."""
+    data_key = AESGCM.generate_key(bit_length=256)
+    wrap_nonce, wrapped = master.wrap(data_key)
+    header = _Header(chunk_bytes, os.urandom(7), master.key_id, wrap_nonce, wrapped)
+    target.write(header.pack())
+    cipher, aad = AESGCM(data_key), header.aad
+    number, size = 0, 0
+    current = _read_exactly(source, chunk_bytes)
+    while True:
+        following = _read_exactly(source, chunk_bytes) if len(current) == chunk_bytes else b""
+        last = not following
+        target.write(cipher.encrypt(_nonce(header.prefix, number, last), current, aad))
+        size += len(current)
+        if last:
+            return size
+        current, number = following, number + 1
+
+
+def open_chunks(source: BinaryIO, master: MasterKey) -> Iterator[bytes]:
+    """The plaintext of an object, chunk by chunk, each checked before it is given out.
+
+    The caller must consume the iterator to its end: only the last chunk
+    proves the object was not cut short (DecryptionError is raised then).
+    """
+    header = _Header.read(source)
+    if header.key_id != master.key_id:
+        raise WrongKey("the object was encrypted under another master key than the one configured")
+    cipher, aad = AESGCM(master.unwrap(header.wrap_nonce, header.wrapped)), header.aad
+    number = 0
+    current = _read_exactly(source, header.chunk_bytes + _TAG)
+    while True:
+        following = _read_exactly(source, header.chunk_bytes + _TAG) if len(current) == header.chunk_bytes + _TAG \
+            else b""
+        last = not following
+        try:
+            yield cipher.decrypt(_nonce(header.prefix, number, last), current, aad)
+        except InvalidTag:
+            raise DecryptionError(f"chunk {number} of the object fails its check: the object was altered, "
+                                  "truncated, reordered, or mixed with another") from None
+        if last:
+            return
+        current, number = following, number + 1
+
+
+def unseal(source: BinaryIO, target: BinaryIO, master: MasterKey) -> int:
+    """Decrypt ``source`` into ``target``; returns the plaintext size.
+
+    Every chunk is checked before it is written, but only the end proves
+    nothing was cut off: on DecryptionError the caller discards ``target``.
+    """
+    size = 0
+    for chunk in open_chunks(source, master):
+        target.write(chunk)
+        size += len(chunk)
+    return size
+
+
+def rewrap(header_bytes: bytes, old: MasterKey, new: MasterKey) -> bytes:
+    """The same header with its data key wrapped under ``new`` instead of ``old`` (same length)."""
+    header = _Header.read(_BytesReader(header_bytes))
+    if header.key_id != old.key_id:
+        raise WrongKey("the object is not under the old master key")
+    nonce, wrapped = new.wrap(old.unwrap(header.wrap_nonce, header.wrapped))
+    return _Header(header.chunk_bytes, header.prefix, new.key_id, nonce, wrapped).pack()
+
+
+class _BytesReader:
+    def __init__(self, data: bytes):
+        self.data, self.offset = data, 0
+
+    def read(self, size: int) -> bytes:
+        part = self.data[self.offset:self.offset + size]
+        self.offset += len(part)
+        return part

@@ -1,0 +1,89 @@
+"""Master keys: from a key file on removable media, or a passphrase stretched with scrypt.
+
+A key file holds 32 random bytes, hex-encoded, owner-only. A passphrase is
+stretched with scrypt (memory-hard: 2**17 x 8 x 128 bytes = 128 MiB per try)
+under a salt kept beside the store, with a check value, so that a wrong
+passphrase is refused at start instead of failing on the first read.
+Storage names derive from the master key through HKDF: with encryption on,
+an item's key in a store is a keyed hash of its evidence id, so that a copy
+of a video cannot be matched to a listing of a seized disk or bucket.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+from pathlib import Path
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+from worker.encryption.envelope import MasterKey
+
+SCRYPT = {"n": 2**17, "r": 8, "p": 1}
+
+
+class MasterKeyError(Exception):
+    """A master key that is missing, unreadable or wrong; the message says which and what to do."""
+
+
+def master(key: bytes) -> MasterKey:
+    if len(key) != 32:
+        raise MasterKeyError("a master key is 32 bytes")
+    return MasterKey(key, hashlib.sha256(b"evidence-worker key id" + key).digest()[:8])
+
+
+def new_key_file(path: Path) -> Path:
+    """A new random master key at ``path`` (which must not exist), owner-only."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_hex(32) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    return path
+
+
+def from_key_file(path: Path) -> MasterKey:
+    try:
+        text = Path(path).read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MasterKeyError(f"the key file {path} cannot be read ({getattr(exc, 'strerror', exc)}): is the removable "
+                        "medium that holds it attached?") from None
+    try:
+        return master(bytes.fromhex(text))
+    except ValueError:
+        raise MasterKeyError(f"{path} is not a key file of this software (64 hex digits)") from None
+
+
+def from_passphrase(passphrase: str, settings_file: Path) -> MasterKey:
+    """The key a passphrase gives under the salt in ``settings_file`` (made on first use); MasterKeyError if wrong."""
+    if not passphrase:
+        raise MasterKeyError("the passphrase is empty: set EVIDENCE_PASSPHRASE or type it when asked")
+    if settings_file.exists():
+        saved = json.loads(settings_file.read_text())
+        salt, check = bytes.fromhex(saved["salt"]), bytes.fromhex(saved["check"])
+    else:
+        salt, check = os.urandom(16), b""
+    derived = Scrypt(salt=salt, length=32, **SCRYPT).derive(passphrase.encode("utf-8"))
+    key = master(derived)
+    expected = hmac.new(key.key, b"evidence-worker passphrase check", hashlib.sha256).digest()
+    if check and not hmac.compare_digest(check, expected):
+        raise MasterKeyError("the passphrase is wrong: nothing was read or written")
+    if not check:
+        fd = os.open(settings_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump({"kdf": "scrypt", **SCRYPT, "salt": salt.hex(), "check": expected.hex()}, handle)
+    return key
+
+
+def naming_key(key: MasterKey) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"evidence-worker naming v1").derive(key.key)
+
+
+def storage_name(key: MasterKey, evidence_id: str) -> str:
+    """The name an item has in an encrypted store: HMAC-SHA256 of its evidence id under the naming key."""
+    return hmac.new(naming_key(key), evidence_id.encode("ascii"), hashlib.sha256).hexdigest()
