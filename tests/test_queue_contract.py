@@ -72,8 +72,10 @@ def test_failures_retry_then_dead_letter_with_the_reason_and_come_back_on_reques
     assert back is not None and back.id == job.id and any_queue.jobs(DEAD) == []
 
 
-def test_a_released_job_is_leased_again_at_once(any_queue):
-    job, _ = any_queue.enqueue(EVIDENCE, "intake")
-    any_queue.release(any_queue.lease(600))
+def test_a_released_job_is_leased_again_at_once_and_keeps_its_attempts(any_queue):
+    job, _ = any_queue.enqueue(EVIDENCE, "intake", {"probe.decode_seconds": 5})
+    for _ in range(4):   # a full disk gives the job back again and again: that uses up no attempt
+        any_queue.release(any_queue.lease(600))
     again = any_queue.lease(60)
-    assert again is not None and again.id == job.id
+    assert again is not None and again.id == job.id and again.attempts == 1
+    assert dict(again.params) == {"probe.decode_seconds": 5}

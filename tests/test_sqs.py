@@ -63,16 +63,29 @@ def test_an_upload_is_stored_and_processed_with_no_cli_call(deployment, cli: Cli
 def test_bad_messages_are_dead_lettered_with_their_reason_and_the_worker_goes_on(deployment, cli: Cli):
     sqs, env, bucket = deployment["sqs"], deployment["env"], deployment["bucket"]
     url = sqs.get_queue_url(QueueName=bucket)["QueueUrl"]
-    outside = {"Records": [{"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": bucket},
-                                                                      "object": {"key": "elsewhere/x.mp4"}}}]}
-    for body in ("not json at all", json.dumps(outside), json.dumps({"schema": "other"})):
+    def event(bucket_name: str, key: str) -> str:
+        return json.dumps({"Records": [{"eventName": "ObjectCreated:Put",
+                                        "s3": {"bucket": {"name": bucket_name}, "object": {"key": key}}}]})
+
+    forged_upload = {"schema": "evidence-worker/job/1", "job_id": "x", "evidence_id": "e" * 64,
+                     "pipeline": "upload", "params": {"bucket": bucket, "key": "private/notes.txt"}}
+    bad = {"not JSON": "not json at all",
+           "outside the upload prefix": event(bucket, "elsewhere/x.mp4"),
+           "not the evidence bucket": event("another-team", "incoming/x.mp4"),
+           "neither a job": json.dumps({"schema": "other"}),
+           "may not ask for an upload": json.dumps(forged_upload),
+           "malformed": json.dumps({"Records": [{"eventName": "ObjectCreated:Put", "s3": "x"}]}),
+           "0 records": json.dumps({"Records": []}),
+           "wrong type": json.dumps({**forged_upload, "pipeline": "intake", "params": "abc"})}
+    for body in bad.values():
         sqs.send_message(QueueUrl=url, MessageBody=body)
     done = cli("worker", "--once", timeout=120, **env)
-    assert "Traceback" not in done.stderr
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
     status = json.loads(cli("status", "--json", **env).stdout)
     reasons = " | ".join(job["reason"] for job in status["dead_letters"])
-    assert status["queue"]["dead"] == 3
-    assert "not JSON" in reasons and "outside the upload prefix" in reasons and "neither a job" in reasons
+    assert status["queue"]["dead"] == len(bad)
+    assert all(said in reasons for said in bad), reasons
+    assert _items(cli, env) == []   # nothing of another bucket or outside the prefix was stored
 
 
 def _custody_events(s3, bucket: str, evidence_id: str) -> list[str]:
@@ -110,6 +123,10 @@ def test_two_workers_share_the_queue_and_a_killed_one_s_job_comes_back(deploymen
 
 def test_a_missing_queue_or_bucket_stops_the_worker_at_start_with_the_reason(deployment, cli: Cli):
     env = deployment["env"]
+    for upload_prefix, store_prefix in (("", ""), ("incoming/", "incoming")):
+        done = cli("worker", "--once", check=False, **{**env, "EVIDENCE_QUEUE__UPLOAD_PREFIX": upload_prefix,
+                                                       "EVIDENCE_STORE__PREFIX": store_prefix})
+        assert done.returncode == 2 and "upload_prefix" in done.stderr and "Traceback" not in done.stderr
     done = cli("worker", "--once", check=False, **{**env, "EVIDENCE_QUEUE__QUEUE_NAME": "no-such-queue"})
     assert done.returncode == 2 and "no-such-queue" in done.stderr and "Traceback" not in done.stderr
     done = cli("worker", "--once", check=False, **{**env, "EVIDENCE_STORE__BUCKET": "no-such-bucket"})

@@ -118,7 +118,7 @@ def test_the_whole_intake_runs_against_s3(aws_endpoint, locked_bucket, cli: Cli)
     assert run["location"].startswith(f"s3://{locked_bucket}/team-a/{evidence_id}/runs/")
     assert json.loads(cli("audit", "--json", **env).stdout)["ok"]
     keys = [o["Key"] for o in aws_client("s3", aws_endpoint).list_objects_v2(Bucket=locked_bucket)["Contents"]]
-    assert all(key.startswith(f"team-a/{evidence_id}/") for key in keys)
+    assert all(key.startswith(f"team-a/{evidence_id}/") for key in keys if key != "team-a/.write-once-probe")
     assert not (cli.home / "store").exists()
 
 

@@ -118,7 +118,11 @@ def ingest_handle(
         "languages": list(languages),
         "note": note,
     }
-    size = os.fstat(handle.fileno()).st_size if size is None else size
+    if size is None and hasattr(handle, "fileno"):
+        try:
+            size = os.fstat(handle.fileno()).st_size
+        except (OSError, ValueError):   # a stream with no file behind it (an HTTP body): size unknown
+            size = None
     with progress_bar(size, "storing original") as bar:
         readable = handle if hasattr(handle, "readinto") else ReadInto(handle)   # an HTTP body reads only
         stored = store.put_original(readable, intake=intake, actor=actor, size_hint=size, progress=bar)

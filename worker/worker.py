@@ -64,7 +64,7 @@ class _Heartbeat(threading.Thread):
 class Worker:
     def __init__(self, queue: JobQueue, runner: Runner, *, visibility_timeout_s: float,
                  heartbeat_interval_s: float, poll_interval_s: float, disk_full_pause_s: float = 60.0,
-                 inbox: Inbox | None = None, uploads: Callable[[str, str], BinaryIO] | None = None):
+                 inbox: Inbox | None = None, uploads: Callable[[str, str, str | None], BinaryIO] | None = None):
         self.queue = queue
         self.runner = runner
         self.visibility_timeout_s = visibility_timeout_s
@@ -167,7 +167,8 @@ class Worker:
             raise JobError("an upload event arrived, but this worker has no S3 client to read uploads with")
         bucket, key = str(job.params.get("bucket")), str(job.params.get("key"))
         size = job.params.get("size")
-        body = self.uploads(bucket, key)
+        version = job.params.get("version")
+        body = self.uploads(bucket, key, str(version) if version else None)
         try:
             with self.protected():
                 done = ingest_handle(self.runner.store, self.queue, body, source=f"s3://{bucket}/{key}",

@@ -68,6 +68,17 @@ def aws_client(service: str, *, region: str | None, endpoint_url: str | None):
                                       read_timeout=60))
 
 
+def check_prefixes(settings: Settings) -> None:
+    """Uploads and evidence kept apart: an expiry rule for uploads must never reach evidence, and the worker
+    must never take its own writes for uploads."""
+    upload, store = settings.queue.upload_prefix, settings.store.prefix.strip("/")
+    if not upload.strip("/") or not upload.endswith("/"):
+        raise ConfigError("[queue] upload_prefix must be a folder such as \"incoming/\", never the whole bucket")
+    if store and (f"{store}/".startswith(upload) or upload.startswith(f"{store}/")):
+        raise ConfigError(f"[queue] upload_prefix {upload!r} and [store] prefix {store!r} overlap: keep uploads "
+                          "and evidence apart")
+
+
 def open_store(settings: Settings) -> EvidenceStore:
     secure_home(settings)
     s = settings.store
@@ -89,6 +100,10 @@ def open_queue(settings: Settings, *, read_only: bool = False) -> JobQueue:
     if q.backend == "sqs":
         from worker.backends.sqs import SqsQueue
 
+        check_prefixes(settings)
+        if not 1 <= q.visibility_timeout_s <= 43200:
+            raise ConfigError("[queue] visibility_timeout_s must be 1 to 43200 (12 h, SQS's limit) with SQS")
+
         client = aws_client("sqs", region=q.region, endpoint_url=q.endpoint_url)
         if not (q.queue_url or q.queue_name):
             raise ConfigError("[queue] backend = \"sqs\" needs queue_name or queue_url")
@@ -97,7 +112,8 @@ def open_queue(settings: Settings, *, read_only: bool = False) -> JobQueue:
         except Exception as exc:  # noqa: BLE001 - botocore's errors: no such queue, refused credentials
             raise ConfigError(f"[queue] SQS queue {q.queue_name!r} cannot be used: {exc}") from None
         return SqsQueue(client, url, max_attempts=q.max_attempts, backoff_base_s=q.backoff_base_s,
-                        backoff_max_s=q.backoff_max_s, wait_s=q.wait_time_s, upload_prefix=q.upload_prefix)
+                        backoff_max_s=q.backoff_max_s, wait_s=q.wait_time_s, upload_prefix=q.upload_prefix,
+                        upload_bucket=settings.store.bucket)
     return SqliteQueue(settings.queue_path, max_attempts=q.max_attempts, backoff_base_s=q.backoff_base_s,
                        backoff_max_s=q.backoff_max_s, read_only=read_only)
 
@@ -108,4 +124,8 @@ def open_uploads(settings: Settings):
         return None
     s = settings.store
     client = aws_client("s3", region=s.region, endpoint_url=s.endpoint_url)
-    return lambda bucket, key: client.get_object(Bucket=bucket, Key=key)["Body"]
+    def open_upload(bucket: str, key: str, version: str | None = None):
+        # The version the event named: a camera's next VID_0001.mp4 must not stand in for this one.
+        return client.get_object(Bucket=bucket, Key=key, **({"VersionId": version} if version else {}))["Body"]
+
+    return open_upload

@@ -27,6 +27,7 @@ import logging
 import os
 import secrets
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -82,6 +83,7 @@ class S3Store(EvidenceStore):
                 if "ObjectLockConfigurationNotFound" not in _code(exc):
                     raise
                 locked = False
+            self._probe_write_once()
         except Exception as exc:  # noqa: BLE001
             if isinstance(exc, ConfigError):
                 raise
@@ -98,6 +100,15 @@ class S3Store(EvidenceStore):
                     extra={"bucket": self.bucket, "problem": problem})
         return False
 
+    def _probe_write_once(self) -> None:
+        """Refuse a server that ignores If-None-Match: custody and run records rely on it (one small object,
+        written once per bucket and prefix, ever)."""
+        probe, data = self._key(".write-once-probe"), b"evidence-worker checks that writes are write-once\n"
+        sha = hashlib.sha256(data).hexdigest()
+        if self._put_once(probe, data, sha, len(data)) and self._put_once(probe, data, sha, len(data)):
+            raise ConfigError(f"[store] the server behind bucket {self.bucket!r} ignores If-None-Match (it let an "
+                              "object be written twice): custody and run records would not be write-once there")
+
     def _put_once(self, key: str, body: bytes | BinaryIO, sha256: str, size: int, *, lock: bool = False) -> bool:
         """Write ``key`` unless it exists (False then); S3 checks the SHA-256 of what arrives."""
         extra: dict[str, Any] = {}
@@ -107,19 +118,27 @@ class S3Store(EvidenceStore):
                                                   + dt.timedelta(days=self.retention_days))
             if self.legal_hold:
                 extra["ObjectLockLegalHoldStatus"] = "ON"
-        try:
-            if isinstance(body, bytes) or size <= PART_BYTES:
-                data = body if isinstance(body, bytes) else body.read()
-                answer = self.client.put_object(Bucket=self.bucket, Key=key, Body=data, IfNoneMatch="*",
-                                                ChecksumAlgorithm="SHA256", ChecksumSHA256=_b64(sha256), **extra)
-                if answer.get("ChecksumSHA256") not in (None, _b64(sha256)):
-                    raise IntegrityError(f"S3 stored {key} with another SHA-256 than was sent")
-                return True
-            return self._multipart(key, body, **extra)
-        except Exception as exc:  # noqa: BLE001
-            if _code(exc) in ("PreconditionFailed", "ConditionalRequestConflict"):
-                return False
-            raise
+        start = body.tell() if not isinstance(body, bytes) else 0
+        for attempt in range(4):
+            try:
+                if isinstance(body, bytes) or size <= PART_BYTES:
+                    data = body if isinstance(body, bytes) else body.read()
+                    answer = self.client.put_object(Bucket=self.bucket, Key=key, Body=data, IfNoneMatch="*",
+                                                    ChecksumAlgorithm="SHA256", ChecksumSHA256=_b64(sha256), **extra)
+                    if answer.get("ChecksumSHA256") not in (None, _b64(sha256)):
+                        raise IntegrityError(f"S3 stored {key} with another SHA-256 than was sent")
+                    return True
+                return self._multipart(key, body, **extra)
+            except Exception as exc:  # noqa: BLE001
+                if _code(exc) == "PreconditionFailed":
+                    return False   # the key exists: write-once holds, the caller decides what that means
+                if _code(exc) != "ConditionalRequestConflict" or attempt == 3:
+                    raise
+                # Another write to the same key was under way: S3 asks for a retry, which then tells.
+                time.sleep(0.2 * 2 ** attempt)
+                if not isinstance(body, bytes):
+                    body.seek(start)
+        raise AssertionError("unreachable")
 
     def _multipart(self, key: str, body: BinaryIO, **extra: Any) -> bool:
         upload = self.client.create_multipart_upload(Bucket=self.bucket, Key=key, ChecksumAlgorithm="SHA256",
@@ -225,12 +244,14 @@ class S3Store(EvidenceStore):
                 continue
             if any(e.get("event") == custody.INGESTED for e in self.custody(evidence_id).events):
                 continue
+            chain = self.custody(evidence_id)
             record = self.evidence(evidence_id)
             logged = {k: v for k, v in record.items() if k not in ("evidence_id", "stored_as", "ingested_at",
                                                                    "ingested_by")}
-            self.append_custody(evidence_id, custody.INGESTED, actor,
-                                {**logged, "recovered": "the storing process stopped before logging the intake"})
-            done.append(f"{evidence_id}: completed an intake that stopped before it was logged")
+            # At the next sequence number only: a worker starting beside this one may be doing the same.
+            if self._append_at(evidence_id, chain, custody.INGESTED, actor, {
+                    **logged, "recovered": "the storing process stopped before logging the intake"}):
+                done.append(f"{evidence_id}: completed an intake that stopped before it was logged")
         return done
 
     def _original_key(self, evidence_id: str) -> str:
@@ -293,14 +314,22 @@ class S3Store(EvidenceStore):
             if chain.problems and chain.count:
                 raise CustodyError(f"the custody log of {evidence_id} is damaged ({'; '.join(chain.problems[:2])});"
                                    " nothing is appended: run 'evidence audit'")
-            new = custody.new_event(chain.events[-1] if chain.events else None, event=event,
-                                    evidence_id=evidence_id, actor=actor, details=details)
-            data = custody.encode(new)
-            # The sequence number is the key: of two writers racing for it, S3 lets exactly one in.
-            if self._put_once(self._key(evidence_id, _CUSTODY, f"{new['seq']:012d}.json"), data,
-                              hashlib.sha256(data).hexdigest(), len(data)):
+            new = self._append_at(evidence_id, chain, event, actor, details)
+            if new is not None:
                 return new
         raise CustodyError(f"could not append to the custody log of {evidence_id}: too many concurrent writers")
+
+    def _append_at(self, evidence_id: str, chain: custody.ChainReport, event: str, actor: str,
+                   details: Mapping[str, Any]) -> dict | None:
+        """The event after ``chain``'s head, or None when another writer took that place first."""
+        new = custody.new_event(chain.events[-1] if chain.events else None, event=event,
+                                evidence_id=evidence_id, actor=actor, details=details)
+        data = custody.encode(new)
+        # The sequence number is the key: of two writers racing for it, S3 lets exactly one in.
+        if self._put_once(self._key(evidence_id, _CUSTODY, f"{new['seq']:012d}.json"), data,
+                          hashlib.sha256(data).hexdigest(), len(data)):
+            return new
+        return None
 
     def acknowledge_custody_damage(self, evidence_id: str, actor: str, reason: str) -> dict:
         raise CustodyError("acknowledging damaged custody in an S3 store is not supported yet; a person must look "

@@ -49,17 +49,19 @@ class SqsQueue(JobQueue):
     knows_every_job = False   # jobs cannot be listed: lost-job recovery from custody does not apply
 
     def __init__(self, client: Any, queue_url: str, *, max_attempts: int = 5, backoff_base_s: float = 30.0,
-                 backoff_max_s: float = 3600.0, wait_s: int = 20, upload_prefix: str = "incoming/"):
+                 backoff_max_s: float = 3600.0, wait_s: int = 20, upload_prefix: str = "incoming/",
+                 upload_bucket: str | None = None):
         self.client, self.url = client, queue_url
         self.max_attempts, self.backoff_base_s, self.backoff_max_s = max_attempts, backoff_base_s, backoff_max_s
-        self.wait_s, self.upload_prefix = wait_s, upload_prefix
+        self.wait_s, self.upload_prefix, self.upload_bucket = wait_s, upload_prefix, upload_bucket
         try:
             attributes = client.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["RedrivePolicy"])
+            policy = json.loads(attributes.get("Attributes", {}).get("RedrivePolicy") or "{}")
+            arn = policy.get("deadLetterTargetArn")
+            self.dead_url = client.get_queue_url(QueueName=arn.rsplit(":", 1)[-1])["QueueUrl"] if arn else None
         except Exception as exc:  # noqa: BLE001 - botocore raises one ClientError class per code
-            raise QueueUnavailable(f"the SQS queue {queue_url} cannot be used: {exc}") from None
-        policy = json.loads(attributes.get("Attributes", {}).get("RedrivePolicy") or "{}")
-        arn = policy.get("deadLetterTargetArn")
-        self.dead_url = client.get_queue_url(QueueName=arn.rsplit(":", 1)[-1])["QueueUrl"] if arn else None
+            raise QueueUnavailable(f"the SQS queue {queue_url} (or its dead-letter queue) cannot be used: {exc}") \
+                from None
         if self.dead_url is None:
             log.warning("the SQS queue has no dead-letter queue (redrive policy): dead jobs are only logged",
                         extra={"queue": queue_url})
@@ -86,38 +88,52 @@ class SqsQueue(JobQueue):
     def waiting(self, evidence_id: str, pipeline: str, params: Mapping[str, Any], nonce: str | None) -> Job | None:
         return None   # SQS cannot be searched; a duplicate is harmless (the run is committed once)
 
-    def _jobs_in(self, message: Mapping[str, Any]) -> list[Job] | str:
-        """The jobs a message carries, or why it carries none that may run."""
-        attempts = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
+    def _jobs_in(self, message: Mapping[str, Any]) -> Job | str | None:
+        """The job a message carries; why it carries none that may run; None for S3's test event."""
+        try:
+            return self._parse(message)
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:   # whatever its shape, never a crash
+            return f"the message is malformed ({type(exc).__name__}: {exc})"
+
+    def _parse(self, message: Mapping[str, Any]) -> Job | str | None:
+        received = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
+        body = _json(message["Body"])
+        if not isinstance(body, dict):
+            return "the message is not JSON" if body is None else "the message is not a JSON object"
+        # Receipts before a release (give-back) are not attempts: a full disk must not use them up.
+        attempts = max(received - int(body.get("released", 0) if body.get("schema") == SCHEMA else 0), 1)
         common = {"state": "leased", "attempts": attempts, "max_attempts": self.max_attempts,
                   "lease_token": message["ReceiptHandle"], "updated_at": time.time()}
-        try:
-            body = json.loads(message["Body"])
-        except ValueError:
-            return "the message is not JSON"
-        if not isinstance(body, dict):
-            return "the message is not a JSON object"
         if body.get("Event") == "s3:TestEvent":
-            return []
+            return None
         if body.get("schema") == SCHEMA:
-            if not all(isinstance(body.get(k), str) for k in ("job_id", "evidence_id", "pipeline")):
+            if not all(isinstance(body.get(k), str) and body.get(k) for k in ("job_id", "evidence_id", "pipeline")):
                 return "the job message lacks job_id, evidence_id or pipeline"
-            return [Job(id=body["job_id"], evidence_id=body["evidence_id"], pipeline=body["pipeline"],
-                        params=dict(body.get("params") or {}), nonce=body.get("nonce"), **common)]
-        if isinstance(body.get("Records"), list):
-            jobs = []
-            for record in body["Records"]:
-                if not str(record.get("eventName", "")).startswith("ObjectCreated:"):
-                    return f"an S3 event of another kind ({record.get('eventName')!r})"
-                bucket = str(((record.get("s3") or {}).get("bucket") or {}).get("name", ""))
-                obj = (record.get("s3") or {}).get("object") or {}
-                key = urllib.parse.unquote_plus(str(obj.get("key", "")))   # keys arrive URL-encoded
-                if not key.startswith(self.upload_prefix) or key.endswith("/"):
-                    return f"an upload event for {key!r}, outside the upload prefix {self.upload_prefix!r}"
-                jobs.append(Job(id=f"upload-{uuid.uuid5(uuid.NAMESPACE_URL, f's3://{bucket}/{key}').hex}",
-                                evidence_id="", pipeline=UPLOAD,
-                                params={"bucket": bucket, "key": key, "size": obj.get("size")}, **common))
-            return jobs if len(jobs) == 1 else "an S3 event with more than one record"
+            if body["pipeline"] == UPLOAD:
+                return "a job message may not ask for an upload (only S3's own events may)"
+            if not isinstance(body.get("params") or {}, dict) or not isinstance(body.get("nonce"), str | None):
+                return "the job message's params or nonce have the wrong type"
+            return Job(id=body["job_id"], evidence_id=body["evidence_id"], pipeline=body["pipeline"],
+                       params=dict(body.get("params") or {}), nonce=body.get("nonce"), **common)
+        records = body.get("Records")
+        if isinstance(records, list):
+            if len(records) != 1:
+                return f"an S3 event with {len(records)} records (one is expected)"
+            record = records[0]
+            if not str(record.get("eventName", "")).startswith("ObjectCreated:"):
+                return f"an S3 event of another kind ({record.get('eventName')!r})"
+            bucket = str(record["s3"]["bucket"]["name"])
+            obj = record["s3"]["object"]
+            key = urllib.parse.unquote_plus(str(obj["key"]))   # keys arrive URL-encoded, "+" for spaces
+            if self.upload_bucket is None or bucket != self.upload_bucket:
+                return f"an upload event for bucket {bucket!r}, not the evidence bucket"
+            if not key.startswith(self.upload_prefix) or key.endswith("/"):
+                return f"an upload event for {key!r}, outside the upload prefix {self.upload_prefix!r}"
+            size, version = obj.get("size"), obj.get("versionId")
+            return Job(id=f"upload-{uuid.uuid5(uuid.NAMESPACE_URL, f's3://{bucket}/{key}?{version}').hex}",
+                       evidence_id="", pipeline=UPLOAD, params={
+                           "bucket": bucket, "key": key, "size": size if isinstance(size, int) else None,
+                           "version": str(version) if version else None, "event": message["Body"]}, **common)
         return "the message is neither a job of this software nor an S3 event"
 
     def lease(self, visibility_timeout_s: float) -> Job | None:
@@ -132,10 +148,10 @@ class SqsQueue(JobQueue):
             if isinstance(found, str):
                 self._bury(messages[0]["Body"], found, messages[0]["ReceiptHandle"])
                 continue   # a bad message never stops the worker
-            if not found:
-                self._call("delete_message", QueueUrl=self.url, ReceiptHandle=messages[0]["ReceiptHandle"])
+            if found is None:
+                self._forget(messages[0]["ReceiptHandle"])
                 continue   # the bucket's test notification
-            return found[0]
+            return found
 
     def _bury(self, body: str, reason: str, receipt: str) -> None:
         log.error("message dead-lettered", extra={"reason": reason})
@@ -143,7 +159,14 @@ class SqsQueue(JobQueue):
             wrapped = {"schema": "evidence-worker/dead-letter/1", "reason": reason, "dead_at": time.time(),
                        "message": body}
             self._call("send_message", QueueUrl=self.dead_url, MessageBody=json.dumps(wrapped))
-        self._call("delete_message", QueueUrl=self.url, ReceiptHandle=receipt)
+        self._forget(receipt)
+
+    def _forget(self, receipt: str | None) -> bool:
+        try:
+            self._call("delete_message", QueueUrl=self.url, ReceiptHandle=receipt)
+        except LookupError:   # the lease ran out meanwhile: the message will come round again
+            return False
+        return True
 
     def heartbeat(self, job: Job, visibility_timeout_s: float) -> bool:
         try:
@@ -154,18 +177,20 @@ class SqsQueue(JobQueue):
         return True
 
     def ack(self, job: Job) -> bool:
-        try:
-            self._call("delete_message", QueueUrl=self.url, ReceiptHandle=job.lease_token)
-        except LookupError:
-            return False
-        return True
+        return self._forget(job.lease_token)
 
     def backoff_s(self, attempts: int) -> float:
         return min(self.backoff_base_s * 2 ** max(attempts - 1, 0), self.backoff_max_s, _MAX_DELAY_S)
 
-    def _body(self, job: Job) -> str:
-        return json.dumps({"schema": SCHEMA, "job_id": job.id, "evidence_id": job.evidence_id,
-                           "pipeline": job.pipeline, "params": dict(job.params), "nonce": job.nonce}, sort_keys=True)
+    def _body(self, job: Job, released: int = 0) -> str:
+        """The message that carries ``job`` again: an upload as the S3 event it came as."""
+        if job.pipeline == UPLOAD:
+            return str(job.params["event"])
+        body = {"schema": SCHEMA, "job_id": job.id, "evidence_id": job.evidence_id, "pipeline": job.pipeline,
+                "params": dict(job.params), "nonce": job.nonce}
+        if released:
+            body["released"] = released
+        return json.dumps(body, sort_keys=True)
 
     def fail(self, job: Job, reason: str, *, retryable: bool) -> str:
         if retryable and job.attempts < self.max_attempts:
@@ -179,11 +204,10 @@ class SqsQueue(JobQueue):
         return DEAD
 
     def release(self, job: Job) -> None:
-        try:
-            self._call("change_message_visibility", QueueUrl=self.url, ReceiptHandle=job.lease_token,
-                       VisibilityTimeout=0)
-        except LookupError:
-            pass
+        # SQS counts every receipt, and its redrive policy would dead-letter a job given back often enough
+        # (a long full disk): the job goes back as a new message that says how many receipts were not tries.
+        self._call("send_message", QueueUrl=self.url, MessageBody=self._body(job, released=job.attempts - 1))
+        self._forget(job.lease_token)
 
     def _approximate(self, url: str) -> dict[str, int]:
         names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
@@ -219,11 +243,17 @@ class SqsQueue(JobQueue):
     def _dead_job(self, message: Mapping[str, Any]) -> Job:
         wrapped = _json(message["Body"])   # ours: {"reason", "message"}; else moved here by the redrive policy
         ours = isinstance(wrapped, dict) and wrapped.get("schema") == "evidence-worker/dead-letter/1"
-        inner = _json(wrapped.get("message", "")) if ours else wrapped
+        raw = str(wrapped.get("message", "")) if ours else message["Body"]
+        inner = _json(raw)
         inner = inner if isinstance(inner, dict) else {}
         reason = wrapped.get("reason") if ours else None
+        if isinstance(inner.get("Records"), list):   # an upload event: retried as the event it was
+            return Job(id=f"upload-{message['MessageId']}", evidence_id="", pipeline=UPLOAD,
+                       params={"event": raw}, state=DEAD, max_attempts=self.max_attempts,
+                       last_error=reason or "moved here by the queue's redrive policy (a worker died with it)")
         return Job(id=str(inner.get("job_id") or message["MessageId"]), evidence_id=str(inner.get("evidence_id", "")),
-                   pipeline=str(inner.get("pipeline", "?")), params=dict(inner.get("params") or {}),
+                   pipeline=str(inner.get("pipeline", "?")),
+                   params=inner["params"] if isinstance(inner.get("params"), dict) else {},
                    nonce=inner.get("nonce"), state=DEAD, max_attempts=self.max_attempts,
                    last_error=reason or "moved here by the queue's redrive policy (a worker died with it)")
 
@@ -241,7 +271,7 @@ class SqsQueue(JobQueue):
     def retry_dead(self, job_id: str) -> Job:
         for job, receipt in self._dead_letters():
             if job.id == job_id:
-                if not job.evidence_id:
+                if not job.evidence_id and job.pipeline != UPLOAD:
                     raise NotFound(f"dead letter {job_id} is not a job of this software; it cannot be retried")
                 self._call("send_message", QueueUrl=self.url, MessageBody=self._body(job))
                 self._call("delete_message", QueueUrl=self.dead_url, ReceiptHandle=receipt)
