@@ -6,6 +6,7 @@ import io
 import os
 
 import pytest
+from conftest import aws_client
 
 from worker.encryption import envelope, keys
 from worker.encryption.envelope import DecryptionError, WrongKey
@@ -96,3 +97,16 @@ def test_storage_names_do_not_reveal_which_video_is_held():
     name = keys.storage_name(one, evidence_id)
     assert name == keys.storage_name(one, evidence_id) and name != keys.storage_name(two, evidence_id)
     assert evidence_id not in name and len(name) == 64
+
+
+def test_a_master_key_held_by_kms_opens_only_through_kms(aws_endpoint, tmp_path):
+    kms = aws_client("kms", aws_endpoint)
+    key_id = kms.create_key(KeySpec="SYMMETRIC_DEFAULT", KeyUsage="ENCRYPT_DECRYPT")["KeyMetadata"]["KeyId"]
+    other = kms.create_key(KeySpec="SYMMETRIC_DEFAULT", KeyUsage="ENCRYPT_DECRYPT")["KeyMetadata"]["KeyId"]
+    path = keys.new_kms_key(tmp_path / "storage.kms", kms, key_id)
+    opened = keys.from_kms(path, kms, key_id)
+    assert opened == keys.from_kms(path, kms, key_id) and opened.key not in path.read_bytes()
+    data = os.urandom(3 * CHUNK)
+    assert _open(_seal(data, opened), keys.from_kms(path, kms, key_id)) == data
+    with pytest.raises(keys.MasterKeyError, match="would not decrypt"):
+        keys.from_kms(path, kms, other)

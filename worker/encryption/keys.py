@@ -1,4 +1,4 @@
-"""Master keys: from a key file on removable media, or a passphrase stretched with scrypt.
+"""Master keys: from a key file on removable media, a passphrase stretched with scrypt, or AWS KMS.
 
 A key file holds 32 random bytes, hex-encoded, owner-only. A passphrase is
 stretched with scrypt (memory-hard: 2**17 x 8 x 128 bytes = 128 MiB per try)
@@ -78,6 +78,29 @@ def from_passphrase(passphrase: str, settings_file: Path) -> MasterKey:
         with os.fdopen(fd, "w") as handle:
             json.dump({"kdf": "scrypt", **SCRYPT, "salt": salt.hex(), "check": expected.hex()}, handle)
     return key
+
+
+def new_kms_key(path: Path, client, kms_key_id: str) -> Path:
+    """A new master key made by KMS (GenerateDataKey), kept at ``path`` only as KMS ciphertext."""
+    blob = client.generate_data_key(KeyId=kms_key_id, KeySpec="AES_256")["CiphertextBlob"]
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(blob)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return path
+
+
+def from_kms(path: Path, client, kms_key_id: str) -> MasterKey:
+    """The master key KMS decrypts from ``path``: it exists in clear only in this process's memory."""
+    try:
+        blob = Path(path).read_bytes()
+    except OSError as exc:
+        raise MasterKeyError(f"the KMS-wrapped key {path} cannot be read ({exc.strerror})") from None
+    try:
+        return master(client.decrypt(CiphertextBlob=blob, KeyId=kms_key_id)["Plaintext"])
+    except Exception as exc:  # noqa: BLE001 - botocore: access denied, disabled key, no network
+        raise MasterKeyError(f"KMS key {kms_key_id} would not decrypt the storage key: {exc}") from None
 
 
 def naming_key(key: MasterKey) -> bytes:
