@@ -110,3 +110,30 @@ def test_a_master_key_held_by_kms_opens_only_through_kms(aws_endpoint, tmp_path)
     assert _open(_seal(data, opened), keys.from_kms(path, kms, key_id)) == data
     with pytest.raises(keys.MasterKeyError, match="would not decrypt"):
         keys.from_kms(path, kms, other)
+
+
+def test_the_staff_roster_is_sealed_and_a_wrong_or_missing_key_is_refused(cli, tmp_path):
+    import numpy as np
+
+    from worker.staff import Roster, RosterError
+
+    key_file = tmp_path / "storage.key"
+    printed = cli("keys", "init-storage-key", "--out", key_file).stdout
+    assert "[encryption]" in printed and str(key_file) in printed and key_file.stat().st_mode & 0o077 == 0
+    roster = Roster(cli.home, keys.from_key_file(key_file))
+    face = np.linspace(-0.25, 0.25, 128)
+    roster.enroll("Zaira-NAME-MARKER", [face])
+    raw = (cli.home / "staff" / "roster.json").read_bytes()
+    assert b"Zaira" not in raw and b"0.25" not in raw and b"staff-roster" not in raw
+    with pytest.raises(RosterError, match="encrypted"):
+        Roster(cli.home).names()
+
+    env = {"EVIDENCE_ENCRYPTION__KEY_SOURCE": "file", "EVIDENCE_ENCRYPTION__KEY_FILE": str(key_file)}
+    assert cli.json("staff", "list", **env)["staff"] == {"Zaira-NAME-MARKER": 1}
+    missing = cli("staff", "list", check=False, **{**env, "EVIDENCE_ENCRYPTION__KEY_FILE": str(tmp_path / "gone")})
+    assert missing.returncode == 2 and "removable medium" in missing.stderr and "Traceback" not in missing.stderr
+    other = keys.new_key_file(tmp_path / "other.key")
+    wrong = cli("staff", "list", check=False, **{**env, "EVIDENCE_ENCRYPTION__KEY_FILE": str(other)})
+    assert wrong.returncode == 1 and "another master key" in wrong.stderr and "Traceback" not in wrong.stderr
+    refused = cli("worker", "--once", check=False, **{**env, "EVIDENCE_ENCRYPTION__KEY_FILE": str(tmp_path / "no")})
+    assert refused.returncode == 2 and "removable medium" in refused.stderr

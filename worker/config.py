@@ -113,6 +113,16 @@ class SigningSettings(_Section):
     trust_anchors: Path | None = Field(None, description="PEM certificates 'evidence verify' trusts")
 
 
+class EncryptionSettings(_Section):
+    key_source: Literal["none", "file", "passphrase", "kms"] = Field(
+        "none", description="where the master key comes from; today it protects the staff roster")
+    key_file: Path | None = Field(None, description="key_source = file: the key (keep it on removable media); "
+                                                    "kms: the KMS-wrapped key")
+    kms_key_id: str | None = Field(None, description="key_source = kms: the KMS key that wraps the master key")
+    kms_region: str | None = None
+    kms_endpoint_url: str | None = None
+
+
 class RedactSettings(BaseModel):
     """Defaults of the redact step's parameters ([redact] policy = "staff", detect_scale = 0.75 ...),
     checked against the step when the settings load."""
@@ -132,6 +142,7 @@ class Settings(_Section):
     transcribe: TranscribeSettings = TranscribeSettings()
     redact: RedactSettings = RedactSettings()
     signing: SigningSettings = SigningSettings()
+    encryption: EncryptionSettings = EncryptionSettings()
 
     @property
     def store_root(self) -> Path:

@@ -5,10 +5,16 @@ videos they came from. The file is ``<home>/staff/roster.json`` (0600 in a
 0700 folder, written through a held directory descriptor, never through a
 link, replaced whole in one rename). Names stay here: the redact step is
 handed the embeddings alone, and nothing it writes can name anyone.
+
+With a master key ([encryption]) the file is sealed (worker.encryption):
+on a seized machine it shows neither names nor faces. A roster written
+before encryption was turned on is read as it is and sealed at its next
+change.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from datetime import UTC, datetime
@@ -17,6 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from worker.directory import Directory
+from worker.encryption import envelope
+from worker.encryption.envelope import MasterKey
 from worker.errors import EvidenceError
 
 SCHEMA = "evidence-worker/staff-roster/1"
@@ -28,8 +36,9 @@ class RosterError(EvidenceError):
 
 
 class Roster:
-    def __init__(self, home: Path):
+    def __init__(self, home: Path, key: MasterKey | None = None):
         self.folder = Path(home) / "staff"
+        self.key = key
 
     def _read(self) -> dict:
         if not self.folder.exists():
@@ -37,7 +46,17 @@ class Roster:
         with Directory.open(self.folder) as folder:
             if not folder.exists(_FILE):
                 return {"schema": SCHEMA, "staff": {}}
-            data = json.loads(folder.read_bytes(_FILE))
+            raw = folder.read_bytes(_FILE)
+        if raw.startswith(envelope.MAGIC):
+            if self.key is None:
+                raise RosterError(f"{self.folder / _FILE} is encrypted: configure [encryption] to read it")
+            plain = io.BytesIO()
+            try:
+                envelope.unseal(io.BytesIO(raw), plain, self.key)
+            except envelope.DecryptionError as exc:
+                raise RosterError(f"{self.folder / _FILE} cannot be decrypted: {exc}") from None
+            raw = plain.getvalue()
+        data = json.loads(raw)
         if data.get("schema") != SCHEMA:
             raise RosterError(f"{self.folder / _FILE} is not a staff roster of this version")
         return data
@@ -47,7 +66,11 @@ class Roster:
             fd, tmp = folder.new_temp(".roster-")
             try:
                 with os.fdopen(fd, "wb") as handle:
-                    handle.write(json.dumps(data, sort_keys=True).encode("utf-8"))
+                    plain = json.dumps(data, sort_keys=True).encode("utf-8")
+                    if self.key is None:
+                        handle.write(plain)
+                    else:
+                        envelope.seal(io.BytesIO(plain), handle, self.key)
                     handle.flush()
                     os.fsync(handle.fileno())
                 folder.rename(tmp, folder, _FILE)

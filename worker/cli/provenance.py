@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from pipelines.provenance import credentials
@@ -28,13 +29,19 @@ def register(command) -> None:
     v.add_argument("--json", action="store_true", help="print the report as JSON")
     v.set_defaults(handler=cmd_verify)
 
-    k = command("keys", "signing keys: make a trial CA",
+    k = command("keys", "keys: a trial signing CA, a storage master key",
                 "init-test-ca --out DIR writes DIR/ca.pem (the trust anchor), DIR/signer-chain.pem and\n"
                 "DIR/signer-key.pem (owner-only): a local CA and a signing certificate for trials, marked\n"
-                "'not for production' in the certificates themselves, and prints the [signing] lines.")
+                "'not for production' in the certificates themselves, and prints the [signing] lines.\n\n"
+                "init-storage-key --out PATH writes a new master key for [encryption] (owner-only; keep it\n"
+                "on removable media, and a copy in escrow: a lost key is lost evidence); with --kms-key-id\n"
+                "the key is made by AWS KMS and PATH holds it only as KMS ciphertext.")
     actions = k.add_subparsers(dest="action", required=True, metavar="ACTION")
     init = actions.add_parser("init-test-ca", help="write a trial CA and signer")
     init.add_argument("--out", type=Path, required=True, metavar="DIR")
+    storage = actions.add_parser("init-storage-key", help="write a new storage master key")
+    storage.add_argument("--out", type=Path, required=True, metavar="PATH")
+    storage.add_argument("--kms-key-id", metavar="ID", help="have AWS KMS make and wrap the key")
     k.set_defaults(handler=cmd_keys)
 
 
@@ -84,9 +91,30 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
+    if args.action == "init-storage-key":
+        return _init_storage_key(settings, args)
     paths = credentials.make_test_ca(args.out)
     print("[signing]")
     print(f'certificate_chain = "{paths["chain"].resolve()}"')
     print(f'private_key = "{paths["key"].resolve()}"')
     print(f'trust_anchors = "{paths["ca"].resolve()}"')
+    return EXIT_OK
+
+
+def _init_storage_key(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.backends import aws_client
+    from worker.encryption import keys
+
+    if args.kms_key_id:
+        e = settings.encryption
+        keys.new_kms_key(args.out, aws_client("kms", region=e.kms_region, endpoint_url=e.kms_endpoint_url),
+                         args.kms_key_id)
+        lines = ['key_source = "kms"', f'key_file = "{args.out.resolve()}"', f'kms_key_id = "{args.kms_key_id}"']
+    else:
+        keys.new_key_file(args.out)
+        lines = ['key_source = "file"', f'key_file = "{args.out.resolve()}"']
+    print("[encryption]")
+    print("\n".join(lines))
+    print("# keep a copy of this key in escrow, apart from the machines: without it, nothing it sealed can be read",
+          file=sys.stderr)
     return EXIT_OK

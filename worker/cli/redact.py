@@ -17,6 +17,7 @@ from pipelines.redact.step import redact_file
 from worker.cli.output import EXIT_OK, print_json, printable
 from worker.cli.wiring import models as registry
 from worker.config import Settings
+from worker.encryption import master
 from worker.intake import readable_name
 from worker.progress import progress_bar
 from worker.staff import Roster
@@ -95,7 +96,8 @@ def cmd_redact(settings: Settings, args: argparse.Namespace) -> int:
         context = StepContext(
             evidence_id="", original=original, workdir=Path(work), params=step_params,
             facts={"probe": facts}, tools=settings.tools, models=registry(settings), progress=progress,
-            staff=Roster(settings.home).embeddings() if step_params["policy"] == "staff" else (),
+            staff=Roster(settings.home, master.load(settings)).embeddings() if step_params["policy"] == "staff"
+            else (),
         )
         result = redact_file(context, Path(work) / "redacted.mp4")
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -135,7 +137,7 @@ def _publish(source: Path, target: Path) -> None:
 
 
 def cmd_staff(settings: Settings, args: argparse.Namespace) -> int:
-    roster = Roster(settings.home)
+    roster = Roster(settings.home, master.load(settings))
     if args.action == "enroll":
         models = registry(settings)
         detector = models.load("yunet-2023mar").path / "model.onnx"

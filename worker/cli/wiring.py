@@ -10,6 +10,7 @@ from models.registry import Registry
 from worker import signing
 from worker.backends import open_queue, open_store, open_uploads
 from worker.config import Settings
+from worker.encryption import master
 from worker.inbox import Inbox
 from worker.intake import ingest_handle, parse_languages
 from worker.queue import JobQueue
@@ -59,9 +60,10 @@ def checked_models(settings: Settings) -> Registry:
 
 
 def runner(settings: Settings, store: EvidenceStore, registry: Registry | None = None) -> Runner:
+    key = master.load(settings)   # a missing or wrong key stops the worker here, not in a run
     return Runner(store, work_dir=settings.work_dir, tools=settings.tools, actor=settings.actor,
                   min_free_bytes=settings.store.min_free_bytes, models=registry or models(settings),
-                  staff=Roster(settings.home).embeddings, signing=lambda: signing.load(settings))
+                  staff=Roster(settings.home, key).embeddings, signing=lambda: signing.load(settings))
 
 
 def inbox(settings: Settings, store: EvidenceStore, queue: JobQueue, folder: Path,

@@ -1,0 +1,45 @@
+"""Which master key this worker holds: the [encryption] settings, loaded and checked at start.
+
+A missing key file, a wrong passphrase or a KMS key that will not decrypt
+stops the command with the reason before anything is read or written.
+Losing the key loses what it encrypted: keep a copy of the key file (or the
+passphrase, or the KMS key) in escrow, apart from the machines.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+
+from worker.config import Settings
+from worker.encryption import keys
+from worker.encryption.envelope import MasterKey
+from worker.errors import ConfigError
+
+PASSPHRASE_SALT = "passphrase.json"   # in <home>: the scrypt salt and a check value, never the key
+
+
+def load(settings: Settings) -> MasterKey | None:
+    """The master key, or None when encryption is off."""
+    e = settings.encryption
+    try:
+        if e.key_source == "none":
+            return None
+        if e.key_source == "file":
+            if not e.key_file:
+                raise ConfigError("[encryption] key_source = \"file\" needs key_file")
+            return keys.from_key_file(e.key_file)
+        if e.key_source == "passphrase":
+            phrase = os.environ.get("EVIDENCE_PASSPHRASE")
+            if phrase is None:
+                phrase = getpass.getpass("evidence storage passphrase: ") if os.isatty(0) else ""
+            settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+            return keys.from_passphrase(phrase, settings.home / PASSPHRASE_SALT)
+        if not (e.key_file and e.kms_key_id):
+            raise ConfigError("[encryption] key_source = \"kms\" needs key_file (the KMS-wrapped key) and kms_key_id")
+        from worker.backends import aws_client
+
+        return keys.from_kms(e.key_file, aws_client("kms", region=e.kms_region, endpoint_url=e.kms_endpoint_url),
+                             e.kms_key_id)
+    except keys.MasterKeyError as exc:
+        raise ConfigError(f"[encryption]: {exc}") from None
