@@ -191,7 +191,8 @@ def print_item(report: dict[str, Any]) -> None:
               f"{masked['review_moments']} moment(s) to review; audio {printable(masked['audio'])}")
     signature = report.get("signature")
     if signature and not signature.get("skipped"):
-        test = "; TEST CA, not for production" if signature.get("test_ca") else ""
+        test = ("; TEST CA, not for production" if signature.get("test_ca")
+                and "TEST CA" not in str(signature.get("signer")) else "")
         print(f"signature  redacted.mp4 carries a C2PA manifest signed ({signature['algorithm']}) by "
               f"{printable(signature['signer'])}{test}; check it with 'evidence verify'")
     for run in report["runs"]:
