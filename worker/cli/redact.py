@@ -6,7 +6,6 @@ import argparse
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 from pipelines import registry as pipelines
@@ -21,6 +20,7 @@ from worker.encryption import master
 from worker.intake import readable_name
 from worker.progress import progress_bar
 from worker.staff import Roster
+from worker.workdirs import private_workdir
 
 
 def register(command) -> None:
@@ -78,7 +78,7 @@ def cmd_redact(settings: Settings, args: argparse.Namespace) -> int:
     if not args.file.is_file():
         raise ValueError(f"{readable_name(str(args.file))[0]} is not a file")
     step_params = intake.step_params(step, params)
-    with tempfile.TemporaryDirectory(prefix="evidence-redact-") as work, \
+    with private_workdir(settings.work_dir, "redact") as work, \
             progress_bar(None, "masking", unit="frame") as bar:
         # One private copy, read by every pass: a file changed between two passes must not mix into the output.
         original = Path(work) / "original"
@@ -142,7 +142,7 @@ def cmd_staff(settings: Settings, args: argparse.Namespace) -> int:
         models = registry(settings)
         detector = models.load("yunet-2023mar").path / "model.onnx"
         embedder = models.load(staff_faces.MODEL_NAME).path
-        with tempfile.TemporaryDirectory(prefix="evidence-enrol-") as work:
+        with private_workdir(settings.work_dir, "enrol") as work:
             found = staff_faces.enrolment_embeddings(args.files, detector, embedder, settings.tools, Path(work))
         total = roster.enroll(args.name, found)
         report = {"name": args.name, "added": len(found), "faces": total}

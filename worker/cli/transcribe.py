@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 from pipelines import registry as pipelines
@@ -16,6 +15,7 @@ from worker.cli.wiring import models as registry
 from worker.config import Settings
 from worker.intake import parse_languages, readable_name
 from worker.progress import progress_bar
+from worker.workdirs import private_workdir
 
 
 def register(command) -> None:
@@ -40,7 +40,7 @@ def cmd_transcribe(settings: Settings, args: argparse.Namespace) -> int:
     step = next(s for s in intake.steps if s.name == "transcribe")
     out = args.out or Path(f"{args.file.name}.transcript")
     facts, _, _ = probe_file(args.file, intake.step_params(intake.steps[0], params), settings.tools)
-    with tempfile.TemporaryDirectory(prefix="evidence-transcribe-") as work, \
+    with private_workdir(settings.work_dir, "transcribe") as work, \
             progress_bar(None, "transcribing", unit="chunk") as bar:
         done = [0]
 
