@@ -135,3 +135,16 @@ def test_an_s3_intake_cut_off_after_its_original_is_completed_by_the_next_upload
     assert not stored.duplicate and store.evidence(evidence_id)["stored_as"] == "original/original.mov"
     store.verify_original(evidence_id)
     assert [e["event"] for e in store.custody(evidence_id).events] == [custody.INGESTED]
+
+
+def test_objects_are_encrypted_server_side_under_the_configured_kms_key(aws_endpoint, locked_bucket, tmp_path):
+    kms = aws_client("kms", aws_endpoint)
+    key_id = kms.create_key(KeySpec="SYMMETRIC_DEFAULT", KeyUsage="ENCRYPT_DECRYPT")["KeyMetadata"]["KeyId"]
+    client = aws_client("s3", aws_endpoint)
+    store = S3Store(client, locked_bucket, retention_days=1, spool_dir=tmp_path, sse_kms_key_id=key_id)
+    stored = store.put_original(io.BytesIO(FOOTAGE), intake={"original_name": "a.mp4"}, actor="t")
+    for key in (f"{stored.evidence_id}/original/original.mp4", f"{stored.evidence_id}/evidence.json",
+                f"{stored.evidence_id}/custody/000000000000.json"):
+        head = client.head_object(Bucket=locked_bucket, Key=key)
+        assert head["ServerSideEncryption"] == "aws:kms" and key_id in head["SSEKMSKeyId"]
+    store.verify_original(stored.evidence_id)

@@ -43,6 +43,7 @@ class StoreSettings(_Section):
     retention_days: int = Field(3650, ge=1, description="originals are locked this long")
     legal_hold: bool = Field(False, description="also put a legal hold on every original")
     allow_unlocked_bucket: bool = Field(False, description="development only: store in a bucket without Object Lock")
+    sse_kms_key_id: str | None = Field(None, description="server-side encryption of every object under this KMS key")
 
 
 class QueueSettings(_Section):

@@ -90,7 +90,8 @@ def open_store(settings: Settings) -> EvidenceStore:
         Directory.open(settings.work_dir, create=True).close()
         return S3Store(aws_client("s3", region=s.region, endpoint_url=s.endpoint_url), s.bucket, prefix=s.prefix,
                        retention_mode=s.retention_mode, retention_days=s.retention_days, legal_hold=s.legal_hold,
-                       spool_dir=settings.work_dir, require_lock=not s.allow_unlocked_bucket)
+                       spool_dir=settings.work_dir, require_lock=not s.allow_unlocked_bucket,
+                       sse_kms_key_id=s.sse_kms_key_id)
     return LocalStore(settings.store_root, min_free_bytes=s.min_free_bytes)
 
 

@@ -69,6 +69,11 @@ def init_s3(settings: Settings, s3: Any, sqs: Any) -> list[str]:
             store.region != "us-east-1" else {}
         s3.create_bucket(Bucket=store.bucket, ObjectLockEnabledForBucket=True, **where)
         done.append(f"bucket {store.bucket}: created with versioning and Object Lock")
+    if store.sse_kms_key_id:
+        s3.put_bucket_encryption(Bucket=store.bucket, ServerSideEncryptionConfiguration={"Rules": [{
+            "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": store.sse_kms_key_id},
+            "BucketKeyEnabled": True}]})
+        done.append(f"bucket {store.bucket}: encrypted by default under KMS key {store.sse_kms_key_id}")
     s3.put_public_access_block(Bucket=store.bucket, PublicAccessBlockConfiguration={
         "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True})
     ours = {"ID": "expire-uploads", "Status": "Enabled", "Filter": {"Prefix": queue.upload_prefix},

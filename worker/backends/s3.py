@@ -59,11 +59,15 @@ def _code(exc: Exception) -> str:
 class S3Store(EvidenceStore):
     def __init__(self, client: Any, bucket: str, *, prefix: str = "", retention_mode: str = "COMPLIANCE",
                  retention_days: int = 3650, legal_hold: bool = False, spool_dir: Path | None = None,
-                 require_lock: bool = True):
+                 require_lock: bool = True, sse_kms_key_id: str | None = None):
         self.client, self.bucket = client, bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.retention_mode, self.retention_days, self.legal_hold = retention_mode, retention_days, legal_hold
         self.spool_dir = spool_dir
+        # Server-side encryption under a KMS key, with an S3 Bucket Key (fewer KMS calls): the provider's disks
+        # hold ciphertext. It does not hide footage from the provider itself; client-side encryption will.
+        self.encryption = ({"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": sse_kms_key_id,
+                            "BucketKeyEnabled": True} if sse_kms_key_id else {})
         self.locked = self._preflight(require_lock)
 
     # -- keys and plumbing --------------------------------------------------
@@ -111,7 +115,7 @@ class S3Store(EvidenceStore):
 
     def _put_once(self, key: str, body: bytes | BinaryIO, sha256: str, size: int, *, lock: bool = False) -> bool:
         """Write ``key`` unless it exists (False then); S3 checks the SHA-256 of what arrives."""
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = dict(self.encryption)
         if lock and self.locked:
             extra["ObjectLockMode"] = self.retention_mode
             extra["ObjectLockRetainUntilDate"] = (dt.datetime.now(dt.timezone.utc)
