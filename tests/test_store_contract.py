@@ -117,6 +117,10 @@ def test_the_whole_intake_runs_against_s3(aws_endpoint, locked_bucket, cli: Cli)
     assert run["status"] == "committed" and "redacted.mp4" in run["outputs"]
     assert run["location"].startswith(f"s3://{locked_bucket}/team-a/{evidence_id}/runs/")
     assert json.loads(cli("audit", "--json", **env).stdout)["ok"]
+    out = cli.home.parent / "for-court"
+    facts = json.loads(cli("export", evidence_id, "--from", "00:00:01", "--to", "00:00:02", "--recipient", "Court",
+                           "--out", out, "--json", **env).stdout)
+    assert facts["verification"]["ok"] and facts["original"]["sha256"] == evidence_id
     keys = [o["Key"] for o in aws_client("s3", aws_endpoint).list_objects_v2(Bucket=locked_bucket)["Contents"]]
     assert all(key.startswith(f"team-a/{evidence_id}/") for key in keys if key != "team-a/.write-once-probe")
     assert not (cli.home / "store").exists()
