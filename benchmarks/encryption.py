@@ -46,11 +46,11 @@ def main() -> int:
             timings["sha256sum"].append(time.monotonic() - began)
             began = time.monotonic()
             with open(plain, "rb") as source, open(sealed, "wb") as target:
-                envelope.seal(source, target, key)
+                envelope.seal(source, target, key, b"benchmark")
             timings["seal"].append(time.monotonic() - began)
             began = time.monotonic()
             with open(sealed, "rb") as source, open(opened, "wb") as target:
-                envelope.unseal(source, target, key)
+                envelope.unseal(source, target, key, b"benchmark")
             timings["open"].append(time.monotonic() - began)
     rates = {name: size / 2**20 / statistics.median(values) for name, values in timings.items()}
     results = {"bytes": size, "seconds": timings, "mib_per_s": {k: round(v, 1) for k, v in rates.items()},

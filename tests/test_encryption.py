@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 
 import pytest
@@ -15,15 +16,18 @@ CHUNK = 1024
 TAGGED = CHUNK + 16
 
 
-def _seal(data: bytes, key) -> bytes:
+CONTEXT = b"test object"
+
+
+def _seal(data: bytes, key, context: bytes = CONTEXT) -> bytes:
     out = io.BytesIO()
-    assert envelope.seal(io.BytesIO(data), out, key, chunk_bytes=CHUNK) == len(data)
+    assert envelope.seal(io.BytesIO(data), out, key, context, chunk_bytes=CHUNK) == len(data)
     return out.getvalue()
 
 
-def _open(sealed: bytes, key) -> bytes:
+def _open(sealed: bytes, key, context: bytes = CONTEXT) -> bytes:
     out = io.BytesIO()
-    envelope.unseal(io.BytesIO(sealed), out, key)
+    envelope.unseal(io.BytesIO(sealed), out, key, context)
     return out.getvalue()
 
 
@@ -55,12 +59,16 @@ def test_every_tampering_is_detected():
         "a chunk from another object": head + chunks[0] + other_chunk + b"".join(chunks[2:]),
         "an altered header": head[:6] + bytes([head[6] ^ 1]) + head[7:] + body,
         "not encrypted at all": data,
+        "another object's wrapped key": head[:-60] + other[envelope.HEADER_BYTES - 60:envelope.HEADER_BYTES] + body,
     }
     for what, ciphertext in broken.items():
         with pytest.raises(DecryptionError):
             _open(ciphertext, key)
             pytest.fail(f"{what} was not detected")
-
+    with pytest.raises(DecryptionError):   # a sealed object put in another's place does not open there
+        _open(sealed, key, b"another object")
+    with pytest.raises(ValueError):
+        envelope.seal(io.BytesIO(data), io.BytesIO(), key, CONTEXT, chunk_bytes=0)
 
 def test_a_wrong_key_is_told_apart_from_damage_and_rotation_rewraps_only_the_header():
     old, new = keys.master(os.urandom(32)), keys.master(os.urandom(32))
@@ -68,7 +76,7 @@ def test_a_wrong_key_is_told_apart_from_damage_and_rotation_rewraps_only_the_hea
     sealed = _seal(data, old)
     with pytest.raises(WrongKey):
         _open(sealed, new)
-    header = envelope.rewrap(sealed[:envelope.HEADER_BYTES], old, new)
+    header = envelope.rewrap(sealed[:envelope.HEADER_BYTES], old, new, CONTEXT)
     rotated = header + sealed[envelope.HEADER_BYTES:]
     assert len(header) == envelope.HEADER_BYTES and rotated[envelope.HEADER_BYTES:] == sealed[envelope.HEADER_BYTES:]
     assert _open(rotated, new) == data
@@ -89,6 +97,9 @@ def test_key_files_and_passphrases(tmp_path):
     assert keys.from_passphrase("correct horse battery staple", salt) == first
     with pytest.raises(keys.MasterKeyError, match="wrong"):
         keys.from_passphrase("wrong horse", salt)
+    salt.write_text("{not json")
+    with pytest.raises(keys.MasterKeyError, match="damaged"):
+        keys.from_passphrase("correct horse battery staple", salt)
 
 
 def test_storage_names_do_not_reveal_which_video_is_held():
@@ -137,3 +148,10 @@ def test_the_staff_roster_is_sealed_and_a_wrong_or_missing_key_is_refused(cli, t
     assert wrong.returncode == 1 and "another master key" in wrong.stderr and "Traceback" not in wrong.stderr
     refused = cli("worker", "--once", check=False, **{**env, "EVIDENCE_ENCRYPTION__KEY_FILE": str(tmp_path / "no")})
     assert refused.returncode == 2 and "removable medium" in refused.stderr
+
+    # A plain roster where a sealed one should be (an intruder's empty one) is refused; sealing is explicit.
+    roster_file = cli.home / "staff" / "roster.json"
+    roster_file.write_text(json.dumps({"schema": "evidence-worker/staff-roster/1", "staff": {}}))
+    planted = cli("staff", "list", check=False, **env)
+    assert planted.returncode == 1 and "not encrypted" in planted.stderr
+    assert cli.json("staff", "seal", **env)["people"] == 0 and roster_file.read_bytes().startswith(envelope.MAGIC)

@@ -7,9 +7,12 @@ link, replaced whole in one rename). Names stay here: the redact step is
 handed the embeddings alone, and nothing it writes can name anyone.
 
 With a master key ([encryption]) the file is sealed (worker.encryption):
-on a seized machine it shows neither names nor faces. A roster written
-before encryption was turned on is read as it is and sealed at its next
-change.
+on a seized machine it shows neither names nor faces. A plain roster is
+then refused (someone who can write the disk could put an empty one in its
+place, and enrolled faces would go unmasked), except by ``seal``, the
+one-time step after encryption is turned on. The file is not protected
+against being rolled back to an older sealed version by someone who can
+write the disk; keep the home on an encrypted, access-controlled disk.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from worker.errors import EvidenceError
 
 SCHEMA = "evidence-worker/staff-roster/1"
 _FILE = "roster.json"
+_CONTEXT = b"evidence-worker staff roster"
 
 
 class RosterError(EvidenceError):
@@ -40,7 +44,7 @@ class Roster:
         self.folder = Path(home) / "staff"
         self.key = key
 
-    def _read(self) -> dict:
+    def _read(self, *, plain_allowed: bool = False) -> dict:
         if not self.folder.exists():
             return {"schema": SCHEMA, "staff": {}}
         with Directory.open(self.folder) as folder:
@@ -52,10 +56,14 @@ class Roster:
                 raise RosterError(f"{self.folder / _FILE} is encrypted: configure [encryption] to read it")
             plain = io.BytesIO()
             try:
-                envelope.unseal(io.BytesIO(raw), plain, self.key)
+                envelope.unseal(io.BytesIO(raw), plain, self.key, _CONTEXT)
             except envelope.DecryptionError as exc:
                 raise RosterError(f"{self.folder / _FILE} cannot be decrypted: {exc}") from None
             raw = plain.getvalue()
+        elif self.key is not None and not plain_allowed:
+            raise RosterError(f"{self.folder / _FILE} is not encrypted although [encryption] is configured: if "
+                              "encryption was just turned on, run 'evidence staff seal' once; otherwise the file "
+                              "was replaced, and a person must look")
         data = json.loads(raw)
         if data.get("schema") != SCHEMA:
             raise RosterError(f"{self.folder / _FILE} is not a staff roster of this version")
@@ -70,13 +78,21 @@ class Roster:
                     if self.key is None:
                         handle.write(plain)
                     else:
-                        envelope.seal(io.BytesIO(plain), handle, self.key)
+                        envelope.seal(io.BytesIO(plain), handle, self.key, _CONTEXT)
                     handle.flush()
                     os.fsync(handle.fileno())
                 folder.rename(tmp, folder, _FILE)
                 folder.fsync()
             finally:
                 folder.unlink(tmp, missing_ok=True)
+
+    def seal(self) -> int:
+        """Seal a roster written before encryption was turned on; how many people it holds."""
+        if self.key is None:
+            raise RosterError("configure [encryption] first: there is no key to seal the roster with")
+        data = self._read(plain_allowed=True)
+        self._write(data)
+        return len(data["staff"])
 
     def names(self) -> dict[str, int]:
         """Each enrolled name with how many face embeddings it has."""

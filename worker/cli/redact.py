@@ -59,6 +59,8 @@ def register(command) -> None:
     remove = actions.add_parser("remove", help="forget a person's faces")
     remove.add_argument("name")
     remove.add_argument("--json", action="store_true")
+    sealing = actions.add_parser("seal", help="encrypt a roster written before [encryption] was configured (once)")
+    sealing.add_argument("--json", action="store_true")
     s.set_defaults(handler=cmd_staff)
 
 
@@ -147,6 +149,10 @@ def cmd_staff(settings: Settings, args: argparse.Namespace) -> int:
         total = roster.enroll(args.name, found)
         report = {"name": args.name, "added": len(found), "faces": total}
         message = f"{printable(args.name)}: {len(found)} face(s) added, {total} in all"
+    elif args.action == "seal":
+        count = roster.seal()
+        report = {"sealed": True, "people": count}
+        message = f"roster sealed ({count} people)"
     elif args.action == "remove":
         roster.remove(args.name)
         report = {"name": args.name, "removed": True}

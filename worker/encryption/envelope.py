@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 MAGIC = b"EVW\x01"
 VERSION = 1
 CHUNK_BYTES = 1 << 20
+MAX_CHUNK_BYTES = 4 << 20   # a hostile header cannot make a reader hold more than a few chunks of this
 _HEAD = struct.Struct(">4sBI7s8s12s48s")
 HEADER_BYTES = _HEAD.size
 _TAG = 16
@@ -53,15 +54,16 @@ class MasterKey:
     key: bytes          # 32 bytes
     key_id: bytes       # 8 bytes naming it (a hash of the key), so that a wrong key is told apart from damage
 
-    def wrap(self, data_key: bytes) -> tuple[bytes, bytes]:
+    def wrap(self, data_key: bytes, context: bytes) -> tuple[bytes, bytes]:
         nonce = os.urandom(12)
-        return nonce, AESGCM(self.key).encrypt(nonce, data_key, _WRAP_AAD)
+        return nonce, AESGCM(self.key).encrypt(nonce, data_key, _WRAP_AAD + self.key_id + context)
 
-    def unwrap(self, nonce: bytes, wrapped: bytes) -> bytes:
+    def unwrap(self, nonce: bytes, wrapped: bytes, context: bytes) -> bytes:
         try:
-            return AESGCM(self.key).decrypt(nonce, wrapped, _WRAP_AAD)
+            return AESGCM(self.key).decrypt(nonce, wrapped, _WRAP_AAD + self.key_id + context)
         except InvalidTag:
-            raise DecryptionError("the object's data key does not open under this master key (altered)") from None
+            raise DecryptionError("the object's data key does not open: the object was altered, or it is "
+                                  "another object than the one asked for") from None
 
 
 @dataclass(frozen=True)
@@ -75,10 +77,10 @@ class _Header:
     def pack(self) -> bytes:
         return _HEAD.pack(MAGIC, VERSION, self.chunk_bytes, self.prefix, self.key_id, self.wrap_nonce, self.wrapped)
 
-    @property
-    def aad(self) -> bytes:
-        # What the chunks authenticate: everything but the wrapped key, which rotation rewrites.
-        return MAGIC + bytes([VERSION]) + struct.pack(">I", self.chunk_bytes) + self.prefix
+    def aad(self, context: bytes) -> bytes:
+        # What the chunks authenticate: everything but the wrapped key, which rotation rewrites, and what the
+        # object is (its context), so that a sealed object put in another's place does not open there.
+        return MAGIC + bytes([VERSION]) + struct.pack(">I", self.chunk_bytes) + self.prefix + context
 
     @classmethod
     def read(cls, source: BinaryIO) -> _Header:
@@ -86,7 +88,7 @@ class _Header:
         if len(raw) < HEADER_BYTES:
             raise DecryptionError("the object is shorter than its header (truncated, or not encrypted)")
         magic, version, chunk_bytes, prefix, key_id, nonce, wrapped = _HEAD.unpack(raw)
-        if magic != MAGIC or version != VERSION or not 0 < chunk_bytes <= 64 << 20:
+        if magic != MAGIC or version != VERSION or not 0 < chunk_bytes <= MAX_CHUNK_BYTES:
             raise DecryptionError("the object is not encrypted by this software (or its header was altered)")
         return cls(chunk_bytes, prefix, key_id, nonce, wrapped)
 
@@ -108,13 +110,20 @@ def _nonce(prefix: bytes, number: int, last: bool) -> bytes:
     return prefix + struct.pack(">I", number) + (b"\x01" if last else b"\x00")
 
 
-def seal(source: BinaryIO, target: BinaryIO, master: MasterKey, chunk_bytes: int = CHUNK_BYTES) -> int:
-    """Write ``source`` encrypted to ``target``; returns the plaintext size. Memory: two chunks."""
+def seal(source: BinaryIO, target: BinaryIO, master: MasterKey, context: bytes,
+         chunk_bytes: int = CHUNK_BYTES) -> int:
+    """Write ``source`` encrypted to ``target``; returns the plaintext size. Memory: two chunks.
+
+    ``context`` names what the object is ("staff-roster", an evidence id and
+    a file name): opening it under another context fails.
+    """
+    if not 0 < chunk_bytes <= MAX_CHUNK_BYTES:
+        raise ValueError(f"chunk size must be 1 to {MAX_CHUNK_BYTES} bytes")
     data_key = AESGCM.generate_key(bit_length=256)
-    wrap_nonce, wrapped = master.wrap(data_key)
+    wrap_nonce, wrapped = master.wrap(data_key, context)
     header = _Header(chunk_bytes, os.urandom(7), master.key_id, wrap_nonce, wrapped)
     target.write(header.pack())
-    cipher, aad = AESGCM(data_key), header.aad
+    cipher, aad = AESGCM(data_key), header.aad(context)
     number, size = 0, 0
     current = _read_exactly(source, chunk_bytes)
     while True:
@@ -127,7 +136,7 @@ def seal(source: BinaryIO, target: BinaryIO, master: MasterKey, chunk_bytes: int
         current, number = following, number + 1
 
 
-def open_chunks(source: BinaryIO, master: MasterKey) -> Iterator[bytes]:
+def open_chunks(source: BinaryIO, master: MasterKey, context: bytes) -> Iterator[bytes]:
     """The plaintext of an object, chunk by chunk, each checked before it is given out.
 
     The caller must consume the iterator to its end: only the last chunk
@@ -135,8 +144,9 @@ def open_chunks(source: BinaryIO, master: MasterKey) -> Iterator[bytes]:
     """
     header = _Header.read(source)
     if header.key_id != master.key_id:
-        raise WrongKey("the object was encrypted under another master key than the one configured")
-    cipher, aad = AESGCM(master.unwrap(header.wrap_nonce, header.wrapped)), header.aad
+        raise WrongKey("the object was encrypted under another master key than the one configured (or its "
+                       "header was altered)")
+    cipher, aad = AESGCM(master.unwrap(header.wrap_nonce, header.wrapped, context)), header.aad(context)
     number = 0
     current = _read_exactly(source, header.chunk_bytes + _TAG)
     while True:
@@ -153,25 +163,30 @@ def open_chunks(source: BinaryIO, master: MasterKey) -> Iterator[bytes]:
         current, number = following, number + 1
 
 
-def unseal(source: BinaryIO, target: BinaryIO, master: MasterKey) -> int:
+def unseal(source: BinaryIO, target: BinaryIO, master: MasterKey, context: bytes) -> int:
     """Decrypt ``source`` into ``target``; returns the plaintext size.
 
     Every chunk is checked before it is written, but only the end proves
     nothing was cut off: on DecryptionError the caller discards ``target``.
     """
     size = 0
-    for chunk in open_chunks(source, master):
+    for chunk in open_chunks(source, master, context):
         target.write(chunk)
         size += len(chunk)
     return size
 
 
-def rewrap(header_bytes: bytes, old: MasterKey, new: MasterKey) -> bytes:
-    """The same header with its data key wrapped under ``new`` instead of ``old`` (same length)."""
+def rewrap(header_bytes: bytes, old: MasterKey, new: MasterKey, context: bytes) -> bytes:
+    """The same header with its data key wrapped under ``new`` instead of ``old`` (same length).
+
+    Re-wrapping retires a master key that is merely old. It does not help
+    after the old key was compromised: whoever holds it and an old header
+    (a backup) keeps the data key; then content must be sealed anew.
+    """
     header = _Header.read(_BytesReader(header_bytes))
     if header.key_id != old.key_id:
         raise WrongKey("the object is not under the old master key")
-    nonce, wrapped = new.wrap(old.unwrap(header.wrap_nonce, header.wrapped))
+    nonce, wrapped = new.wrap(old.unwrap(header.wrap_nonce, header.wrapped, context), context)
     return _Header(header.chunk_bytes, header.prefix, new.key_id, nonce, wrapped).pack()
 
 

@@ -63,9 +63,13 @@ def from_passphrase(passphrase: str, settings_file: Path) -> MasterKey:
     """The key a passphrase gives under the salt in ``settings_file`` (made on first use); MasterKeyError if wrong."""
     if not passphrase:
         raise MasterKeyError("the passphrase is empty: set EVIDENCE_PASSPHRASE or type it when asked")
-    if settings_file.exists():
-        saved = json.loads(settings_file.read_text())
-        salt, check = bytes.fromhex(saved["salt"]), bytes.fromhex(saved["check"])
+    if settings_file.exists() or settings_file.is_symlink():
+        try:
+            saved = json.loads(settings_file.read_text())
+            salt, check = bytes.fromhex(saved["salt"]), bytes.fromhex(saved["check"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            raise MasterKeyError(f"{settings_file} (the passphrase's salt) is damaged or not a file: restore it "
+                                 "from the copy kept with the escrowed passphrase") from None
     else:
         salt, check = os.urandom(16), b""
     derived = Scrypt(salt=salt, length=32, **SCRYPT).derive(passphrase.encode("utf-8"))
@@ -74,9 +78,17 @@ def from_passphrase(passphrase: str, settings_file: Path) -> MasterKey:
     if check and not hmac.compare_digest(check, expected):
         raise MasterKeyError("the passphrase is wrong: nothing was read or written")
     if not check:
+        # Without this file no passphrase opens anything again: it is made durable before any use.
         fd = os.open(settings_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "w") as handle:
             json.dump({"kdf": "scrypt", **SCRYPT, "salt": salt.hex(), "check": expected.hex()}, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        folder = os.open(settings_file.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
     return key
 
 

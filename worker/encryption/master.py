@@ -30,11 +30,14 @@ def load(settings: Settings) -> MasterKey | None:
                 raise ConfigError("[encryption] key_source = \"file\" needs key_file")
             return keys.from_key_file(e.key_file)
         if e.key_source == "passphrase":
+            salt = settings.home / PASSPHRASE_SALT
             phrase = os.environ.get("EVIDENCE_PASSPHRASE")
-            if phrase is None:
-                phrase = getpass.getpass("evidence storage passphrase: ") if os.isatty(0) else ""
+            if phrase is None and os.isatty(0):
+                phrase = getpass.getpass("evidence storage passphrase: ")
+                if not salt.exists() and getpass.getpass("the same again (first use): ") != phrase:
+                    raise ConfigError("[encryption]: the two passphrases differ; nothing was set up")
             settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
-            return keys.from_passphrase(phrase, settings.home / PASSPHRASE_SALT)
+            return keys.from_passphrase(phrase or "", salt)
         if not (e.key_file and e.kms_key_id):
             raise ConfigError("[encryption] key_source = \"kms\" needs key_file (the KMS-wrapped key) and kms_key_id")
         from worker.backends import aws_client
