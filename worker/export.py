@@ -176,13 +176,13 @@ def export(store: EvidenceStore, request: Request, *, credentials: Credentials, 
 
 
 def _check_item(store: EvidenceStore, evidence_id: str, record: Mapping[str, Any], chain: custody.ChainReport) -> None:
-    """Nothing leaves for a court from an item whose custody, intake record or original fails its checks."""
+    """Nothing leaves for a court from an item whose custody or intake record fails its checks (the
+    original is re-hashed where the export reads it, or on its own when the clip comes from the masked video)."""
     problems = ([f"custody: {'; '.join(chain.problems)}"] if not chain.ok else []) + \
         verified.intake_problems(record, chain)
     if problems:
         raise IntegrityError(f"item {evidence_id[:12]} fails its checks ({'; '.join(problems)}); nothing is "
                              "exported: run 'evidence audit' and have a person look")
-    store.verify_original(evidence_id)
 
 
 def _make(store: EvidenceStore, request: Request, record: Mapping[str, Any], chain: custody.ChainReport,
@@ -193,10 +193,12 @@ def _make(store: EvidenceStore, request: Request, record: Mapping[str, Any], cha
     ingested = next((e for e in chain.events if e.get("event") == custody.INGESTED), {"ts": record.get("ingested_at")})
     with private_workdir(work_root, "export") as work:
         if request.unredacted:
-            source = store.original_for_run(evidence_id, work)
+            source = store.original_for_run(evidence_id, work)   # re-hashed on the way
+            source_sha256 = evidence_id
             parent_title, parent_mime = f"original {evidence_id[:12]}", None
         else:
-            expected = run["outputs"][MASKED]["sha256"]
+            store.verify_original(evidence_id)
+            source_sha256 = expected = run["outputs"][MASKED]["sha256"]
             source = store.fetch_output(evidence_id, run["run_id"], MASKED, work / MASKED, expected_sha256=expected)
             checked = verify(source, anchors_pem)
             if not checked["ok"] or checked["original_sha256"] != evidence_id:
@@ -222,9 +224,9 @@ def _make(store: EvidenceStore, request: Request, record: Mapping[str, Any], cha
         evidence = {
             "evidence_id": evidence_id, "original_sha256": evidence_id, "original_size": str(record.get("size")),
             "source": "original" if request.unredacted else f"{MASKED} of run {run['run_id']}",
-            "source_sha256": file_sha256(source), "from": clip.clock(span.start), "to": clip.clock(span.end),
+            "source_sha256": source_sha256, "from": clip.clock(span.start), "to": clip.clock(span.end),
             "recipient": request.recipient, "exported_by": actor, "exported_at": exported_at,
-            "faces_masked": not request.unredacted, "transcript_excerpt": {n: file_sha256(p) for n, p in files.items()},
+            "faces_masked": not request.unredacted, "transcript_excerpt": _sums(files),
             "signed_with_test_ca": credentials.test,
         }
         actions = [
@@ -242,7 +244,7 @@ def _make(store: EvidenceStore, request: Request, record: Mapping[str, Any], cha
         anchor.write_text(anchors_pem, encoding="ascii")
         files[ANCHOR] = anchor
 
-        sums = {name: file_sha256(path) for name, path in files.items()}
+        sums = {**evidence["transcript_excerpt"], **_sums({name: files[name] for name in ("clip.mp4", ANCHOR)})}
         facts = {
             "clip": {"file": "clip.mp4", "sha256": sums["clip.mp4"], "size": files["clip.mp4"].stat().st_size,
                      "from": clip.clock(span.start), "to": clip.clock(span.end),
@@ -273,7 +275,7 @@ def _make(store: EvidenceStore, request: Request, record: Mapping[str, Any], cha
             raise IntegrityError(f"the signed clip fails verification ({failed}); nothing was exported")
         documents = {"verification-report.html": report.render_html(facts).encode("utf-8"),
                      "verification-report.json": report.render_json(facts).encode("utf-8")}
-        _write_folder(request.out, files, documents)
+        _write_folder(request.out, files, sums, documents)
     return facts, hashlib.sha256(documents["verification-report.json"]).hexdigest()
 
 
@@ -283,7 +285,12 @@ def anchor_fingerprints(anchors_pem: str) -> list[str]:
             for cert in x509.load_pem_x509_certificates(anchors_pem.encode())]
 
 
-def _write_folder(out: Path, files: Mapping[str, Path], documents: Mapping[str, bytes]) -> None:
+def _sums(files: Mapping[str, Path]) -> dict[str, str]:
+    return {name: file_sha256(path) for name, path in files.items()}
+
+
+def _write_folder(out: Path, files: Mapping[str, Path], sums: Mapping[str, str],
+                  documents: Mapping[str, bytes]) -> None:
     """The folder is filled under a hidden name beside ``out`` and renamed into place: a reader never sees
     half an export. Every file owner-only, created new, no link followed; SHA256SUMS last."""
     out = Path(os.path.abspath(out))
@@ -291,21 +298,21 @@ def _write_folder(out: Path, files: Mapping[str, Path], documents: Mapping[str, 
         partial = f".{out.name}.partial-{secrets.token_hex(6)}"
         try:
             with parent.child(partial, create=True) as folder:
-                sums = []
+                listed = []
                 for name, path in files.items():
                     with open(path, "rb") as reading, folder.open_file(name, "wb") as writing:
                         shutil.copyfileobj(reading, writing, 1 << 20)
                         writing.flush()
                         os.fsync(writing.fileno())
-                    sums.append((file_sha256(path), name))
+                    listed.append((sums[name], name))
                 for name, data in documents.items():
                     with folder.open_file(name, "wb") as writing:
                         writing.write(data)
                         writing.flush()
                         os.fsync(writing.fileno())
-                    sums.append((hashlib.sha256(data).hexdigest(), name))
+                    listed.append((hashlib.sha256(data).hexdigest(), name))
                 with folder.open_file("SHA256SUMS", "wb") as writing:
-                    writing.write("".join(f"{sha}  {name}\n" for sha, name in sorted(sums, key=lambda s: s[1]))
+                    writing.write("".join(f"{sha}  {name}\n" for sha, name in sorted(listed, key=lambda s: s[1]))
                                   .encode())
                     writing.flush()
                     os.fsync(writing.fileno())

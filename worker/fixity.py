@@ -26,15 +26,3 @@ def copy_and_hash(source: BinaryIO, target: BinaryIO | None, progress: Progress 
         size += n
         progress.update(n)
     return digest.hexdigest(), size
-
-
-class ReadInto:
-    """A stream with only ``read`` (an HTTP body) as the ``readinto`` copy_and_hash reads through."""
-
-    def __init__(self, stream):
-        self.stream = stream
-
-    def readinto(self, buffer: bytearray) -> int:
-        data = self.stream.read(len(buffer))
-        buffer[:len(data)] = data
-        return len(data)

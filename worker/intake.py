@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from worker.errors import BadSource, CustodyError, QueueUnavailable
-from worker.fixity import ReadInto
 from worker.jobs import submit
 from worker.progress import progress_bar
 from worker.queue import JobQueue
@@ -124,8 +123,7 @@ def ingest_handle(
         except (OSError, ValueError):   # a stream with no file behind it (an HTTP body): size unknown
             size = None
     with progress_bar(size, "storing original") as bar:
-        readable = handle if hasattr(handle, "readinto") else ReadInto(handle)   # an HTTP body reads only
-        stored = store.put_original(readable, intake=intake, actor=actor, size_hint=size, progress=bar)
+        stored = store.put_original(handle, intake=intake, actor=actor, size_hint=size, progress=bar)
     job_id = not_queued = None
     if enqueue:
         try:

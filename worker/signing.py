@@ -36,7 +36,7 @@ def load(settings: Settings) -> credentials.Credentials:
                 raise ConfigError("[signing] needs both certificate_chain and private_key")
             return credentials.from_files(s.certificate_chain, s.private_key, s.trust_anchors, s.timestamp_url)
         folder = test_ca_folder(settings)
-        paths = {"ca": folder / "ca.pem", "chain": folder / "signer-chain.pem", "key": folder / "signer-key.pem"}
+        paths = credentials.test_ca_paths(folder)
         if not paths["key"].exists():
             paths = credentials.make_test_ca(folder)
         return credentials.from_files(paths["chain"], paths["key"], s.trust_anchors or paths["ca"])

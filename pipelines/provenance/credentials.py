@@ -122,6 +122,11 @@ def _name(common: str) -> x509.Name:
                       x509.NameAttribute(NameOID.COMMON_NAME, common)])
 
 
+def test_ca_paths(folder: Path) -> dict[str, Path]:
+    """Where a trial CA made in ``folder`` keeps its anchor, signer chain and signer key."""
+    return {"ca": folder / "ca.pem", "chain": folder / "signer-chain.pem", "key": folder / "signer-key.pem"}
+
+
 def make_test_ca(folder: Path, signer_public_key=None) -> dict[str, Path]:
     """A trial CA and an end-entity signing certificate in ``folder``: ca.pem, signer-chain.pem, signer-key.pem.
 
@@ -150,7 +155,7 @@ def make_test_ca(folder: Path, signer_public_key=None) -> dict[str, Path]:
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
             .sign(ca_key, hashes.SHA256()))
     pem = lambda cert: cert.public_bytes(serialization.Encoding.PEM)  # noqa: E731
-    paths = {"ca": folder / "ca.pem", "chain": folder / "signer-chain.pem", "key": folder / "signer-key.pem"}
+    paths = test_ca_paths(folder)
     contents = {"ca": pem(ca), "chain": pem(leaf) + pem(ca),
                 "key": leaf_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                               serialization.NoEncryption())}

@@ -36,7 +36,7 @@ from worker import custody
 from worker import store as port
 from worker.backends.local_intake import ORIGINAL, RECORD, json_bytes
 from worker.errors import ConfigError, CustodyError, IntegrityError, NotFound
-from worker.fixity import ReadInto, copy_and_hash
+from worker.fixity import copy_and_hash
 from worker.progress import SILENT, Progress
 from worker.store import EvidenceStore, RunRecord, Stored
 from worker.timestamps import utc_now
@@ -199,7 +199,7 @@ class S3Store(EvidenceStore):
                 raise NotFound(f"no object {key}") from None
             raise
         try:
-            return copy_and_hash(ReadInto(body), target, progress)
+            return copy_and_hash(body, target, progress)
         finally:
             body.close()
 
@@ -210,8 +210,11 @@ class S3Store(EvidenceStore):
         with tempfile.TemporaryFile(dir=self.spool_dir) as spool:   # unnamed: gone with the process
             digest, size = copy_and_hash(source, spool, progress)
             record_key = self._key(digest, RECORD)
-            if self._exists(record_key):
+            try:
                 record = json.loads(self._get(record_key))
+            except NotFound:
+                record = None
+            if record is not None:
                 if record.get("size") != size:
                     raise IntegrityError(f"the stored original of {digest} is recorded as {record.get('size')} "
                                          f"bytes, not {size}; run 'evidence audit'")
@@ -264,34 +267,38 @@ class S3Store(EvidenceStore):
             raise IntegrityError(f"evidence.json of {evidence_id} does not name its original")
         return self._key(evidence_id, stored_as)
 
-    def _verified(self, evidence_id: str, target: BinaryIO | None, progress: Progress) -> None:
-        self._verified_key(self._original_key(evidence_id), evidence_id, target, progress)
-
-    def _verified_key(self, key: str, evidence_id: str, target: BinaryIO | None = None,
-                      progress: Progress = SILENT) -> None:
-        digest, _ = self._stream_hash(key, target, progress)
+    def _verified_key(self, key: str, evidence_id: str, progress: Progress = SILENT) -> None:
+        digest, _ = self._stream_hash(key, None, progress)
         if digest != evidence_id:
             raise IntegrityError(f"the original of {evidence_id} fails its SHA-256 check (its bytes now hash to "
-                                 f"{digest}) in s3://{self.bucket}/{self._key(evidence_id)}")
+                                 f"{digest}) in s3://{self.bucket}/{key}")
 
-    def fetch_original(self, evidence_id: str, dest: Path, progress: Progress = SILENT) -> Path:
+    def _download(self, key: str, dest: Path, expected: str, problem: str, progress: Progress = SILENT) -> Path:
+        """``key`` streamed into the new file ``dest`` (read-only once whole), or no file and IntegrityError
+        naming ``problem`` when it does not hash to ``expected``."""
         dest = Path(dest)
         fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             with os.fdopen(fd, "wb") as handle:
-                self._verified(evidence_id, handle, progress)
+                digest, _ = self._stream_hash(key, handle, progress)
                 os.fchmod(handle.fileno(), 0o400)
+            if digest != expected:
+                raise IntegrityError(f"{problem} (its bytes now hash to {digest}) in s3://{self.bucket}/{key}")
         except BaseException:
             dest.unlink(missing_ok=True)
             raise
         return dest
+
+    def fetch_original(self, evidence_id: str, dest: Path, progress: Progress = SILENT) -> Path:
+        return self._download(self._original_key(evidence_id), dest, evidence_id,
+                              f"the original of {evidence_id} fails its SHA-256 check", progress)
 
     def original_for_run(self, evidence_id: str, work: Path, progress: Progress = SILENT) -> Path:
         name = self._original_key(evidence_id).rsplit("/", 1)[-1]
         return self.fetch_original(evidence_id, Path(work) / name, progress)
 
     def verify_original(self, evidence_id: str, progress: Progress = SILENT) -> None:
-        self._verified(evidence_id, None, progress)
+        self._verified_key(self._original_key(evidence_id), evidence_id, progress)
 
     def evidence(self, evidence_id: str) -> dict[str, Any]:
         if not port.EVIDENCE_ID.match(evidence_id):
@@ -401,17 +408,8 @@ class S3Store(EvidenceStore):
             raise NotFound(f"run {run_id} has no output {name!r}") from None
 
     def fetch_output(self, evidence_id: str, run_id: str, name: str, dest: Path, *, expected_sha256: str) -> Path:
-        dest = Path(dest)
-        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                digest, _ = self._stream_hash(self._output_key(evidence_id, run_id, name), handle)
-            if digest != expected_sha256:
-                raise IntegrityError(f"{name} of run {run_id} no longer matches the SHA-256 its run.json records")
-        except BaseException:
-            dest.unlink(missing_ok=True)
-            raise
-        return dest
+        return self._download(self._output_key(evidence_id, run_id, name), dest, expected_sha256,
+                              f"{name} of run {run_id} no longer matches the SHA-256 its run.json records")
 
     def hash_output(self, evidence_id: str, run_id: str, name: str) -> tuple[str, int]:
         return self._stream_hash(self._output_key(evidence_id, run_id, name), None)

@@ -80,9 +80,7 @@ class SqsQueue(JobQueue):
                 nonce: str | None = None, job_id: str | None = None) -> tuple[Job, bool]:
         job = Job(id=job_id or uuid.uuid4().hex, evidence_id=evidence_id, pipeline=pipeline, params=dict(params or {}),
                   nonce=nonce, max_attempts=self.max_attempts, created_at=time.time(), updated_at=time.time())
-        body = {"schema": SCHEMA, "job_id": job.id, "evidence_id": evidence_id, "pipeline": pipeline,
-                "params": job.params, "nonce": nonce}
-        self._call("send_message", QueueUrl=self.url, MessageBody=json.dumps(body, sort_keys=True))
+        self._call("send_message", QueueUrl=self.url, MessageBody=self._body(job))
         return job, True
 
     def waiting(self, evidence_id: str, pipeline: str, params: Mapping[str, Any], nonce: str | None) -> Job | None:

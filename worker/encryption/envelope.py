@@ -22,6 +22,7 @@ tag, the last one shorter (possibly empty).
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 from collections.abc import Iterator
@@ -183,18 +184,9 @@ def rewrap(header_bytes: bytes, old: MasterKey, new: MasterKey, context: bytes) 
     after the old key was compromised: whoever holds it and an old header
     (a backup) keeps the data key; then content must be sealed anew.
     """
-    header = _Header.read(_BytesReader(header_bytes))
+    header = _Header.read(io.BytesIO(header_bytes))
     if header.key_id != old.key_id:
         raise WrongKey("the object is not under the old master key")
     nonce, wrapped = new.wrap(old.unwrap(header.wrap_nonce, header.wrapped, context), context)
     return _Header(header.chunk_bytes, header.prefix, new.key_id, nonce, wrapped).pack()
 
-
-class _BytesReader:
-    def __init__(self, data: bytes):
-        self.data, self.offset = data, 0
-
-    def read(self, size: int) -> bytes:
-        part = self.data[self.offset:self.offset + size]
-        self.offset += len(part)
-        return part

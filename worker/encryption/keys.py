@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from worker.directory import Directory
 from worker.encryption.envelope import MasterKey
 
 SCRYPT = {"n": 2**17, "r": 8, "p": 1}
@@ -37,14 +38,21 @@ def master(key: bytes) -> MasterKey:
     return MasterKey(key, hashlib.sha256(b"evidence-worker key id" + key).digest()[:8])
 
 
+def _write_new(path: Path, data: bytes) -> Path:
+    """``data`` in a new owner-only file (never through a link), durable with its name before it is used."""
+    path = Path(path)
+    with Directory.open(path.parent) as folder:
+        with folder.open_file(path.name, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        folder.fsync()
+    return path
+
+
 def new_key_file(path: Path) -> Path:
     """A new random master key at ``path`` (which must not exist), owner-only."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(secrets.token_hex(32) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    return path
+    return _write_new(path, (secrets.token_hex(32) + "\n").encode("ascii"))
 
 
 def from_key_file(path: Path) -> MasterKey:
@@ -79,28 +87,15 @@ def from_passphrase(passphrase: str, settings_file: Path) -> MasterKey:
         raise MasterKeyError("the passphrase is wrong: nothing was read or written")
     if not check:
         # Without this file no passphrase opens anything again: it is made durable before any use.
-        fd = os.open(settings_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump({"kdf": "scrypt", **SCRYPT, "salt": salt.hex(), "check": expected.hex()}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        folder = os.open(settings_file.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
+        _write_new(settings_file, json.dumps({"kdf": "scrypt", **SCRYPT, "salt": salt.hex(),
+                                              "check": expected.hex()}).encode("ascii"))
     return key
 
 
 def new_kms_key(path: Path, client, kms_key_id: str) -> Path:
     """A new master key made by KMS (GenerateDataKey), kept at ``path`` only as KMS ciphertext."""
     blob = client.generate_data_key(KeyId=kms_key_id, KeySpec="AES_256")["CiphertextBlob"]
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(blob)
-        handle.flush()
-        os.fsync(handle.fileno())
-    return path
+    return _write_new(path, blob)
 
 
 def from_kms(path: Path, client, kms_key_id: str) -> MasterKey:
