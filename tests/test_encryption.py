@@ -104,7 +104,7 @@ def test_key_files_and_passphrases(tmp_path):
 
 def test_storage_names_do_not_reveal_which_video_is_held():
     evidence_id = "ab" * 32
-    one, two = keys.master(os.urandom(32)), keys.master(os.urandom(32))
+    one, two = os.urandom(32), os.urandom(32)
     name = keys.storage_name(one, evidence_id)
     assert name == keys.storage_name(one, evidence_id) and name != keys.storage_name(two, evidence_id)
     assert evidence_id not in name and len(name) == 64

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 
 import pytest
 from conftest import AWS_ENV, SAMPLE_VIDEO, Cli, aws_client
@@ -13,16 +14,19 @@ from conftest import AWS_ENV, SAMPLE_VIDEO, Cli, aws_client
 from worker import custody
 from worker.backends.local import LocalStore
 from worker.backends.s3 import S3Store
+from worker.encryption import keys
 from worker.errors import ConfigError, IntegrityError, NotFound
 from worker.store import EvidenceStore
 
 FOOTAGE = b"field footage " * 5000
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", "local-sealed", "s3"])
 def any_store(request, tmp_path) -> EvidenceStore:
     if request.param == "local":
         return LocalStore(tmp_path / "store")
+    if request.param == "local-sealed":
+        return LocalStore(tmp_path / "store", key=keys.master(os.urandom(32)))
     endpoint = request.getfixturevalue("aws_endpoint")
     return S3Store(aws_client("s3", endpoint), request.getfixturevalue("locked_bucket"), prefix="evidence",
                    retention_days=1, spool_dir=tmp_path)

@@ -10,6 +10,7 @@ from worker.backends.local import LocalStore
 from worker.backends.sqlite import SqliteQueue
 from worker.config import Settings
 from worker.directory import PRIVATE_DIR, Directory
+from worker.encryption import master
 from worker.errors import ConfigError
 from worker.queue import JobQueue
 from worker.store import EvidenceStore
@@ -92,7 +93,7 @@ def open_store(settings: Settings) -> EvidenceStore:
                        retention_mode=s.retention_mode, retention_days=s.retention_days, legal_hold=s.legal_hold,
                        spool_dir=settings.work_dir, require_lock=not s.allow_unlocked_bucket,
                        sse_kms_key_id=s.sse_kms_key_id)
-    return LocalStore(settings.store_root, min_free_bytes=s.min_free_bytes)
+    return LocalStore(settings.store_root, min_free_bytes=s.min_free_bytes, key=master.load(settings))
 
 
 def open_queue(settings: Settings, *, read_only: bool = False) -> JobQueue:

@@ -10,6 +10,10 @@ that died half-way: a writer's recovery path removes them and logs a
 byte and stops appends until a person acknowledges it with an explicit,
 logged command. Readers (audit, show) never repair anything.
 
+With encryption on, each line is sealed on its own (base64 of an envelope
+bound to the item's custody log), so appending stays appending; offsets and
+intent records are about the stored bytes, the chain about the plaintext.
+
 The caller holds the item's lock around every method.
 """
 
@@ -23,7 +27,8 @@ from typing import Any
 
 from worker import custody
 from worker.directory import Directory
-from worker.errors import CustodyError
+from worker.encryption.sealing import PLAIN, Sealing, context
+from worker.errors import CustodyError, IntegrityError
 from worker.space import DiskFull, is_disk_full
 
 LOG = "custody.jsonl"
@@ -31,15 +36,34 @@ INTENT = "custody.intent"
 
 
 class CustodyFile:
-    def __init__(self, folder: Directory, evidence_id: str):
+    def __init__(self, folder: Directory, evidence_id: str, sealing: Sealing = PLAIN):
         self.folder = folder
         self.evidence_id = evidence_id
+        self.sealing = sealing
+        self._what = context(evidence_id, "custody")
 
-    def read(self) -> bytes:
+    def _stored(self) -> bytes:
         try:
             return self.folder.read_bytes(LOG)
         except FileNotFoundError:
             return b""
+
+    def _plain(self, stored: bytes) -> bytes:
+        """The log as written (each complete line opened); a cut-short last line is left as it is."""
+        if not self.sealing.enabled:
+            return stored
+        complete, torn = custody.split_lines(stored)
+        return b"".join(self._open(line) + b"\n" for line in complete) + (torn or b"")
+
+    def _open(self, line: bytes) -> bytes:
+        try:
+            return self.sealing.decode_line(line, self._what)
+        except IntegrityError:
+            return b"(a sealed line that does not open: altered, or moved from another log)"
+
+    def read(self) -> bytes:
+        """The whole log as plaintext JSON lines."""
+        return self._plain(self._stored())
 
     def interrupted(self) -> dict[str, Any] | None:
         """The intent record of a writer that died mid-append, if one is there."""
@@ -66,7 +90,8 @@ class CustodyFile:
                     "the next worker start, or the next write to this item, repairs it"
                 )
             self.recover(actor)
-        data = self.read()
+        stored = self._stored()
+        data = self._plain(stored)
         if not data and event != custody.INGESTED:
             raise CustodyError(
                 "the custody log is missing or empty, yet the item exists: it was deleted or emptied. Nothing is "
@@ -82,7 +107,7 @@ class CustodyFile:
             )
         previous = self._last_intact(complete)
         entry = custody.new_event(previous, event=event, evidence_id=self.evidence_id, actor=actor, details=details)
-        self._write(len(data), custody.encode(entry))
+        self._write(len(stored), self._encode(entry))
         return entry
 
     def recover(self, actor: str) -> dict[str, Any] | None:
@@ -90,7 +115,7 @@ class CustodyFile:
         intent = self.interrupted()
         if intent is None:
             return None
-        data = self.read()
+        data = self._stored()
         offset, meant = intent.get("offset"), _hex(intent.get("bytes"))
         cut = data[offset:] if isinstance(offset, int) and 0 <= offset <= len(data) else None
         if cut is None or meant is None or not meant.startswith(cut):
@@ -108,32 +133,36 @@ class CustodyFile:
         finally:
             os.close(fd)
         self.folder.unlink(INTENT, missing_ok=True)
-        complete, _ = custody.split_lines(data[:offset])
+        complete, _ = custody.split_lines(self._plain(data[:offset]))
         details = {"interrupted_write": True, "removed_length": len(cut),
                    "removed_bytes_sha256": hashlib.sha256(cut).hexdigest()}
         entry = custody.new_event(self._last_intact(complete), event=custody.CUSTODY_REPAIRED,
                                   evidence_id=self.evidence_id, actor=actor, details=details)
-        self._write(offset, custody.encode(entry))
+        self._write(offset, self._encode(entry))
         return entry
 
     def acknowledge(self, actor: str, reason: str) -> dict[str, Any]:
         """Close damage no interrupted write explains, keeping the damaged bytes, with the person's reason."""
         if self.interrupted() is not None:
             raise CustodyError("the damage is an interrupted write of this software: start a worker, which repairs it")
-        data = self.read()
+        data = self._stored()
         if not data:  # the whole log was lost: the person's word starts a new chain, and says so
             entry = custody.new_event(None, event=custody.CUSTODY_ACKNOWLEDGED, evidence_id=self.evidence_id,
                                       actor=actor, details={"log_missing": True, "reason": reason})
-            self._write(0, custody.encode(entry))
+            self._write(0, self._encode(entry))
             return entry
-        complete, torn = custody.split_lines(data)
+        _, torn = custody.split_lines(data)
         if torn is None:
             raise CustodyError("the custody log ends with a complete event; there is nothing to acknowledge")
+        complete, _ = custody.split_lines(self._plain(data))
         details = {**custody.damage(torn, len(complete) + 1), "reason": reason}
         entry = custody.new_event(self._last_intact(complete), event=custody.CUSTODY_ACKNOWLEDGED,
                                   evidence_id=self.evidence_id, actor=actor, details=details)
-        self._write(len(data), b"\n" + custody.encode(entry))
+        self._write(len(data), b"\n" + self._encode(entry))
         return entry
+
+    def _encode(self, entry: dict[str, Any]) -> bytes:
+        return self.sealing.encode_line(custody.encode(entry), self._what)
 
     def _last_intact(self, complete: list[bytes]) -> dict[str, Any] | None:
         try:

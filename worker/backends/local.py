@@ -17,6 +17,11 @@ A run is assembled in a hidden staging folder (outputs, then run.json) and
 renamed into ``runs/<run-id>`` in one step, so a crash never leaves anything
 that looks committed. Uploads and staging folders are locked by their owner
 while in progress; what a killed process left is recognised by its free lock.
+
+With a master key (worker.encryption.sealing) every file is sealed as it is
+written, an item's folder is named by a keyed hash of its evidence id, and
+a sealed ``item.id`` inside says which item it is; originals are hashed as
+plaintext on the way in and re-hashed after decryption on every read.
 """
 
 from __future__ import annotations
@@ -36,8 +41,18 @@ from typing import Any, BinaryIO
 
 from worker import custody
 from worker.backends.custody_file import CustodyFile
-from worker.backends.local_intake import ORIGINAL, RECORD, complete_intake, json_bytes, original_name, store_intake
+from worker.backends.local_intake import (
+    ORIGINAL,
+    RECORD,
+    complete_intake,
+    json_bytes,
+    original_name,
+    read_record,
+    store_intake,
+)
 from worker.directory import OWNER_GRACE_S, Directory, LinkRefused
+from worker.encryption.envelope import MasterKey
+from worker.encryption.sealing import KEYRING, Sealing, context, open_keyring
 from worker.errors import EvidenceError, IntegrityError, NotFound
 from worker.fixity import copy_and_hash
 from worker.permissions import exposed
@@ -61,14 +76,21 @@ _STAGING_PREFIX = ".staging-"
 _LOCK_SUFFIX = ".lock"
 _UPLOAD_PREFIX = "upload-"
 _INCOMING = ".incoming"
+_ITEM_ID = "item.id"
+ORIGINAL_CONTEXT = context(ORIGINAL)   # the evidence id is not known until the last byte; the hash binds it
+SEALED_ORIGINAL = "original.sealed"
 
 
 class LocalStore(EvidenceStore):
-    def __init__(self, root: Path, *, min_free_bytes: int = 0):
+    def __init__(self, root: Path, *, min_free_bytes: int = 0, key: MasterKey | None = None):
         self.root = Path(os.path.abspath(root))
         self.min_free_bytes = min_free_bytes
         self._root = Directory.open(self.root, create=True)
         self._root.child(_INCOMING, create=True).close()
+        self.sealing: Sealing = open_keyring(
+            key, read=lambda: self._root.read_bytes(KEYRING) if self._root.exists(KEYRING) else None,
+            write_once=lambda data: self._root.write_once(KEYRING, data),
+            holds_items=lambda: bool(self._item_names()), where=f"the store {self.root}")
 
     def close(self) -> None:
         self._root.close()
@@ -84,14 +106,36 @@ class LocalStore(EvidenceStore):
             raise NotFound(f"{evidence_id!r} is not an evidence id")
         return evidence_id
 
+    def _folder_name(self, evidence_id: str) -> str:
+        return self.sealing.item_name(self._check_id(evidence_id))
+
     @contextmanager
     def _item(self, evidence_id: str, *, create: bool = False) -> Iterator[Directory]:
+        name = self._folder_name(evidence_id)
         try:
-            folder = self._root.child(self._check_id(evidence_id), create=create)
+            folder = self._root.child(name, create=create)
         except FileNotFoundError:
             raise NotFound(f"no evidence item {evidence_id}") from None
         with folder:
+            if create and self.sealing.enabled and not folder.exists(_ITEM_ID):
+                sealed_id = self.sealing.seal_bytes(evidence_id.encode("ascii"), context(_ITEM_ID, name))
+                folder.write_once(_ITEM_ID, sealed_id)
             yield folder
+
+    def _identify(self, name: str) -> str | None:
+        """The evidence id a sealed item folder holds (None if it cannot be told: then it is reported)."""
+        try:
+            with self._root.child(name) as folder:
+                evidence_id = self.sealing.open_bytes(folder.read_bytes(_ITEM_ID), context(_ITEM_ID, name)).decode()
+        except (OSError, EvidenceError, UnicodeDecodeError, LinkRefused):
+            return None
+        return evidence_id if EVIDENCE_ID.match(evidence_id) and self.sealing.item_name(evidence_id) == name else None
+
+    def _items(self) -> dict[str, str | None]:
+        """Each item folder's name and the evidence id it holds (None: a sealed folder that cannot be told)."""
+        if not self.sealing.enabled:
+            return {name: name for name in self._item_names()}
+        return {name: self._identify(name) for name in self._item_names()}
 
     @contextmanager
     def _locked(self, evidence_id: str, *, create: bool = False) -> Iterator[Directory]:
@@ -110,7 +154,8 @@ class LocalStore(EvidenceStore):
             try:
                 with os.fdopen(fd, "wb") as handle:
                     fcntl.flock(handle, fcntl.LOCK_EX)  # a live upload; see remove_abandoned_uploads
-                    digest, size = copy_and_hash(source, handle, progress)
+                    with self.sealing.writer(handle, ORIGINAL_CONTEXT) as sink:
+                        digest, size = copy_and_hash(source, sink, progress)
                     handle.flush()
                     os.fsync(handle.fileno())
                     os.fchmod(handle.fileno(), 0o400)
@@ -127,10 +172,10 @@ class LocalStore(EvidenceStore):
                           actor: str) -> Stored:
         """Link ``tmp`` (already hashed to ``digest``) in as the original, unless one is there."""
         with self._locked(digest, create=True) as item:
-            complete_intake(item, digest, actor)
+            complete_intake(item, digest, actor, self.sealing)
             existing = original_name(item)
             if existing is None:
-                log_file = CustodyFile(item, digest)
+                log_file = CustodyFile(item, digest, self.sealing)
                 ingested = any(e.get("event") == custody.INGESTED
                                for e in custody.verify_chain(log_file.read(), digest).events)
                 if item.exists(RECORD) or ingested:  # stored before, and its original is gone: damage, not a gap
@@ -138,28 +183,30 @@ class LocalStore(EvidenceStore):
                         f"evidence {digest} was stored before, but its original is gone (deleted or lost on disk);"
                         " nothing is changed: run 'evidence audit', and have a person look before storing it again"
                     )
-                name = stored_name(str(intake.get("original_name", "")))
-                store_intake(item, incoming, tmp, name, digest, size, intake, actor)
+                # Sealed, even the uploader's extension stays in the (sealed) record only.
+                name = SEALED_ORIGINAL if self.sealing.enabled else stored_name(str(intake.get("original_name", "")))
+                store_intake(item, incoming, tmp, name, digest, size, intake, actor, self.sealing)
                 duplicate = False
             else:
                 with item.child(ORIGINAL) as folder:
                     stored_size = folder.lstat(existing).st_size
-                if stored_size != size:
+                if stored_size != self.sealing.stored_size(size):
                     raise IntegrityError(
-                        f"the stored original of {digest} is {stored_size} bytes, not {size}: "
-                        "it was altered on disk; run 'evidence audit'"
+                        f"the stored original of {digest} takes {stored_size} bytes on disk, not what {size} bytes "
+                        "take: it was altered on disk; run 'evidence audit'"
                     )
-                CustodyFile(item, digest).append(custody.DUPLICATE_UPLOAD, actor, {"size": size, **intake},
-                                                 recover=True)
+                CustodyFile(item, digest, self.sealing).append(custody.DUPLICATE_UPLOAD, actor,
+                                                               {"size": size, **intake}, recover=True)
                 name, duplicate = existing, True
-        return Stored(digest, size, duplicate=duplicate, location=str(self.root / digest / ORIGINAL / name))
+        return Stored(digest, size, duplicate=duplicate,
+                      location=str(self.root / self._folder_name(digest) / ORIGINAL / name))
 
     def recover(self, actor: str) -> list[str]:
         done = []
-        for evidence_id in self._item_names():
+        for evidence_id in filter(None, self._items().values()):
             try:
                 with self._locked(evidence_id) as item:
-                    what = complete_intake(item, evidence_id, actor)
+                    what = complete_intake(item, evidence_id, actor, self.sealing)
             except (EvidenceError, OSError) as exc:
                 what = f"could not be recovered: {exc}"
                 log.error("item could not be recovered", extra={"evidence_id": evidence_id, "reason": str(exc)})
@@ -201,12 +248,17 @@ class LocalStore(EvidenceStore):
                 return folder.open_file(name)
 
     def _verified_copy(self, evidence_id: str, target: BinaryIO | None, progress: Progress) -> None:
+        where = self.root / self._folder_name(evidence_id) / ORIGINAL
         with self._open_original(evidence_id) as handle:
-            digest, _ = copy_and_hash(handle, target, progress)
+            try:
+                digest, _ = copy_and_hash(self.sealing.reader(handle, ORIGINAL_CONTEXT), target, progress)
+            except IntegrityError as exc:
+                raise IntegrityError(f"the original of {evidence_id} does not decrypt ({exc}); it was altered or "
+                                     f"damaged in {where}") from None
         if digest != evidence_id:
             raise IntegrityError(
                 f"the original of {evidence_id} fails its SHA-256 check (its bytes now hash to {digest}); "
-                f"it was altered or damaged in {self.root / evidence_id / ORIGINAL}"
+                f"it was altered or damaged in {where}"
             )
 
     def fetch_original(self, evidence_id: str, dest: Path, progress: Progress = SILENT) -> Path:
@@ -229,6 +281,9 @@ class LocalStore(EvidenceStore):
         self._verified_copy(evidence_id, None, progress)
 
     def original_for_run(self, evidence_id: str, work: Path, progress: Progress = SILENT) -> Path:
+        if self.sealing.enabled:   # decrypted into the run's private work folder (tmpfs recommended)
+            name = stored_name(str(self.evidence(evidence_id).get("original_name", "")))
+            return self.fetch_original(evidence_id, Path(work) / name, progress)
         # The stored file is read-only in a read-only folder, so what was just hashed is what the steps
         # read; a copy would double the disk a run needs and cost seconds on every job.
         with self._item(evidence_id) as item:
@@ -241,7 +296,7 @@ class LocalStore(EvidenceStore):
     def evidence(self, evidence_id: str) -> dict[str, Any]:
         with self._item(evidence_id) as item:
             try:
-                return json.loads(item.read_bytes(RECORD))
+                return read_record(item, evidence_id, self.sealing)
             except FileNotFoundError:
                 raise NotFound(f"no evidence item {evidence_id} (its intake is incomplete)") from None
 
@@ -251,29 +306,29 @@ class LocalStore(EvidenceStore):
     def evidence_ids(self) -> list[str]:
         """Items with anything stored or logged; a folder an intake rolled back (a lock, an empty log) is none."""
         found = []
-        for name in self._item_names():
+        for evidence_id in filter(None, self._items().values()):
             try:
-                with self._item(name) as item:
-                    if item.exists(RECORD) or item.exists(ORIGINAL) or CustodyFile(item, name).read():
-                        found.append(name)
+                with self._item(evidence_id) as item:
+                    if item.exists(RECORD) or item.exists(ORIGINAL) or CustodyFile(item, evidence_id).read():
+                        found.append(evidence_id)
             except (NotFound, LinkRefused):
                 continue
-        return found
+        return sorted(found)
 
     # -- custody -----------------------------------------------------------
 
     def append_custody(self, evidence_id: str, event: str, actor: str, details: Mapping[str, Any],
                        *, recover: bool = True) -> dict:
         with self._locked(evidence_id) as item:
-            return CustodyFile(item, evidence_id).append(event, actor, details, recover=recover)
+            return CustodyFile(item, evidence_id, self.sealing).append(event, actor, details, recover=recover)
 
     def acknowledge_custody_damage(self, evidence_id: str, actor: str, reason: str) -> dict:
         with self._locked(evidence_id) as item:
-            return CustodyFile(item, evidence_id).acknowledge(actor, reason)
+            return CustodyFile(item, evidence_id, self.sealing).acknowledge(actor, reason)
 
     def custody(self, evidence_id: str) -> custody.ChainReport:
         with self._item(evidence_id) as item:
-            log_file = CustodyFile(item, evidence_id)
+            log_file = CustodyFile(item, evidence_id, self.sealing)
             data, interrupted = log_file.read(), log_file.interrupted()
         report = custody.verify_chain(data, evidence_id)
         if not data:
@@ -310,7 +365,7 @@ class LocalStore(EvidenceStore):
             with runs.locked(staging + _LOCK_SUFFIX):
                 try:
                     with runs.child(staging, create=True) as folder:
-                        full, digest = self._fill(folder, files, record)
+                        full, digest = self._fill(folder, files, record, evidence_id, run_id)
                     try:
                         runs.rename(staging, runs, run_id)
                     except OSError as exc:
@@ -329,21 +384,23 @@ class LocalStore(EvidenceStore):
                     runs.remove_tree(staging)
                     runs.unlink(staging + _LOCK_SUFFIX, missing_ok=True)
 
-    @staticmethod
-    def _fill(folder: Directory, files: Mapping[str, Path], record: Mapping[str, Any]) -> tuple[dict, str]:
+    def _fill(self, folder: Directory, files: Mapping[str, Path], record: Mapping[str, Any], evidence_id: str,
+              run_id: str) -> tuple[dict, str]:
         outputs = {}
         for name, source in sorted(files.items()):
             source = Path(source)
             with Directory.open(source.parent) as origin, origin.open_file(source.name) as src, \
                     folder.open_file(name, "wb") as dst:
-                digest, size = copy_and_hash(src, dst)
+                with self.sealing.writer(dst, context(evidence_id, "runs", run_id, name)) as sink:
+                    digest, size = copy_and_hash(src, sink)
                 dst.flush()
                 os.fsync(dst.fileno())
                 os.fchmod(dst.fileno(), 0o400)
             outputs[name] = {"sha256": digest, "size": size}
         full = {**record, "outputs": outputs, "committed_at": utc_now()}
         data = json_bytes(full)
-        folder.write_once(RUN_RECORD, data)  # last file written: this is the commit record
+        # The last file written: this is the commit record.
+        folder.write_once(RUN_RECORD, self.sealing.seal_bytes(data, context(evidence_id, "runs", run_id, RUN_RECORD)))
         folder.fsync()
         return full, hashlib.sha256(data).hexdigest()
 
@@ -373,7 +430,8 @@ class LocalStore(EvidenceStore):
                     continue
                 try:
                     with runs.child(name) as run:
-                        data = run.read_bytes(RUN_RECORD)
+                        data = self.sealing.open_bytes(run.read_bytes(RUN_RECORD),
+                                                       context(evidence_id, "runs", name, RUN_RECORD))
                 except (FileNotFoundError, LinkRefused):
                     continue
                 records.append(RunRecord(json.loads(data), hashlib.sha256(data).hexdigest()))
@@ -391,7 +449,7 @@ class LocalStore(EvidenceStore):
             except FileNotFoundError:
                 raise NotFound(f"run {run_id} has no output {name!r}") from None
         with handle:
-            yield handle
+            yield self.sealing.reader(handle, context(evidence_id, "runs", run_id, name))
 
     def read_output(self, evidence_id: str, run_id: str, name: str) -> bytes:
         with self._output(evidence_id, run_id, name) as handle:
@@ -416,11 +474,14 @@ class LocalStore(EvidenceStore):
             return copy_and_hash(handle, None)
 
     def uncommitted_leftovers(self, evidence_id: str) -> list[str]:
-        return [str(self.root / evidence_id / "runs" / name) for name in self._staging_folders(evidence_id)]
+        return [str(self.root / self._folder_name(evidence_id) / "runs" / name)
+                for name in self._staging_folders(evidence_id)]
 
     def location(self, evidence_id: str, run_id: str | None = None) -> str:
-        item = self.root / self._check_id(evidence_id)
+        item = self.root / self._folder_name(evidence_id)
         return str(item / "runs" / check_run_id(run_id) if run_id else item)
 
     def exposure(self) -> list[str]:
-        return exposed(self.root)
+        unknown = [f"{self.root / name}: an item folder whose sealed id is missing or does not open (planted, "
+                   "damaged, or from another store)" for name, found in self._items().items() if found is None]
+        return exposed(self.root) + unknown

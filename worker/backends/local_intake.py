@@ -16,6 +16,7 @@ from typing import Any
 from worker import custody
 from worker.backends.custody_file import CustodyFile
 from worker.directory import Directory
+from worker.encryption.sealing import Sealing, context
 from worker.errors import IntegrityError
 from worker.timestamps import utc_now
 
@@ -36,8 +37,12 @@ def original_name(item: Directory) -> str | None:
     return names[0] if names else None
 
 
+def record_context(evidence_id: str) -> bytes:
+    return context(evidence_id, RECORD)
+
+
 def store_intake(item: Directory, incoming: Directory, tmp: str, name: str, digest: str, size: int,
-             intake: Mapping[str, Any], actor: str) -> None:
+                 intake: Mapping[str, Any], actor: str, sealing: Sealing) -> None:
     """evidence.json, the original, the "ingested" event: all three, or none of them.
 
     The marker written first says an intake is under way; only a marker
@@ -49,10 +54,11 @@ def store_intake(item: Directory, incoming: Directory, tmp: str, name: str, dige
               "stored_as": f"{ORIGINAL}/{name}", "ingested_at": utc_now(), "ingested_by": actor}
     done: list[str] = []  # only what this call made: nothing that was there before is ever rolled back
     try:
-        if not item.write_once(_INTAKE_MARKER, json_bytes(record), mode=0o600):
+        # The marker says only that an intake is under way; what it is about is in the sealed record.
+        if not item.write_once(_INTAKE_MARKER, b"", mode=0o600):
             raise IntegrityError(f"another intake of {digest} is marked as under way; run a worker to finish it")
         done.append(_INTAKE_MARKER)
-        if not item.write_once(RECORD, json_bytes(record)):
+        if not item.write_once(RECORD, sealing.seal_bytes(json_bytes(record), record_context(digest))):
             raise IntegrityError(f"evidence {digest} already has an intake record but no original; a person must look")
         done.append(RECORD)
         if item.exists(ORIGINAL):
@@ -63,8 +69,8 @@ def store_intake(item: Directory, incoming: Directory, tmp: str, name: str, dige
             folder.fsync()
             os.fchmod(folder.fd, 0o500)
         item.fsync()
-        CustodyFile(item, digest).append(custody.INGESTED, actor, {"sha256": digest, "size": size, **intake},
-                                         recover=True)
+        CustodyFile(item, digest, sealing).append(custody.INGESTED, actor,
+                                                  {"sha256": digest, "size": size, **intake}, recover=True)
     except BaseException:
         _roll_back(item, done)
         raise
@@ -78,9 +84,13 @@ def _roll_back(item: Directory, done: list[str]) -> None:
         item.unlink(RECORD, missing_ok=True)
     item.unlink(_INTAKE_MARKER, missing_ok=True)
 
-def complete_intake(item: Directory, digest: str, actor: str) -> str | None:
+def read_record(item: Directory, digest: str, sealing: Sealing) -> dict[str, Any]:
+    return json.loads(sealing.open_bytes(item.read_bytes(RECORD), record_context(digest)))
+
+
+def complete_intake(item: Directory, digest: str, actor: str, sealing: Sealing) -> str | None:
     """Finish or roll back an intake a killed process left half-done (its marker says so); what was done."""
-    log_file = CustodyFile(item, digest)
+    log_file = CustodyFile(item, digest, sealing)
     repaired = log_file.recover(actor)
     if not item.exists(_INTAKE_MARKER):
         return "closed an interrupted custody write" if repaired else None
@@ -89,7 +99,7 @@ def complete_intake(item: Directory, digest: str, actor: str) -> str | None:
         item.unlink(_INTAKE_MARKER)  # it finished; only the marker's removal was cut off
         return "closed an interrupted custody write" if repaired else None
     if item.exists(RECORD) and original_name(item) is not None:
-        record = json.loads(item.read_bytes(RECORD))
+        record = read_record(item, digest, sealing)
         logged = {key: value for key, value in record.items()
                   if key not in ("evidence_id", "stored_as", "ingested_at", "ingested_by")}
         log_file.append(custody.INGESTED, actor, {**logged, "recovered": "the storing process stopped before "

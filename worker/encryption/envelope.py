@@ -32,6 +32,8 @@ from typing import BinaryIO
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from worker.errors import IntegrityError
+
 MAGIC = b"EVW\x01"
 VERSION = 1
 CHUNK_BYTES = 1 << 20
@@ -42,7 +44,7 @@ _TAG = 16
 _WRAP_AAD = b"evidence-worker data key v1"
 
 
-class DecryptionError(Exception):
+class DecryptionError(IntegrityError):
     """Ciphertext that is not what was written: altered, truncated, reordered, or under another key."""
 
 
@@ -111,6 +113,89 @@ def _nonce(prefix: bytes, number: int, last: bool) -> bytes:
     return prefix + struct.pack(">I", number) + (b"\x01" if last else b"\x00")
 
 
+def sealed_size(size: int, chunk_bytes: int = CHUNK_BYTES) -> int:
+    """How many bytes ``size`` bytes of plaintext take once sealed (a full last chunk is the last one)."""
+    chunks = max(1, -(-size // chunk_bytes))
+    return HEADER_BYTES + size + chunks * _TAG
+
+
+class SealingWriter:
+    """A file-like target that seals what is written to it; ``close`` writes the last chunk.
+
+    Memory: about two chunks. Closing does not close ``target``. Until
+    ``close`` the object is incomplete and opens as truncated.
+    """
+
+    def __init__(self, target: BinaryIO, master: MasterKey, context: bytes, chunk_bytes: int = CHUNK_BYTES):
+        if not 0 < chunk_bytes <= MAX_CHUNK_BYTES:
+            raise ValueError(f"chunk size must be 1 to {MAX_CHUNK_BYTES} bytes")
+        data_key = AESGCM.generate_key(bit_length=256)
+        wrap_nonce, wrapped = master.wrap(data_key, context)
+        self._header = _Header(chunk_bytes, os.urandom(7), master.key_id, wrap_nonce, wrapped)
+        self._target, self._cipher, self._aad = target, AESGCM(data_key), self._header.aad(context)
+        self._pending, self._number, self.size, self.closed = bytearray(), 0, 0, False
+        target.write(self._header.pack())
+
+    def write(self, data) -> int:
+        self._pending += data
+        chunk = self._header.chunk_bytes
+        # A full chunk is sealed only once more data follows it: the last chunk must carry the last flag.
+        while len(self._pending) > chunk:
+            self._emit(bytes(self._pending[:chunk]), last=False)
+            del self._pending[:chunk]
+        return len(data)
+
+    def _emit(self, plain: bytes, *, last: bool) -> None:
+        self._target.write(self._cipher.encrypt(_nonce(self._header.prefix, self._number, last), plain, self._aad))
+        self.size += len(plain)
+        self._number += 1
+
+    def close(self) -> None:
+        if not self.closed:
+            self._emit(bytes(self._pending), last=True)
+            self._pending, self.closed = bytearray(), True
+
+    def __enter__(self) -> SealingWriter:
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if kind is None:
+            self.close()
+
+
+class OpeningReader:
+    """A file-like source giving the plaintext of a sealed object, each chunk checked before it is given.
+
+    Reading to the end is what proves the object was not cut short
+    (DecryptionError is raised then): a caller that stops early has
+    not verified the whole object.
+    """
+
+    def __init__(self, source: BinaryIO, master: MasterKey, context: bytes):
+        self._chunks = open_chunks(source, master, context)
+        self._current, self._offset = b"", 0
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        while self._offset == len(self._current):
+            try:
+                self._current, self._offset = next(self._chunks), 0
+            except StopIteration:
+                return 0
+        n = min(len(view), len(self._current) - self._offset)
+        view[:n] = self._current[self._offset:self._offset + n]
+        self._offset += n
+        return n
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            parts = [self._current[self._offset:], *self._chunks]
+            self._current, self._offset = b"", 0
+            return b"".join(parts)
+        buffer = bytearray(size)
+        return bytes(buffer[:self.readinto(buffer)])
+
+
 def seal(source: BinaryIO, target: BinaryIO, master: MasterKey, context: bytes,
          chunk_bytes: int = CHUNK_BYTES) -> int:
     """Write ``source`` encrypted to ``target``; returns the plaintext size. Memory: two chunks.
@@ -118,23 +203,11 @@ def seal(source: BinaryIO, target: BinaryIO, master: MasterKey, context: bytes,
     ``context`` names what the object is ("staff-roster", an evidence id and
     a file name): opening it under another context fails.
     """
-    if not 0 < chunk_bytes <= MAX_CHUNK_BYTES:
-        raise ValueError(f"chunk size must be 1 to {MAX_CHUNK_BYTES} bytes")
-    data_key = AESGCM.generate_key(bit_length=256)
-    wrap_nonce, wrapped = master.wrap(data_key, context)
-    header = _Header(chunk_bytes, os.urandom(7), master.key_id, wrap_nonce, wrapped)
-    target.write(header.pack())
-    cipher, aad = AESGCM(data_key), header.aad(context)
-    number, size = 0, 0
-    current = _read_exactly(source, chunk_bytes)
-    while True:
-        following = _read_exactly(source, chunk_bytes) if len(current) == chunk_bytes else b""
-        last = not following
-        target.write(cipher.encrypt(_nonce(header.prefix, number, last), current, aad))
-        size += len(current)
-        if last:
-            return size
-        current, number = following, number + 1
+    with SealingWriter(target, master, context, chunk_bytes) as writer:
+        while data := source.read(chunk_bytes):
+            writer.write(data)
+    return writer.size
+
 
 
 def open_chunks(source: BinaryIO, master: MasterKey, context: bytes) -> Iterator[bytes]:

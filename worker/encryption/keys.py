@@ -4,9 +4,10 @@ A key file holds 32 random bytes, hex-encoded, owner-only. A passphrase is
 stretched with scrypt (memory-hard: 2**17 x 8 x 128 bytes = 128 MiB per try)
 under a salt kept beside the store, with a check value, so that a wrong
 passphrase is refused at start instead of failing on the first read.
-Storage names derive from the master key through HKDF: with encryption on,
-an item's key in a store is a keyed hash of its evidence id, so that a copy
-of a video cannot be matched to a listing of a seized disk or bucket.
+With encryption on, an item's key in a store is a keyed hash of its
+evidence id (under a random naming key kept sealed in the store's keyring,
+worker.encryption.sealing), so that a copy of a video cannot be matched to
+a listing of a seized disk or bucket.
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ import os
 import secrets
 from pathlib import Path
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from worker.directory import Directory
@@ -110,10 +109,6 @@ def from_kms(path: Path, client, kms_key_id: str) -> MasterKey:
         raise MasterKeyError(f"KMS key {kms_key_id} would not decrypt the storage key: {exc}") from None
 
 
-def naming_key(key: MasterKey) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"evidence-worker naming v1").derive(key.key)
-
-
-def storage_name(key: MasterKey, evidence_id: str) -> str:
-    """The name an item has in an encrypted store: HMAC-SHA256 of its evidence id under the naming key."""
-    return hmac.new(naming_key(key), evidence_id.encode("ascii"), hashlib.sha256).hexdigest()
+def storage_name(naming_key: bytes, evidence_id: str) -> str:
+    """The name an item has in an encrypted store: HMAC-SHA256 of its evidence id under the store's naming key."""
+    return hmac.new(naming_key, evidence_id.encode("ascii"), hashlib.sha256).hexdigest()

@@ -17,10 +17,19 @@ from worker.encryption.envelope import MasterKey
 from worker.errors import ConfigError
 
 PASSPHRASE_SALT = "passphrase.json"   # in <home>: the scrypt salt and a check value, never the key
+_loaded: dict[tuple, MasterKey | None] = {}
 
 
 def load(settings: Settings) -> MasterKey | None:
-    """The master key, or None when encryption is off."""
+    """The master key, or None when encryption is off (asked for once per process: a passphrase is typed once)."""
+    e = settings.encryption
+    which = (settings.home, e.key_source, e.key_file, e.kms_key_id, e.kms_region, e.kms_endpoint_url)
+    if which not in _loaded:
+        _loaded[which] = _load(settings)
+    return _loaded[which]
+
+
+def _load(settings: Settings) -> MasterKey | None:
     e = settings.encryption
     try:
         if e.key_source == "none":

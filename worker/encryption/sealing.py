@@ -1,0 +1,140 @@
+"""How a store keeps what it writes: sealed under the master key, or plain when encryption is off.
+
+Every store (local disk, S3) asks one ``Sealing`` for the name of an item
+and for a writer or reader around each object, so encryption is one
+decision per store and not one per call site.
+
+A store that holds sealed items has a keyring: one small sealed object at
+its root holding a random naming key. Item names are an HMAC of the
+evidence id under that key, so a listing reveals nothing a copy of a video
+could be matched against, and rotating the master key re-wraps the keyring
+like any other object instead of renaming every item. The keyring is also
+the check at start: a store that was sealed under another key, or is
+sealed while no key is configured (or the reverse), is refused before
+anything is read or written.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import BinaryIO
+
+from worker.encryption import envelope
+from worker.encryption.envelope import MasterKey, OpeningReader, SealingWriter
+from worker.encryption.keys import storage_name
+from worker.errors import ConfigError, IntegrityError
+
+KEYRING = "keyring.sealed"
+_KEYRING_CONTEXT = b"evidence-worker store keyring v1"
+
+
+def context(*parts: str) -> bytes:
+    """What an object is, bound into its ciphertext: the same bytes elsewhere do not open."""
+    return "\x1f".join(("evidence-worker object", *parts)).encode("utf-8")
+
+
+class Sealing:
+    def __init__(self, key: MasterKey | None = None, naming_key: bytes | None = None):
+        self.key, self._naming_key = key, naming_key
+
+    @property
+    def enabled(self) -> bool:
+        return self.key is not None
+
+    def item_name(self, evidence_id: str) -> str:
+        return storage_name(self._naming_key, evidence_id) if self._naming_key else evidence_id
+
+    def stored_size(self, size: int) -> int:
+        """How many bytes an object of ``size`` bytes takes as stored."""
+        return size if self.key is None else envelope.sealed_size(size)
+
+    @contextmanager
+    def writer(self, target: BinaryIO, what: bytes) -> Iterator[BinaryIO]:
+        """Where to write an object's plaintext; sealed into ``target`` when encryption is on."""
+        if self.key is None:
+            yield target
+            return
+        with SealingWriter(target, self.key, what) as sealed:
+            yield sealed  # type: ignore[misc]
+
+    def reader(self, source: BinaryIO, what: bytes) -> BinaryIO:
+        """The plaintext of ``source``; when sealed, each chunk is checked (IntegrityError) as it is read."""
+        return source if self.key is None else OpeningReader(source, self.key, what)  # type: ignore[return-value]
+
+    def seal_bytes(self, data: bytes, what: bytes) -> bytes:
+        if self.key is None:
+            return data
+        out = io.BytesIO()
+        envelope.seal(io.BytesIO(data), out, self.key, what)
+        return out.getvalue()
+
+    def open_bytes(self, data: bytes, what: bytes) -> bytes:
+        if self.key is None:
+            return data
+        out = io.BytesIO()
+        envelope.unseal(io.BytesIO(data), out, self.key, what)
+        return out.getvalue()
+
+    def encode_line(self, line: bytes, what: bytes) -> bytes:
+        """One line of an append-only log (``line`` ends with a newline), as stored."""
+        if self.key is None:
+            return line
+        return base64.b64encode(self.seal_bytes(line.rstrip(b"\n"), what)) + b"\n"
+
+    def decode_line(self, stored: bytes, what: bytes) -> bytes:
+        """A stored log line (without its newline) as written; IntegrityError if it does not open."""
+        if self.key is None:
+            return stored
+        try:
+            return self.open_bytes(base64.b64decode(stored, validate=True), what)
+        except binascii.Error:
+            raise IntegrityError("a sealed log line is not what this software writes (altered)") from None
+
+
+PLAIN = Sealing()
+
+
+def open_keyring(key: MasterKey | None, read: Callable[[], bytes | None], write_once: Callable[[bytes], bool],
+                 holds_items: Callable[[], bool], where: str) -> Sealing:
+    """The store's Sealing, after checking that ``key`` is the one the store was sealed under.
+
+    ``read`` gives the stored keyring or None; ``write_once`` stores a new
+    one unless one exists (False then); ``holds_items`` says whether the
+    store has items already.
+    """
+    stored = read()
+    if key is None:
+        if stored is not None:
+            raise ConfigError(f"{where} is encrypted: configure [encryption] with its key to use it")
+        return PLAIN
+    if stored is None:
+        if holds_items():
+            raise ConfigError(f"{where} holds unencrypted evidence; encryption cannot be turned on over it. Start "
+                              "an encrypted store elsewhere and move the evidence with 'evidence restore'")
+        naming_key = os.urandom(32)
+        sealed = Sealing(key).seal_bytes(naming_key, _KEYRING_CONTEXT)
+        if write_once(sealed):
+            return Sealing(key, naming_key)
+        stored = read()   # another process made it first
+        if stored is None:
+            raise ConfigError(f"the keyring of {where} could not be made or read")
+    try:
+        naming_key = Sealing(key).open_bytes(stored, _KEYRING_CONTEXT)
+    except envelope.WrongKey:
+        raise ConfigError(f"{where} was encrypted under another master key than the one configured; nothing was "
+                          "read or written. Check [encryption] (which key file, passphrase or KMS key)") from None
+    except IntegrityError as exc:
+        raise ConfigError(f"the keyring of {where} is damaged ({exc}); restore it from a replica") from None
+    if len(naming_key) != 32:
+        raise ConfigError(f"the keyring of {where} is not one this software writes")
+    return Sealing(key, naming_key)
+
+
+def rewrap_header(data: bytes, old: MasterKey, new: MasterKey, what: bytes) -> bytes:
+    """The first HEADER_BYTES of a sealed object, re-wrapped from ``old`` to ``new`` (content untouched)."""
+    return envelope.rewrap(data[:envelope.HEADER_BYTES], old, new, what)
