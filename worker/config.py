@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from pipelines.pipeline import Tools
 from worker.errors import ConfigError
@@ -44,6 +44,13 @@ class StoreSettings(_Section):
     legal_hold: bool = Field(False, description="also put a legal hold on every original")
     allow_unlocked_bucket: bool = Field(False, description="development only: store in a bucket without Object Lock")
     sse_kms_key_id: str | None = Field(None, description="server-side encryption of every object under this KMS key")
+
+
+class ReplicaSettings(StoreSettings):
+    """One [[replicas]] entry: a second store (another bucket, a NAS, a removable disk) kept level."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$", description="how custody and commands name it")
+    root: Path | None = Field(None, description="backend = local: the replica's folder (required)")
 
 
 class QueueSettings(_Section):
@@ -144,6 +151,27 @@ class Settings(_Section):
     redact: RedactSettings = RedactSettings()
     signing: SigningSettings = SigningSettings()
     encryption: EncryptionSettings = EncryptionSettings()
+    replicas: list[ReplicaSettings] = Field(default_factory=list, description="off-site copies, kept level")
+
+    @field_validator("replicas")
+    @classmethod
+    def _distinct_replicas(cls, replicas: list[ReplicaSettings]) -> list[ReplicaSettings]:
+        names = [r.name for r in replicas]
+        if len(set(names)) != len(names):
+            raise ValueError("two [[replicas]] have the same name")
+        for replica in replicas:
+            if replica.backend == "local" and replica.root is None:
+                raise ValueError(f"replica {replica.name!r} (backend = \"local\") needs root")
+            if replica.backend == "s3" and not replica.bucket:
+                raise ValueError(f"replica {replica.name!r} (backend = \"s3\") needs bucket")
+        return replicas
+
+    def replica(self, name: str) -> ReplicaSettings:
+        for replica in self.replicas:
+            if replica.name == name:
+                return replica
+        known = ", ".join(r.name for r in self.replicas) or "none is configured"
+        raise ConfigError(f"no replica named {name!r} ([[replicas]]: {known})")
 
     @property
     def store_root(self) -> Path:

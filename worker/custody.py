@@ -42,6 +42,8 @@ JOB_REQUEUED = "job requeued"
 EXPORTED = "exported"
 UNREDACTED_EXPORT_AUTHORISED = "unredacted export authorised"
 EXPORT_FAILED = "export failed"
+REPLICATED = "replicated"
+RESTORED = "restored from replica"
 
 
 def _event_hash(event: Mapping[str, Any]) -> str:
@@ -95,7 +97,7 @@ def split_lines(data: bytes) -> tuple[list[bytes], bytes | None]:
     return complete, tail or None
 
 
-def _parse(raw: bytes) -> dict[str, Any] | None:
+def parse(raw: bytes) -> dict[str, Any] | None:
     try:
         event = json.loads(raw)
     except ValueError:
@@ -118,9 +120,9 @@ def verify_chain(data: bytes, evidence_id: str) -> ChainReport:
     expected_prev: str | None = GENESIS
     expected_seq: int | None = 0
     for number, raw in enumerate(lines, start=1):
-        event = _parse(raw)
+        event = parse(raw)
         if event is None:
-            closed = _closing_note(raw, number, _parse(lines[number]) if number < len(lines) else None)
+            closed = _closing_note(raw, number, parse(lines[number]) if number < len(lines) else None)
             if closed is not None:
                 report.repairs.append(closed)
             else:
@@ -175,7 +177,7 @@ def last_intact(complete: Sequence[bytes]) -> dict[str, Any] | None:
     """
     if not complete:
         return None
-    event = _parse(complete[-1])
+    event = parse(complete[-1])
     if event is None or event.get("hash") != _event_hash(event):
         raise ValueError("its last complete event was altered or damaged")
     return event

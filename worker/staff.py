@@ -94,6 +94,10 @@ class Roster:
         self._write(data)
         return len(data["staff"])
 
+    def rewrap(self, new: MasterKey) -> None:
+        """Seal the roster afresh under ``new`` (a master-key rotation; the roster is small)."""
+        Roster(self.folder.parent, new)._write(self._read())
+
     def names(self) -> dict[str, int]:
         """Each enrolled name with how many face embeddings it has."""
         return {name: len(entry["embeddings"]) for name, entry in sorted(self._read()["staff"].items())}

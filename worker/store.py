@@ -13,15 +13,18 @@ names given by uploaders are kept in evidence.json, never used as keys.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from worker.custody import ChainReport
-from worker.errors import NotFound
+from worker.errors import IntegrityError, NotFound
 from worker.progress import SILENT, Progress
 
 EVIDENCE_ID = re.compile(r"^[0-9a-f]{64}$")
@@ -41,6 +44,11 @@ class Stored:
     size: int
     duplicate: bool   # the same bytes were already stored
     location: str     # where a person finds the original
+
+
+def json_bytes(value: Mapping[str, Any]) -> bytes:
+    """A record as every store writes it (evidence.json, run.json): the bytes custody events hash."""
+    return (json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
 
 
 def check_run_id(run_id: str) -> str:
@@ -144,9 +152,53 @@ class EvidenceStore(ABC):
 
     @abstractmethod
     def _commit_new_run(
-        self, evidence_id: str, run_id: str, files: Mapping[str, Path], record: Mapping[str, Any]
+        self, evidence_id: str, run_id: str, files: Mapping[str, Path], record: Mapping[str, Any],
+        exact: bytes | None = None,
     ) -> RunRecord | None:
-        """commit_run once the names are checked; None when another attempt commits it first."""
+        """commit_run once the names are checked; None when another attempt commits it first.
+
+        ``exact``: run.json's bytes as another store holds them (replication);
+        the outputs stored must hash as they record (IntegrityError otherwise).
+        """
+
+    # -- replication: an item copied between stores as it is ------------------------
+
+    @abstractmethod
+    def has_original(self, evidence_id: str) -> bool: ...
+
+    @abstractmethod
+    def open_original(self, evidence_id: str) -> AbstractContextManager[BinaryIO]:
+        """The original's plaintext as a stream, not yet verified: whoever reads it hashes it."""
+
+    @abstractmethod
+    def adopt_original(self, evidence_id: str, source: BinaryIO, record: Mapping[str, Any],
+                       progress: Progress = SILENT) -> bool:
+        """Store another store's original and its intake record as they are, with no custody event of its own.
+
+        IntegrityError, and nothing stored, unless ``source`` hashes to
+        ``evidence_id``. False when the original was already here.
+        """
+
+    @abstractmethod
+    def adopt_custody(self, evidence_id: str, events: Sequence[Mapping[str, Any]]) -> int:
+        """Append, verbatim, those of ``events`` (another store's whole chain) this store lacks; how many.
+
+        CustodyError unless this store's chain is the start of ``events``.
+        """
+
+    def adopt_run(self, evidence_id: str, run_id: str, files: Mapping[str, Path], run: RunRecord) -> bool:
+        """Commit another store's run with its run.json byte for byte; False when it was here already."""
+        check_run_id(run_id)
+        check_output_names(files)
+        data = json_bytes(run.record)
+        if hashlib.sha256(data).hexdigest() != run.sha256:
+            raise IntegrityError(f"run {run_id} of {evidence_id}: its record does not hash as the source says")
+        if self.is_committed(evidence_id, run_id):
+            if not any(mine.sha256 == run.sha256 for mine in self.run_records(evidence_id)):
+                raise IntegrityError(f"run {run_id} of {evidence_id} is committed here with another run.json")
+            return False
+        self.discard_uncommitted(evidence_id, run_id)
+        return self._commit_new_run(evidence_id, run_id, files, run.record, exact=data) is not None
 
     @abstractmethod
     def discard_uncommitted(self, evidence_id: str, run_id: str) -> None:

@@ -23,6 +23,7 @@ from worker.errors import CustodyError, JobError, QueueUnavailable
 from worker.inbox import Inbox
 from worker.intake import ingest_handle
 from worker.queue import DEAD, Job, JobQueue
+from worker.replication import REPLICATE, Replicas
 from worker.requeue import every_lost_job, requeue
 from worker.runner import Outcome, Runner, describe, is_retryable
 from worker.space import DiskFull, is_disk_full
@@ -64,7 +65,8 @@ class _Heartbeat(threading.Thread):
 class Worker:
     def __init__(self, queue: JobQueue, runner: Runner, *, visibility_timeout_s: float,
                  heartbeat_interval_s: float, poll_interval_s: float, disk_full_pause_s: float = 60.0,
-                 inbox: Inbox | None = None, uploads: Callable[[str, str, str | None], BinaryIO] | None = None):
+                 inbox: Inbox | None = None, uploads: Callable[[str, str, str | None], BinaryIO] | None = None,
+                 replicas: Replicas | None = None):
         self.queue = queue
         self.runner = runner
         self.visibility_timeout_s = visibility_timeout_s
@@ -73,6 +75,7 @@ class Worker:
         self.disk_full_pause_s = disk_full_pause_s
         self.inbox = inbox
         self.uploads = uploads          # opens an uploaded object (bucket, key) that an upload job names
+        self.replicas = replicas
         self.disk_full = False          # the last job stopped on a full disk
         self.stopping = threading.Event()
         self._signals = 0
@@ -116,6 +119,8 @@ class Worker:
                     watcher.start()
             self.runner.clean_up_after_crashes()
             self._requeue_lost_jobs()
+            if self.replicas is not None:
+                self.replicas.queue_behind(self.runner.store, self.queue)
             log.info("worker started", extra={"once": once})
             while not self.stopping.is_set():
                 try:
@@ -178,9 +183,26 @@ class Worker:
             body.close()
         log.info("upload stored", extra={"job_id": job.id, "evidence_id": done.evidence_id,
                                          "duplicate": done.duplicate, "intake_job": done.job_id})
+        self._replicate_later(done.evidence_id)
         if done.not_queued:
             raise QueueUnavailable(done.not_queued)
         return Outcome(f"upload {done.evidence_id[:12]}", committed=not done.duplicate)
+
+    def _replicate(self, job: Job) -> Outcome:
+        if self.replicas is None:
+            raise JobError("a replication job arrived, but this worker has no [[replicas]] configured")
+        with self.protected():
+            copied = self.replicas.run(self.runner.store, job)
+        return Outcome(f"replicate to {job.params.get('replica')}", committed=copied.substantive)
+
+    def _replicate_later(self, evidence_id: str, job: Job | None = None) -> None:
+        """Queue replication of an item this worker just changed (never after a replication job itself)."""
+        if self.replicas is None or (job is not None and job.pipeline in (REPLICATE, UPLOAD)):
+            return
+        try:
+            self.replicas.queue_for(self.queue, evidence_id)
+        except QueueUnavailable as exc:   # the start-up sweep queues it next time
+            log.error("replication not queued", extra={"evidence_id": evidence_id, "reason": str(exc)})
 
     def process(self, job: Job) -> None:
         fields = {"job_id": job.id, "evidence_id": job.evidence_id, "pipeline": job.pipeline,
@@ -193,6 +215,8 @@ class Worker:
             self._abortable = True
             if job.pipeline == UPLOAD:
                 outcome = self._ingest_upload(job)
+            elif job.pipeline == REPLICATE:
+                outcome = self._replicate(job)
             else:
                 outcome = self.runner.run(job, heartbeat.lost, protect=self.protected)
         except ShutdownNow:
@@ -215,11 +239,13 @@ class Worker:
             state = self.queue.fail(job, reason, retryable=is_retryable(exc))
             level = logging.ERROR if state == DEAD else logging.WARNING
             log.log(level, "job failed", extra={**fields, "reason": reason, "state": state})
+            self._replicate_later(job.evidence_id, job)   # its failure is in custody, which replicas keep too
             return
         finally:
             self._abortable = False
             heartbeat.stop.set()
             heartbeat.join()
         acked = self.queue.ack(job)
+        self._replicate_later(job.evidence_id, job)
         log.info("job done" if acked else "job done, but its lease was lost before the ack",
                  extra={**fields, "run_id": outcome.run_id, "committed": outcome.committed})

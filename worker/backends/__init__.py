@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import os
 import stat
+from pathlib import Path
 
 from worker.backends.local import LocalStore
 from worker.backends.sqlite import SqliteQueue
-from worker.config import Settings
+from worker.config import Settings, StoreSettings
 from worker.directory import PRIVATE_DIR, Directory
 from worker.encryption import master
+from worker.encryption.sealing import PLAIN
 from worker.errors import ConfigError
 from worker.queue import JobQueue
 from worker.store import EvidenceStore
@@ -82,7 +84,16 @@ def check_prefixes(settings: Settings) -> None:
 
 def open_store(settings: Settings) -> EvidenceStore:
     secure_home(settings)
-    s = settings.store
+    return _open(settings, settings.store, settings.store_root)
+
+
+def open_replica(settings: Settings, name: str) -> EvidenceStore:
+    """The store of the [[replicas]] entry ``name``, under the same master key as the primary."""
+    replica = settings.replica(name)
+    return _open(settings, replica, replica.root)
+
+
+def _open(settings: Settings, s: StoreSettings, root: Path | None) -> EvidenceStore:
     if s.backend == "s3":
         from worker.backends.s3 import S3Store
 
@@ -92,8 +103,8 @@ def open_store(settings: Settings) -> EvidenceStore:
         return S3Store(aws_client("s3", region=s.region, endpoint_url=s.endpoint_url), s.bucket, prefix=s.prefix,
                        retention_mode=s.retention_mode, retention_days=s.retention_days, legal_hold=s.legal_hold,
                        spool_dir=settings.work_dir, require_lock=not s.allow_unlocked_bucket,
-                       sse_kms_key_id=s.sse_kms_key_id)
-    return LocalStore(settings.store_root, min_free_bytes=s.min_free_bytes, key=master.load(settings))
+                       sse_kms_key_id=s.sse_kms_key_id, key=master.load(settings))
+    return LocalStore(root, min_free_bytes=s.min_free_bytes, key=master.load(settings))
 
 
 def open_queue(settings: Settings, *, read_only: bool = False) -> JobQueue:
@@ -116,8 +127,10 @@ def open_queue(settings: Settings, *, read_only: bool = False) -> JobQueue:
         return SqsQueue(client, url, max_attempts=q.max_attempts, backoff_base_s=q.backoff_base_s,
                         backoff_max_s=q.backoff_max_s, wait_s=q.wait_time_s, upload_prefix=q.upload_prefix,
                         upload_bucket=settings.store.bucket)
+    # Sealed with the store's keys: the queue names the same items the store hides.
+    sealing = open_store(settings).sealing if settings.encryption.key_source != "none" else PLAIN
     return SqliteQueue(settings.queue_path, max_attempts=q.max_attempts, backoff_base_s=q.backoff_base_s,
-                       backoff_max_s=q.backoff_max_s, read_only=read_only)
+                       backoff_max_s=q.backoff_max_s, read_only=read_only, sealing=sealing)
 
 
 def open_uploads(settings: Settings):

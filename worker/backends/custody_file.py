@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from worker import custody
@@ -126,13 +126,7 @@ class CustodyFile:
         if cut in (b"", meant):  # the write never began, or it finished: nothing is damaged
             self.folder.unlink(INTENT, missing_ok=True)
             return None
-        fd = self.folder.open_fd(LOG, os.O_WRONLY)
-        try:
-            os.ftruncate(fd, offset)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        self.folder.unlink(INTENT, missing_ok=True)
+        self._truncate(offset)
         complete, _ = custody.split_lines(self._plain(data[:offset]))
         details = {"interrupted_write": True, "removed_length": len(cut),
                    "removed_bytes_sha256": hashlib.sha256(cut).hexdigest()}
@@ -140,6 +134,36 @@ class CustodyFile:
                                   evidence_id=self.evidence_id, actor=actor, details=details)
         self._write(offset, self._encode(entry))
         return entry
+
+    def adopt(self, events: Sequence[Mapping[str, Any]]) -> int:
+        """Append those of another store's ``events`` this log lacks, byte for byte; how many.
+
+        A copy's own write that died half-way is simply cut back: the same
+        events are copied again, and a "repaired" event of the copy's own
+        would make it differ from its source.
+        """
+        intent = self.interrupted()
+        if intent is not None:
+            stored = self._stored()
+            offset, meant = intent.get("offset"), _hex(intent.get("bytes"))
+            if not (isinstance(offset, int) and 0 <= offset <= len(stored) and meant is not None
+                    and meant.startswith(stored[offset:])):
+                raise CustodyError(f"the copied custody log of {self.evidence_id} changed after a write began")
+            self._truncate(offset)
+        stored = self._stored()
+        complete, torn = custody.split_lines(self._plain(stored))
+        have = [custody.parse(line) for line in complete]
+        if torn is not None or len(have) > len(events) or any(
+                mine is None or mine.get("hash") != theirs.get("hash")
+                for mine, theirs in zip(have, events[:len(have)], strict=True)):
+            raise CustodyError(f"the custody log of {self.evidence_id} here is not the start of the source's: "
+                               "the copies have diverged; a person must look")
+        offset = len(stored)
+        for event in events[len(have):]:
+            line = self.sealing.encode_line(custody.encode(event), self._what)
+            self._write(offset, line)
+            offset += len(line)
+        return len(events) - len(have)
 
     def acknowledge(self, actor: str, reason: str) -> dict[str, Any]:
         """Close damage no interrupted write explains, keeping the damaged bytes, with the person's reason."""
@@ -160,6 +184,15 @@ class CustodyFile:
                                   evidence_id=self.evidence_id, actor=actor, details=details)
         self._write(len(data), b"\n" + self._encode(entry))
         return entry
+
+    def _truncate(self, offset: int) -> None:
+        fd = self.folder.open_fd(LOG, os.O_WRONLY)
+        try:
+            os.ftruncate(fd, offset)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.folder.unlink(INTENT, missing_ok=True)
 
     def _encode(self, entry: dict[str, Any]) -> bytes:
         return self.sealing.encode_line(custody.encode(entry), self._what)

@@ -34,7 +34,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -45,9 +45,9 @@ from worker.backends.local_intake import (
     ORIGINAL,
     RECORD,
     complete_intake,
-    json_bytes,
     original_name,
     read_record,
+    record_context,
     store_intake,
 )
 from worker.directory import OWNER_GRACE_S, Directory, LinkRefused
@@ -66,6 +66,7 @@ from worker.store import (
     RunRecord,
     Stored,
     check_run_id,
+    json_bytes,
     stored_name,
 )
 from worker.timestamps import utc_now
@@ -149,6 +150,16 @@ class LocalStore(EvidenceStore):
                      size_hint: int | None = None, progress: Progress = SILENT) -> Stored:
         if size_hint is not None:
             ensure_free(self.root, size_hint, self.min_free_bytes, "store the original")
+        with self._received(source, progress) as (incoming, tmp, digest, size):
+            return self._install_original(incoming, tmp, digest, size, intake, actor)
+
+    @contextmanager
+    def _received(self, source: BinaryIO, progress: Progress) -> Iterator[tuple[Directory, str, str, int]]:
+        """``source`` copied (sealed when encryption is on) into a private, read-only upload file, hashed.
+
+        Yields (the uploads folder, the file's name, SHA-256, size); the file
+        is removed afterwards, whether or not it was linked in.
+        """
         with self._incoming() as incoming:
             fd, tmp = incoming.new_temp(_UPLOAD_PREFIX)
             try:
@@ -159,7 +170,7 @@ class LocalStore(EvidenceStore):
                     handle.flush()
                     os.fsync(handle.fileno())
                     os.fchmod(handle.fileno(), 0o400)
-                return self._install_original(incoming, tmp, digest, size, intake, actor)
+                yield incoming, tmp, digest, size
             except OSError as exc:
                 if is_disk_full(exc):
                     raise DiskFull(f"the disk of {self.root} filled up while storing the original; nothing was"
@@ -293,6 +304,43 @@ class LocalStore(EvidenceStore):
         self._verified_copy(evidence_id, None, progress)
         return self.root / evidence_id / ORIGINAL / name
 
+    def _exists(self, evidence_id: str) -> bool:
+        return self._root.is_dir(self._folder_name(evidence_id))
+
+    def has_original(self, evidence_id: str) -> bool:
+        if not self._exists(evidence_id):
+            return False
+        with self._item(evidence_id) as item:
+            return original_name(item) is not None
+
+    @contextmanager
+    def open_original(self, evidence_id: str) -> Iterator[BinaryIO]:
+        with self._open_original(evidence_id) as handle:
+            yield self.sealing.reader(handle, ORIGINAL_CONTEXT)
+
+    def adopt_original(self, evidence_id: str, source: BinaryIO, record: Mapping[str, Any],
+                       progress: Progress = SILENT) -> bool:
+        if self.has_original(evidence_id):
+            return False
+        with self._received(source, progress) as (incoming, tmp, digest, _size):
+            if digest != evidence_id:
+                raise IntegrityError(f"the copy of {evidence_id} hashes to {digest}: the source gave other bytes; "
+                                     "nothing was stored")
+            with self._locked(evidence_id, create=True) as item:
+                data = json_bytes(record)
+                if not item.write_once(RECORD, self.sealing.seal_bytes(data, record_context(evidence_id))) \
+                        and json_bytes(read_record(item, evidence_id, self.sealing)) != data:
+                    raise IntegrityError(f"{evidence_id} has another intake record here than in the source")
+                if original_name(item) is not None:
+                    return False
+                name = SEALED_ORIGINAL if self.sealing.enabled else stored_name(str(record.get("original_name", "")))
+                with item.child(ORIGINAL, create=True) as folder:
+                    incoming.link(tmp, folder, name)
+                    folder.fsync()
+                    os.fchmod(folder.fd, 0o500)
+                item.fsync()
+        return True
+
     def evidence(self, evidence_id: str) -> dict[str, Any]:
         with self._item(evidence_id) as item:
             try:
@@ -321,6 +369,10 @@ class LocalStore(EvidenceStore):
                        *, recover: bool = True) -> dict:
         with self._locked(evidence_id) as item:
             return CustodyFile(item, evidence_id, self.sealing).append(event, actor, details, recover=recover)
+
+    def adopt_custody(self, evidence_id: str, events: Sequence[Mapping[str, Any]]) -> int:
+        with self._locked(evidence_id, create=True) as item:
+            return CustodyFile(item, evidence_id, self.sealing).adopt(events)
 
     def acknowledge_custody_damage(self, evidence_id: str, actor: str, reason: str) -> dict:
         with self._locked(evidence_id) as item:
@@ -351,6 +403,8 @@ class LocalStore(EvidenceStore):
 
     def is_committed(self, evidence_id: str, run_id: str) -> bool:
         check_run_id(run_id)
+        if not self._exists(evidence_id):
+            return False
         with self._runs(evidence_id) as runs:
             if runs is None or not runs.is_dir(run_id):
                 return False
@@ -358,14 +412,14 @@ class LocalStore(EvidenceStore):
                 return run.exists(RUN_RECORD)
 
     def _commit_new_run(self, evidence_id: str, run_id: str, files: Mapping[str, Path],
-                        record: Mapping[str, Any]) -> RunRecord | None:
+                        record: Mapping[str, Any], exact: bytes | None = None) -> RunRecord | None:
         with self._runs(evidence_id, create=True) as runs:
             staging = f"{_STAGING_PREFIX}{run_id}-{secrets.token_hex(6)}"
             # Locked before the folder exists: discard_uncommitted never sees this folder unlocked.
             with runs.locked(staging + _LOCK_SUFFIX):
                 try:
                     with runs.child(staging, create=True) as folder:
-                        full, digest = self._fill(folder, files, record, evidence_id, run_id)
+                        full, digest = self._fill(folder, files, record, evidence_id, run_id, exact)
                     try:
                         runs.rename(staging, runs, run_id)
                     except OSError as exc:
@@ -385,7 +439,7 @@ class LocalStore(EvidenceStore):
                     runs.unlink(staging + _LOCK_SUFFIX, missing_ok=True)
 
     def _fill(self, folder: Directory, files: Mapping[str, Path], record: Mapping[str, Any], evidence_id: str,
-              run_id: str) -> tuple[dict, str]:
+              run_id: str, exact: bytes | None) -> tuple[dict, str]:
         outputs = {}
         for name, source in sorted(files.items()):
             source = Path(source)
@@ -399,6 +453,10 @@ class LocalStore(EvidenceStore):
             outputs[name] = {"sha256": digest, "size": size}
         full = {**record, "outputs": outputs, "committed_at": utc_now()}
         data = json_bytes(full)
+        if exact is not None:
+            full, data = json.loads(exact), exact
+            if full.get("outputs") != outputs:
+                raise IntegrityError(f"the outputs copied for run {run_id} do not hash as its run.json records")
         # The last file written: this is the commit record.
         folder.write_once(RUN_RECORD, self.sealing.seal_bytes(data, context(evidence_id, "runs", run_id, RUN_RECORD)))
         folder.fsync()

@@ -18,15 +18,12 @@ from worker.backends.custody_file import CustodyFile
 from worker.directory import Directory
 from worker.encryption.sealing import Sealing, context
 from worker.errors import IntegrityError
+from worker.store import json_bytes
 from worker.timestamps import utc_now
 
 RECORD = "evidence.json"
 ORIGINAL = "original"
 _INTAKE_MARKER = "intake.pending"
-
-
-def json_bytes(value: Mapping[str, Any]) -> bytes:
-    return (json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
 
 
 def original_name(item: Directory) -> str | None:

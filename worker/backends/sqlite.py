@@ -28,6 +28,7 @@ from typing import Any
 
 from pipelines.pipeline import canonical_json
 from worker.directory import PRIVATE_FILE, Directory
+from worker.encryption.sealing import PLAIN, Sealing
 from worker.errors import NotFound, QueueUnavailable
 from worker.queue import DEAD, DONE, LEASED, QUEUED, Job, JobQueue
 
@@ -82,11 +83,18 @@ def _translated(method: Callable) -> Callable:
     return wrapper
 
 
+_ID, _ERROR = b"queue evidence id", b"queue error"
+
+
 class SqliteQueue(JobQueue):
     @_translated
     def __init__(self, path: Path, *, max_attempts: int = 5, backoff_base_s: float = 30.0,
-                 backoff_max_s: float = 3600.0, clock: Callable[[], float] = time.time, read_only: bool = False):
+                 backoff_max_s: float = 3600.0, clock: Callable[[], float] = time.time, read_only: bool = False,
+                 sealing: Sealing = PLAIN):
         self.path = Path(os.path.abspath(path))
+        # With encryption on, evidence ids and error texts are kept as tokens: a seized queue file tells
+        # neither which videos are held nor what went wrong with them.
+        self.sealing = sealing
         self.max_attempts = max_attempts
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
@@ -141,13 +149,18 @@ class SqliteQueue(JobQueue):
             raise
         db.execute("COMMIT")
 
-    @staticmethod
-    def _job(row: sqlite3.Row) -> Job:
+    def _id(self, evidence_id: str) -> str:
+        return self.sealing.token(evidence_id, _ID)
+
+    def _error(self, stored: str | None) -> str | None:
+        return None if stored is None else self.sealing.untoken(stored, _ERROR)
+
+    def _job(self, row: sqlite3.Row) -> Job:
         return Job(
-            id=row["id"], evidence_id=row["evidence_id"], pipeline=row["pipeline"],
+            id=row["id"], evidence_id=self.sealing.untoken(row["evidence_id"], _ID), pipeline=row["pipeline"],
             params=json.loads(row["params"]), nonce=row["nonce"], state=row["state"],
             attempts=row["attempts"], max_attempts=row["max_attempts"], lease_token=row["lease_token"],
-            last_error=row["last_error"], created_at=row["created_at"], updated_at=row["updated_at"],
+            last_error=self._error(row["last_error"]), created_at=row["created_at"], updated_at=row["updated_at"],
         )
 
     @_translated
@@ -155,7 +168,7 @@ class SqliteQueue(JobQueue):
         row = self._connection().execute(
             "SELECT * FROM jobs WHERE evidence_id=? AND pipeline=? AND params=? AND nonce IS ? "
             "AND state IN ('queued', 'leased')",
-            (evidence_id, pipeline, canonical_json(dict(params)).decode("utf-8"), nonce),
+            (self._id(evidence_id), pipeline, canonical_json(dict(params)).decode("utf-8"), nonce),
         ).fetchone()
         return None if row is None else self._job(row)
 
@@ -168,7 +181,7 @@ class SqliteQueue(JobQueue):
             same = db.execute(
                 "SELECT * FROM jobs WHERE (evidence_id=? AND pipeline=? AND params=? AND nonce IS ? "
                 "AND state IN ('queued', 'leased')) OR id=?",
-                (evidence_id, pipeline, params_json, nonce, job_id),
+                (self._id(evidence_id), pipeline, params_json, nonce, job_id),
             ).fetchone()
             if same is not None:
                 return self._job(same), False
@@ -176,7 +189,7 @@ class SqliteQueue(JobQueue):
             db.execute(
                 "INSERT INTO jobs (id, evidence_id, pipeline, params, nonce, state, max_attempts,"
                 " available_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?)",
-                (job_id, evidence_id, pipeline, params_json, nonce, self.max_attempts, now, now, now),
+                (job_id, self._id(evidence_id), pipeline, params_json, nonce, self.max_attempts, now, now, now),
             )
             row = db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
         return self._job(row), True
@@ -196,10 +209,10 @@ class SqliteQueue(JobQueue):
                 if row["state"] == LEASED and row["attempts"] >= row["max_attempts"]:
                     # Its worker died or hung on every attempt: stop handing it out.
                     reason = (f"lease expired on attempt {row['attempts']} of {row['max_attempts']}"
-                              f" (the worker died or hung); last error: {row['last_error'] or 'none'}")
+                              f" (the worker died or hung); last error: {self._error(row['last_error']) or 'none'}")
                     db.execute(
                         "UPDATE jobs SET state='dead', lease_token=NULL, lease_expires=NULL, last_error=?,"
-                        " updated_at=? WHERE id=?", (reason, now, row["id"]),
+                        " updated_at=? WHERE id=?", (self.sealing.token(reason, _ERROR), now, row["id"]),
                     )
                     continue
                 token = uuid.uuid4().hex
@@ -233,6 +246,7 @@ class SqliteQueue(JobQueue):
     @_translated
     def fail(self, job: Job, reason: str, *, retryable: bool) -> str:
         dead = not retryable or job.attempts >= job.max_attempts
+        reason = self.sealing.token(reason, _ERROR)
         if dead:
             done = self._update_leased(
                 job, "state='dead', lease_token=NULL, lease_expires=NULL, last_error=?", (reason,))

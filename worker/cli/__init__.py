@@ -12,7 +12,7 @@ from pipelines import registry as pipelines
 from pipelines.errors import StepError
 from pipelines.pipeline import ParameterError
 from worker import __version__
-from worker.cli import admin, export, items, jobs, models, provenance, redact, transcribe
+from worker.cli import admin, export, items, jobs, models, provenance, redact, replicas, transcribe
 from worker.cli.output import EXIT_BROKEN_PIPE, EXIT_NOT_FOUND, EXIT_PROBLEM, EXIT_USAGE, printable
 from worker.config import load_settings
 from worker.errors import ConfigError, EvidenceError, JobError, NotFound
@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         return commands.add_parser(name, help=help_text, description=description or help_text,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
 
-    for family in (items, jobs, transcribe, redact, provenance, export, models, admin):
+    for family in (items, jobs, transcribe, redact, provenance, export, models, replicas, admin):
         family.register(command)
     return parser
 

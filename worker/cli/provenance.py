@@ -12,7 +12,7 @@ from worker import signing
 from worker.backends import open_store
 from worker.cli.output import EXIT_OK, EXIT_PROBLEM, print_json, printable
 from worker.config import Settings
-from worker.errors import IntegrityError, NotFound
+from worker.errors import ConfigError, IntegrityError, NotFound
 
 
 def register(command) -> None:
@@ -35,13 +35,24 @@ def register(command) -> None:
                 "'not for production' in the certificates themselves, and prints the [signing] lines.\n\n"
                 "init-storage-key --out PATH writes a new master key for [encryption] (owner-only; keep it\n"
                 "on removable media, and a copy in escrow: a lost key is lost evidence); with --kms-key-id\n"
-                "the key is made by AWS KMS and PATH holds it only as KMS ciphertext.")
+                "the key is made by AWS KMS and PATH holds it only as KMS ciphertext.\n\n"
+                "rotate-storage-key --new-key-file PATH (workers stopped) re-wraps the data key of every\n"
+                "object in the store, the local replicas named and the staff roster under the new key,\n"
+                "without re-encrypting content; interrupted, run it again with the same keys. Then set\n"
+                "[encryption] key_file = PATH. The old key still opens older backups: destroy it only once\n"
+                "they are rotated or gone. S3 stores are write-once: rotate the KMS key behind them instead.")
     actions = k.add_subparsers(dest="action", required=True, metavar="ACTION")
     init = actions.add_parser("init-test-ca", help="write a trial CA and signer")
     init.add_argument("--out", type=Path, required=True, metavar="DIR")
     storage = actions.add_parser("init-storage-key", help="write a new storage master key")
     storage.add_argument("--out", type=Path, required=True, metavar="PATH")
     storage.add_argument("--kms-key-id", metavar="ID", help="have AWS KMS make and wrap the key")
+    rotate = actions.add_parser("rotate-storage-key", help="re-wrap every stored object under a new key file")
+    rotate.add_argument("--new-key-file", type=Path, required=True, metavar="PATH",
+                        help="the new master key ('evidence keys init-storage-key --out PATH' makes one)")
+    rotate.add_argument("--replica", action="append", default=[], metavar="NAME",
+                        help="also rotate this local [[replicas]] store (repeat for several)")
+    rotate.add_argument("--json", action="store_true")
     k.set_defaults(handler=cmd_keys)
 
 
@@ -93,6 +104,8 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
     if args.action == "init-storage-key":
         return _init_storage_key(settings, args)
+    if args.action == "rotate-storage-key":
+        return _rotate_storage_key(settings, args)
     paths = credentials.make_test_ca(args.out)
     print("[signing]")
     print(f'certificate_chain = "{paths["chain"].resolve()}"')
@@ -117,4 +130,33 @@ def _init_storage_key(settings: Settings, args: argparse.Namespace) -> int:
     print("\n".join(lines))
     print("# keep a copy of this key in escrow, apart from the machines: without it, nothing it sealed can be read",
           file=sys.stderr)
+    return EXIT_OK
+
+
+def _rotate_storage_key(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.backends import open_replica
+    from worker.backends.local import LocalStore
+    from worker.backends.local_rotation import rotate
+    from worker.encryption import keys, master
+    from worker.staff import Roster
+
+    old = master.load(settings)
+    if old is None:
+        raise ConfigError("[encryption] is off: there is no key to rotate")
+    new = keys.from_key_file(args.new_key_file)
+    if new.key_id == old.key_id:
+        raise ConfigError(f"{args.new_key_file} holds the key already configured")
+    changed = {}
+    for name, store in [("store", open_store(settings)),
+                        *((replica, open_replica(settings, replica)) for replica in args.replica)]:
+        if not isinstance(store, LocalStore):
+            raise ConfigError(f"{name} is an S3 store, whose objects are write-once: rotate its KMS key instead")
+        changed[name] = rotate(store, new)
+    Roster(settings.home, old).rewrap(new)
+    if args.json:
+        print_json({"rewrapped": changed, "key_file": str(args.new_key_file)})
+    else:
+        for name, count in changed.items():
+            print(f"{name}: {count} objects re-wrapped")
+        print(f"now set [encryption] key_file = \"{args.new_key_file.resolve()}\" (key_source = \"file\")")
     return EXIT_OK

@@ -8,12 +8,13 @@ from pathlib import Path
 
 from models.registry import Registry
 from worker import signing
-from worker.backends import open_queue, open_store, open_uploads
+from worker.backends import open_queue, open_replica, open_store, open_uploads
 from worker.config import Settings
 from worker.encryption import master
 from worker.inbox import Inbox
 from worker.intake import ingest_handle, parse_languages
 from worker.queue import JobQueue
+from worker.replication import Replicas
 from worker.runner import Runner
 from worker.staff import Roster
 from worker.store import EvidenceStore
@@ -85,4 +86,6 @@ def worker(settings: Settings, store: EvidenceStore, queue: JobQueue, inbox_: In
         queue, runner(settings, store, registry), visibility_timeout_s=settings.queue.visibility_timeout_s,
         heartbeat_interval_s=settings.heartbeat_interval_s, poll_interval_s=settings.worker.poll_interval_s,
         disk_full_pause_s=settings.worker.disk_full_pause_s, inbox=inbox_, uploads=open_uploads(settings),
+        replicas=Replicas([r.name for r in settings.replicas], lambda name: open_replica(settings, name),
+                          work=settings.work_dir, actor=settings.actor) if settings.replicas else None,
     )

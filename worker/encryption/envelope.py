@@ -250,6 +250,11 @@ def unseal(source: BinaryIO, target: BinaryIO, master: MasterKey, context: bytes
     return size
 
 
+def key_id(header_bytes: bytes) -> bytes:
+    """Which master key a sealed object's header is under."""
+    return _Header.read(io.BytesIO(header_bytes)).key_id
+
+
 def rewrap(header_bytes: bytes, old: MasterKey, new: MasterKey, context: bytes) -> bytes:
     """The same header with its data key wrapped under ``new`` instead of ``old`` (same length).
 

@@ -24,13 +24,18 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import BinaryIO
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESSIV
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
 from worker.encryption import envelope
 from worker.encryption.envelope import MasterKey, OpeningReader, SealingWriter
 from worker.encryption.keys import storage_name
 from worker.errors import ConfigError, IntegrityError
 
 KEYRING = "keyring.sealed"
-_KEYRING_CONTEXT = b"evidence-worker store keyring v1"
+KEYRING_CONTEXT = b"evidence-worker store keyring v1"
 
 
 def context(*parts: str) -> bytes:
@@ -41,6 +46,8 @@ def context(*parts: str) -> bytes:
 class Sealing:
     def __init__(self, key: MasterKey | None = None, naming_key: bytes | None = None):
         self.key, self._naming_key = key, naming_key
+        self._tokens = AESSIV(HKDF(algorithm=hashes.SHA256(), length=64, salt=None,
+                                   info=b"evidence-worker tokens v1").derive(naming_key)) if naming_key else None
 
     @property
     def enabled(self) -> bool:
@@ -48,6 +55,22 @@ class Sealing:
 
     def item_name(self, evidence_id: str) -> str:
         return storage_name(self._naming_key, evidence_id) if self._naming_key else evidence_id
+
+    def token(self, text: str, what: bytes) -> str:
+        """``text`` encrypted deterministically (AES-SIV): the same text gives the same token, so a queue can
+        still find equal values (an evidence id) without holding them in clear."""
+        if self._tokens is None:
+            return text
+        return "sealed:" + base64.b64encode(self._tokens.encrypt(text.encode("utf-8"), [what])).decode("ascii")
+
+    def untoken(self, token: str, what: bytes) -> str:
+        """The text of a token (a value written before encryption was on is returned as it is)."""
+        if self._tokens is None or not token.startswith("sealed:"):
+            return token
+        try:
+            return self._tokens.decrypt(base64.b64decode(token[7:], validate=True), [what]).decode("utf-8")
+        except (binascii.Error, ValueError, InvalidTag):
+            raise IntegrityError("a sealed value in the job queue does not open: altered, or another key") from None
 
     def stored_size(self, size: int) -> int:
         """How many bytes an object of ``size`` bytes takes as stored."""
@@ -117,14 +140,14 @@ def open_keyring(key: MasterKey | None, read: Callable[[], bytes | None], write_
             raise ConfigError(f"{where} holds unencrypted evidence; encryption cannot be turned on over it. Start "
                               "an encrypted store elsewhere and move the evidence with 'evidence restore'")
         naming_key = os.urandom(32)
-        sealed = Sealing(key).seal_bytes(naming_key, _KEYRING_CONTEXT)
+        sealed = Sealing(key).seal_bytes(naming_key, KEYRING_CONTEXT)
         if write_once(sealed):
             return Sealing(key, naming_key)
         stored = read()   # another process made it first
         if stored is None:
             raise ConfigError(f"the keyring of {where} could not be made or read")
     try:
-        naming_key = Sealing(key).open_bytes(stored, _KEYRING_CONTEXT)
+        naming_key = Sealing(key).open_bytes(stored, KEYRING_CONTEXT)
     except envelope.WrongKey:
         raise ConfigError(f"{where} was encrypted under another master key than the one configured; nothing was "
                           "read or written. Check [encryption] (which key file, passphrase or KMS key)") from None
@@ -135,6 +158,16 @@ def open_keyring(key: MasterKey | None, read: Callable[[], bytes | None], write_
     return Sealing(key, naming_key)
 
 
-def rewrap_header(data: bytes, old: MasterKey, new: MasterKey, what: bytes) -> bytes:
-    """The first HEADER_BYTES of a sealed object, re-wrapped from ``old`` to ``new`` (content untouched)."""
-    return envelope.rewrap(data[:envelope.HEADER_BYTES], old, new, what)
+def rewrapped(header: bytes, old: MasterKey, new: MasterKey, what: bytes) -> bytes | None:
+    """A sealed object's header re-wrapped from ``old`` to ``new``; None when it is under ``new`` already
+    (a rotation that was interrupted and is run again)."""
+    if envelope.key_id(header) == new.key_id:
+        return None
+    return envelope.rewrap(header, old, new, what)
+
+
+def rewrap_line(stored: bytes, old: MasterKey, new: MasterKey, what: bytes) -> bytes:
+    """A sealed log line (without its newline) with its header re-wrapped under ``new``."""
+    sealed = base64.b64decode(stored, validate=True)
+    header = rewrapped(sealed[:envelope.HEADER_BYTES], old, new, what)
+    return stored if header is None else base64.b64encode(header + sealed[envelope.HEADER_BYTES:])

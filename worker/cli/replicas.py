@@ -1,0 +1,112 @@
+"""Commands for off-site copies: replicate (and --status), restore."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from worker.backends import open_replica, open_store
+from worker.cli.output import EXIT_OK, EXIT_PROBLEM, print_json, printable
+from worker.config import Settings
+from worker.errors import ConfigError, EvidenceError
+from worker.progress import progress_bar
+from worker.replication import lag, replicate, restore
+
+
+def register(command) -> None:
+    p = command("replicate", "bring every [[replicas]] store level with this one, or show what is behind",
+                "Copy to each replica what it lacks: originals with their intake records, committed runs,\n"
+                "custody events. Each piece is read back from the replica and re-hashed before the item's\n"
+                "custody log says 'replicated'. Safe to interrupt and to run again: nothing is copied twice.\n"
+                "The worker does the same on its own, after every job; this is for a person to check or\n"
+                "to catch up at once (a removable disk just attached). Exit 1 if anything is left behind.")
+    p.add_argument("--replica", metavar="NAME", help="only this replica (default: every [[replicas]] entry)")
+    p.add_argument("--status", action="store_true", help="only show what each replica lacks; copy nothing")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_replicate)
+
+    p = command("restore", "rebuild this (new, empty) store from a replica: the disaster-recovery step",
+                "After the primary store is lost (a seized or burned machine), point a fresh installation at\n"
+                "a new, empty store, attach or configure the replica, and run 'evidence restore --from NAME'.\n"
+                "Every item is copied back and verified; each custody log records the restore. Then run\n"
+                "'evidence audit', which must pass, and start the worker again.")
+    p.add_argument("--from", dest="source", metavar="NAME", required=True, help="the [[replicas]] entry to read")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_restore)
+
+
+def _names(settings: Settings, only: str | None) -> list[str]:
+    if only:
+        return [settings.replica(only).name]
+    if not settings.replicas:
+        raise ConfigError("no [[replicas]] are configured: see the README, 'Off-site replicas'")
+    return [replica.name for replica in settings.replicas]
+
+
+def cmd_replicate(settings: Settings, args: argparse.Namespace) -> int:
+    store = open_store(settings)
+    ids = store.evidence_ids()
+    report: dict[str, Any] = {}
+    for name in _names(settings, args.replica):
+        entry: dict[str, Any] = {"items": len(ids), "behind": [], "copied": [], "failed": []}
+        report[name] = entry
+        try:
+            replica = open_replica(settings, name)
+        except EvidenceError as exc:
+            entry["unreachable"] = str(exc)
+            continue
+        for evidence_id in ids:
+            try:
+                behind = lag(store, replica, evidence_id)
+                if behind.behind or behind.problems:
+                    entry["behind"].append(behind.as_json())
+                if args.status or not behind.behind:
+                    continue
+                with progress_bar(store.evidence(evidence_id).get("size"), f"{name} {evidence_id[:12]}") as bar:
+                    copied = replicate(store, replica, name, evidence_id, actor=settings.actor,
+                                       work=settings.work_dir, progress=bar)
+                entry["copied"].append({"evidence_id": evidence_id, "original": copied.original,
+                                        "runs": copied.runs, "custody_events": len(copied.events)})
+            except (EvidenceError, OSError) as exc:
+                entry["failed"].append({"evidence_id": evidence_id, "reason": str(exc)})
+        entry["level"] = not entry["failed"] and not (args.status and entry["behind"])
+    ok = all(entry.get("level") for entry in report.values())
+    if args.json:
+        print_json({"ok": ok, "replicas": report})
+    else:
+        _print(report, args.status)
+    return EXIT_OK if ok else EXIT_PROBLEM
+
+
+def _print(report: dict[str, Any], status: bool) -> None:
+    for name, entry in report.items():
+        if "unreachable" in entry:
+            print(f"PROBLEM {name}: unreachable: {printable(entry['unreachable'])}")
+            continue
+        for copied in entry["copied"]:
+            what = ["original"] * copied["original"] + [f"run {r}" for r in copied["runs"]]
+            what.append(f"{copied['custody_events']} custody events")
+            print(f"copied  {name}: {copied['evidence_id'][:12]}  {', '.join(what)}")
+        for failed in entry["failed"]:
+            print(f"PROBLEM {name}: {failed['evidence_id'][:12]}  {printable(failed['reason'])}")
+        if status:
+            for behind in entry["behind"]:
+                what = ["original"] * behind["original"] + [f"run {r}" for r in behind["runs"]]
+                what.append(f"{behind['custody_events']} custody events")
+                print(f"behind  {name}: {behind['evidence_id'][:12]}  lacks {', '.join(what)}"
+                      + "".join(f"; {printable(p)}" for p in behind["problems"]))
+        print(f"{name}: {'level' if entry['level'] else 'BEHIND'} ({entry['items']} items)")
+
+
+def cmd_restore(settings: Settings, args: argparse.Namespace) -> int:
+    replica = open_replica(settings, args.source)
+    store = open_store(settings)
+    with progress_bar(None, f"restore from {args.source}") as bar:
+        restored = restore(replica, store, args.source, actor=settings.actor, work=settings.work_dir, progress=bar)
+    if args.json:
+        print_json({"restored": restored, "from": args.source})
+    else:
+        for evidence_id in restored:
+            print(f"restored {evidence_id}")
+        print(f"{len(restored)} items restored from {args.source}; now run 'evidence audit'")
+    return EXIT_OK

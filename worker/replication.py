@@ -1,0 +1,215 @@
+"""Off-site replicas: each item copied as it is to every [[replicas]] store, and verified there.
+
+A pass over one item copies what the replica lacks: the original with its
+intake record, every committed run, and the custody events after the
+replica's last one. Each piece is verified as read back from the replica
+(the original re-hashed after decryption, each output re-hashed, the chain
+compared event by event), and only then does the primary's chain say
+"replicated" (an event then copied too, so the replica is level).
+
+Every piece is written whole or not at all (write-once names, staging
+folders, custody appends checked against the source's chain), so a pass
+killed anywhere, or a replica that drops off mid-copy, is resumed by the
+next pass with nothing copied twice. A replica that hands back other bytes
+than were sent is an IntegrityError: nothing unverified counts as a copy.
+
+Restoring is the same copy, from a replica into an empty primary.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from worker import custody
+from worker.errors import CustodyError, EvidenceError, IntegrityError, JobError, NotFound
+from worker.progress import SILENT, Progress
+from worker.queue import Job, JobQueue
+from worker.store import EVIDENCE_ID, EvidenceStore
+from worker.workdirs import private_workdir
+
+log = logging.getLogger("evidence.replication")
+
+REPLICATE = "replicate"   # the queue's name for replication jobs (params: {"replica": name})
+
+
+class ReplicaUnavailable(EvidenceError):
+    """The replica could not be reached or refused a request; the job is retried later."""
+
+    retryable = True
+
+
+@dataclass
+class Lag:
+    """What a replica lacks of one item."""
+
+    evidence_id: str
+    original: bool = False
+    runs: list[str] = field(default_factory=list)
+    custody_events: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def behind(self) -> bool:
+        return self.original or bool(self.runs) or self.custody_events > 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {"evidence_id": self.evidence_id, "original": self.original, "runs": self.runs,
+                "custody_events": self.custody_events, "problems": self.problems}
+
+
+@dataclass
+class Copied:
+    original: bool = False
+    runs: list[str] = field(default_factory=list)
+    events: list[Mapping[str, Any]] = field(default_factory=list)
+
+    @property
+    def substantive(self) -> bool:
+        """More than the replication events of other replicas (which alone would make them chase each other)."""
+        return self.original or bool(self.runs) or any(e.get("event") != custody.REPLICATED for e in self.events)
+
+
+def _run_id(run) -> str:
+    return str(run.record.get("run_id", ""))
+
+
+def lag(source: EvidenceStore, target: EvidenceStore, evidence_id: str) -> Lag:
+    found = Lag(evidence_id)
+    found.original = source.has_original(evidence_id) and not target.has_original(evidence_id)
+    found.runs = [_run_id(run) for run in source.run_records(evidence_id)
+                  if not target.is_committed(evidence_id, _run_id(run))]
+    mine = source.custody(evidence_id).events
+    try:
+        theirs = target.custody(evidence_id).events
+    except NotFound:
+        theirs = []
+    if [e.get("hash") for e in theirs] != [e.get("hash") for e in mine[:len(theirs)]]:
+        found.problems.append("the replica's custody log is not the start of the primary's (diverged)")
+    found.custody_events = max(0, len(mine) - len(theirs))
+    return found
+
+
+def copy_item(source: EvidenceStore, target: EvidenceStore, evidence_id: str, work: Path,
+              progress: Progress = SILENT) -> Copied:
+    """Copy to ``target`` what it lacks of one item, verifying each piece as ``target`` returns it."""
+    copied = Copied()
+    if source.has_original(evidence_id) and not target.has_original(evidence_id):
+        record = source.evidence(evidence_id)
+        with source.open_original(evidence_id) as stream:
+            target.adopt_original(evidence_id, stream, record, progress)
+        target.verify_original(evidence_id)   # as the replica gives it back, decrypted and re-hashed
+        copied.original = True
+    for run in source.run_records(evidence_id):
+        run_id = _run_id(run)
+        if target.is_committed(evidence_id, run_id):
+            continue
+        outputs: Mapping[str, Mapping[str, Any]] = run.record.get("outputs", {})
+        with private_workdir(work, "replicate") as folder:
+            files = {name: source.fetch_output(evidence_id, run_id, name, folder / name,
+                                               expected_sha256=str(facts["sha256"]))
+                     for name, facts in outputs.items()}
+            target.adopt_run(evidence_id, run_id, files, run)
+        for name, facts in outputs.items():
+            if target.hash_output(evidence_id, run_id, name) != (facts["sha256"], facts["size"]):
+                raise IntegrityError(f"{name} of run {run_id} reads back from the replica with other bytes")
+        copied.runs.append(run_id)
+    copied.events = list(_copy_custody(source, target, evidence_id))
+    return copied
+
+
+def _copy_custody(source: EvidenceStore, target: EvidenceStore, evidence_id: str) -> Sequence[Mapping[str, Any]]:
+    chain = source.custody(evidence_id)
+    if not chain.ok:
+        raise CustodyError(f"the custody log of {evidence_id} has problems ({'; '.join(chain.problems[:2])}); "
+                           "it is not copied until a person has looked")
+    added = target.adopt_custody(evidence_id, chain.events)
+    copy = target.custody(evidence_id)
+    if [e["hash"] for e in copy.events] != [e["hash"] for e in chain.events]:
+        raise IntegrityError(f"the custody log of {evidence_id} reads back from the replica differently")
+    return chain.events[len(chain.events) - added:] if added else []
+
+
+def replicate(primary: EvidenceStore, replica: EvidenceStore, name: str, evidence_id: str, *, actor: str,
+              work: Path, progress: Progress = SILENT) -> Copied:
+    """Bring replica ``name`` level with the primary for one item; log "replicated" when anything was copied."""
+    try:
+        copied = copy_item(primary, replica, evidence_id, work, progress)
+        if copied.substantive:
+            primary.append_custody(evidence_id, custody.REPLICATED, actor, {
+                "replica": name, "original": copied.original, "runs": copied.runs,
+                "custody_events": len(copied.events), "verified": "read back from the replica and re-hashed",
+            })
+            _copy_custody(primary, replica, evidence_id)
+    except (EvidenceError, OSError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - botocore: the replica is unreachable or refused
+        raise ReplicaUnavailable(f"replica {name!r} could not be used: {exc}") from exc
+    log.info("replicated", extra={"evidence_id": evidence_id, "replica": name, "original": copied.original,
+                                  "runs": copied.runs, "custody_events": len(copied.events)})
+    return copied
+
+
+def restore(replica: EvidenceStore, primary: EvidenceStore, name: str, *, actor: str, work: Path,
+            progress: Progress = SILENT) -> list[str]:
+    """Rebuild an empty primary from replica ``name``; the items restored, each with a "restored" event."""
+    if primary.evidence_ids():
+        raise IntegrityError("the configured store is not empty: restore only ever fills a new, empty store")
+    restored = []
+    for evidence_id in replica.evidence_ids():
+        copy_item(replica, primary, evidence_id, work, progress)
+        primary.append_custody(evidence_id, custody.RESTORED, actor, {"replica": name})
+        restored.append(evidence_id)
+    return restored
+
+
+class Replicas:
+    """The [[replicas]] a worker keeps level, by queued jobs (one per item and replica, never two waiting).
+
+    Replicas are opened when first needed, so one that is unreachable delays
+    only its own jobs (retried with back-off), never intake or processing.
+    """
+
+    def __init__(self, names: Sequence[str], open_replica: Callable[[str], EvidenceStore], *, work: Path,
+                 actor: str):
+        self.names, self._open, self.work, self.actor = list(names), open_replica, work, actor
+        self._opened: dict[str, EvidenceStore] = {}
+
+    def _replica(self, name: str) -> EvidenceStore:
+        if name not in self.names:
+            raise JobError(f"replica {name!r} is no longer configured ([[replicas]])")
+        if name not in self._opened:
+            try:
+                self._opened[name] = self._open(name)
+            except EvidenceError as exc:
+                raise ReplicaUnavailable(str(exc)) from exc
+        return self._opened[name]
+
+    def queue_for(self, queue: JobQueue, evidence_id: str) -> None:
+        """Queue a pass over ``evidence_id`` for every replica (after anything changed the item)."""
+        if EVIDENCE_ID.match(evidence_id or ""):
+            for name in self.names:
+                queue.enqueue(evidence_id, REPLICATE, {"replica": name})
+
+    def queue_behind(self, primary: EvidenceStore, queue: JobQueue) -> int:
+        """At start: queue a pass for every item some replica lacks anything of; how many were queued."""
+        queued = 0
+        for name in self.names:
+            try:
+                replica = self._replica(name)
+                behind = [i for i in primary.evidence_ids() if lag(primary, replica, i).behind]
+            except Exception as exc:  # noqa: BLE001 - one unreachable replica must not stop the worker
+                log.warning("replica not checked", extra={"replica": name, "reason": str(exc)})
+                continue
+            for evidence_id in behind:
+                queue.enqueue(evidence_id, REPLICATE, {"replica": name})
+                queued += 1
+        return queued
+
+    def run(self, primary: EvidenceStore, job: Job, progress: Progress = SILENT) -> Copied:
+        name = str(job.params.get("replica", ""))
+        return replicate(primary, self._replica(name), name, job.evidence_id, actor=self.actor, work=self.work,
+                         progress=progress)
