@@ -4,6 +4,7 @@ real HTTP to an SQS-speaking server on loopback)."""
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 
@@ -12,22 +13,49 @@ from conftest import aws_client
 
 from worker.backends.sqlite import SqliteQueue
 from worker.backends.sqs import SqsQueue
+from worker.encryption import keys
+from worker.encryption.sealing import PLAIN, Sealing
 from worker.queue import DEAD, QUEUED, JobQueue
 
 EVIDENCE = "a" * 64
 
 
-@pytest.fixture(params=["sqlite", "sqs"])
+@pytest.fixture(params=["sqlite", "sqs", "sqlite-sealed", "sqs-sealed"])
 def any_queue(request, tmp_path) -> JobQueue:
-    if request.param == "sqlite":
-        return SqliteQueue(tmp_path / "q.sqlite3", max_attempts=2, backoff_base_s=0)
+    sealing = Sealing(keys.master(os.urandom(32)), os.urandom(32)) if request.param.endswith("sealed") else PLAIN
+    if request.param.startswith("sqlite"):
+        return SqliteQueue(tmp_path / "q.sqlite3", max_attempts=2, backoff_base_s=0, sealing=sealing)
     sqs = aws_client("sqs", request.getfixturevalue("aws_endpoint"))
     name = f"jobs-{uuid.uuid4().hex[:10]}"
     dead = sqs.create_queue(QueueName=f"{name}-dead")["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=dead, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     url = sqs.create_queue(QueueName=name, Attributes={"RedrivePolicy": json.dumps(
         {"deadLetterTargetArn": arn, "maxReceiveCount": 10})})["QueueUrl"]
-    return SqsQueue(sqs, url, max_attempts=2, backoff_base_s=0, wait_s=0)
+    return SqsQueue(sqs, url, max_attempts=2, backoff_base_s=0, wait_s=0, sealing=sealing)
+
+
+def _raw(queue: JobQueue) -> bytes:
+    """Everything the queue holds as its server or file keeps it."""
+    if isinstance(queue, SqliteQueue):
+        return b"".join(p.read_bytes() for p in queue.path.parent.glob(queue.path.name + "*"))
+    bodies = []
+    for url in (queue.url, queue.dead_url):
+        answer = queue.client.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=0)
+        bodies += [m["Body"].encode() for m in answer.get("Messages", [])]
+    return b"".join(bodies)
+
+
+def test_a_sealed_queue_holds_no_evidence_id_and_no_reason(any_queue):
+    if not any_queue.sealing.enabled:
+        pytest.skip("only a queue sealed with the store's keys hides what it carries")
+    any_queue.enqueue(EVIDENCE, "intake", {"probe.decode_seconds": 5})
+    any_queue.fail(any_queue.lease(60), "REASON-MARKER could not decode", retryable=False)
+    other, _ = any_queue.enqueue("b" * 64, "intake")
+    raw = _raw(any_queue)
+    assert raw and EVIDENCE.encode() not in raw and b"b" * 64 not in raw and b"REASON-MARKER" not in raw
+    [dead] = any_queue.jobs(DEAD)
+    assert dead.evidence_id == EVIDENCE and "REASON-MARKER" in dead.last_error
+    assert any_queue.lease(60).evidence_id == "b" * 64
 
 
 def test_a_leased_job_is_handed_out_once_and_acked(any_queue):

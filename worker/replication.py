@@ -166,6 +166,13 @@ def restore(replica: EvidenceStore, primary: EvidenceStore, name: str, *, actor:
     return restored
 
 
+def opened(replica: EvidenceStore) -> EvidenceStore:
+    """A replica ready for copies: what a copy killed mid-way left (its process gone) is removed first."""
+    for path in replica.remove_abandoned_uploads():
+        log.warning("removed a partial copy left by a replication that was stopped", extra={"path": path})
+    return replica
+
+
 class Replicas:
     """The [[replicas]] a worker keeps level, by queued jobs (one per item and replica, never two waiting).
 
@@ -183,7 +190,7 @@ class Replicas:
             raise JobError(f"replica {name!r} is no longer configured ([[replicas]])")
         if name not in self._opened:
             try:
-                self._opened[name] = self._open(name)
+                self._opened[name] = opened(self._open(name))
             except EvidenceError as exc:
                 raise ReplicaUnavailable(str(exc)) from exc
         return self._opened[name]

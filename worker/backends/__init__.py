@@ -12,7 +12,7 @@ from worker.backends.sqlite import SqliteQueue
 from worker.config import Settings, StoreSettings
 from worker.directory import PRIVATE_DIR, Directory
 from worker.encryption import master
-from worker.encryption.sealing import PLAIN
+from worker.encryption.sealing import PLAIN, Sealing
 from worker.errors import ConfigError
 from worker.queue import JobQueue
 from worker.store import EvidenceStore
@@ -126,11 +126,14 @@ def open_queue(settings: Settings, *, read_only: bool = False) -> JobQueue:
             raise ConfigError(f"[queue] SQS queue {q.queue_name!r} cannot be used: {exc}") from None
         return SqsQueue(client, url, max_attempts=q.max_attempts, backoff_base_s=q.backoff_base_s,
                         backoff_max_s=q.backoff_max_s, wait_s=q.wait_time_s, upload_prefix=q.upload_prefix,
-                        upload_bucket=settings.store.bucket)
-    # Sealed with the store's keys: the queue names the same items the store hides.
-    sealing = open_store(settings).sealing if settings.encryption.key_source != "none" else PLAIN
+                        upload_bucket=settings.store.bucket, sealing=_queue_sealing(settings))
     return SqliteQueue(settings.queue_path, max_attempts=q.max_attempts, backoff_base_s=q.backoff_base_s,
-                       backoff_max_s=q.backoff_max_s, read_only=read_only, sealing=sealing)
+                       backoff_max_s=q.backoff_max_s, read_only=read_only, sealing=_queue_sealing(settings))
+
+
+def _queue_sealing(settings: Settings) -> Sealing:
+    """The store's keys: the queue names the same items the store hides."""
+    return open_store(settings).sealing if settings.encryption.key_source != "none" else PLAIN
 
 
 def open_uploads(settings: Settings):

@@ -16,6 +16,7 @@ found by id only among the dead letters.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import time
@@ -24,7 +25,8 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from worker.errors import NotFound, QueueUnavailable
+from worker.encryption.sealing import PLAIN, Sealing
+from worker.errors import EvidenceError, NotFound, QueueUnavailable
 from worker.queue import DEAD, QUEUED, Job, JobQueue
 
 log = logging.getLogger("evidence.queue.sqs")
@@ -32,6 +34,9 @@ log = logging.getLogger("evidence.queue.sqs")
 SCHEMA = "evidence-worker/job/1"
 UPLOAD = "upload"                # the pipeline name of a job made from an S3 upload event
 _MAX_DELAY_S = 12 * 3600         # SQS's longest visibility timeout
+
+
+_JOB, _REASON = b"sqs job message", b"sqs dead-letter reason"
 
 
 def _json(text: str) -> Any:
@@ -50,8 +55,11 @@ class SqsQueue(JobQueue):
 
     def __init__(self, client: Any, queue_url: str, *, max_attempts: int = 5, backoff_base_s: float = 30.0,
                  backoff_max_s: float = 3600.0, wait_s: int = 20, upload_prefix: str = "incoming/",
-                 upload_bucket: str | None = None):
+                 upload_bucket: str | None = None, sealing: Sealing = PLAIN):
         self.client, self.url = client, queue_url
+        # With encryption on, what a job message says (evidence id, parameters) and why a job died are sealed:
+        # the queue's operator sees only that there is work.
+        self.sealing = sealing
         self.max_attempts, self.backoff_base_s, self.backoff_max_s = max_attempts, backoff_base_s, backoff_max_s
         self.wait_s, self.upload_prefix, self.upload_bucket = wait_s, upload_prefix, upload_bucket
         try:
@@ -93,11 +101,24 @@ class SqsQueue(JobQueue):
         except (AttributeError, KeyError, TypeError, ValueError) as exc:   # whatever its shape, never a crash
             return f"the message is malformed ({type(exc).__name__}: {exc})"
 
+    def _opened(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A job message with its sealed part opened (IntegrityError if it does not open)."""
+        if "sealed" not in body:
+            return body
+        inner = _json(self.sealing.open_bytes(base64.b64decode(str(body["sealed"]), validate=True), _JOB).decode())
+        if not isinstance(inner, dict):
+            raise ValueError("the sealed part is not a JSON object")
+        return {**inner, **{k: v for k, v in body.items() if k != "sealed"}}
+
     def _parse(self, message: Mapping[str, Any]) -> Job | str | None:
         received = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
         body = _json(message["Body"])
         if not isinstance(body, dict):
             return "the message is not JSON" if body is None else "the message is not a JSON object"
+        try:
+            body = self._opened(body)
+        except EvidenceError as exc:
+            return f"the job message's sealed part does not open: {exc}"
         # Receipts before a release (give-back) are not attempts: a full disk must not use them up.
         attempts = max(received - int(body.get("released", 0) if body.get("schema") == SCHEMA else 0), 1)
         common = {"state": "leased", "attempts": attempts, "max_attempts": self.max_attempts,
@@ -154,8 +175,8 @@ class SqsQueue(JobQueue):
     def _bury(self, body: str, reason: str, receipt: str) -> None:
         log.error("message dead-lettered", extra={"reason": reason})
         if self.dead_url:
-            wrapped = {"schema": "evidence-worker/dead-letter/1", "reason": reason, "dead_at": time.time(),
-                       "message": body}
+            wrapped = {"schema": "evidence-worker/dead-letter/1", "reason": self.sealing.token(reason, _REASON),
+                       "dead_at": time.time(), "message": body}
             self._call("send_message", QueueUrl=self.dead_url, MessageBody=json.dumps(wrapped))
         self._forget(receipt)
 
@@ -184,8 +205,11 @@ class SqsQueue(JobQueue):
         """The message that carries ``job`` again: an upload as the S3 event it came as."""
         if job.pipeline == UPLOAD:
             return str(job.params["event"])
-        body = {"schema": SCHEMA, "job_id": job.id, "evidence_id": job.evidence_id, "pipeline": job.pipeline,
-                "params": dict(job.params), "nonce": job.nonce}
+        body: dict[str, Any] = {"schema": SCHEMA, "job_id": job.id, "evidence_id": job.evidence_id,
+                                "pipeline": job.pipeline, "params": dict(job.params), "nonce": job.nonce}
+        if self.sealing.enabled:
+            sealed = self.sealing.seal_bytes(json.dumps(body, sort_keys=True).encode(), _JOB)
+            body = {"schema": SCHEMA, "job_id": job.id, "sealed": base64.b64encode(sealed).decode("ascii")}
         if released:
             body["released"] = released
         return json.dumps(body, sort_keys=True)
@@ -243,8 +267,11 @@ class SqsQueue(JobQueue):
         ours = isinstance(wrapped, dict) and wrapped.get("schema") == "evidence-worker/dead-letter/1"
         raw = str(wrapped.get("message", "")) if ours else message["Body"]
         inner = _json(raw)
-        inner = inner if isinstance(inner, dict) else {}
-        reason = wrapped.get("reason") if ours else None
+        try:
+            inner = self._opened(inner) if isinstance(inner, dict) else {}
+            reason = self.sealing.untoken(str(wrapped["reason"]), _REASON) if ours else None
+        except (EvidenceError, ValueError) as exc:
+            inner, reason = {}, f"a dead letter that does not open: {exc}"
         if isinstance(inner.get("Records"), list):   # an upload event: retried as the event it was
             return Job(id=f"upload-{message['MessageId']}", evidence_id="", pipeline=UPLOAD,
                        params={"event": raw}, state=DEAD, max_attempts=self.max_attempts,

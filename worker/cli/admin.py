@@ -11,7 +11,7 @@ from worker.backends import open_queue, open_store
 from worker.cli import wiring
 from worker.cli.items import describe_item, print_item
 from worker.cli.output import EXIT_OK, EXIT_PROBLEM, print_json, printable
-from worker.config import Settings
+from worker.config import EncryptionSettings, Settings
 from worker.errors import JobError, QueueUnavailable
 from worker.intake import ingest
 from worker.permissions import exposed
@@ -52,7 +52,12 @@ def register(command) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_admin)
 
-    p = command("demo", "ingest the bundled sample video, process it and show the result")
+    p = command("demo", "ingest the bundled sample video, process it and show the result",
+                "Ingest the bundled sample video, process it and show the result. With --encrypted KEY_FILE\n"
+                "everything stored is sealed under the key in KEY_FILE (made there when missing: keep it\n"
+                "apart from the data); use a new EVIDENCE_HOME for it, since an unencrypted store is\n"
+                "never encrypted in place.")
+    p.add_argument("--encrypted", type=Path, metavar="KEY_FILE", help="seal everything under this key file")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_demo)
 
@@ -137,6 +142,13 @@ def cmd_config(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    if args.encrypted:
+        from worker.encryption import keys
+
+        if not args.encrypted.exists():
+            keys.new_key_file(args.encrypted)
+        settings = settings.model_copy(update={"encryption": EncryptionSettings(
+            key_source="file", key_file=args.encrypted.resolve())})
     store, queue = wiring.store_and_queue(settings)
     result = ingest(store, queue, SAMPLE_VIDEO, actor=settings.actor, case="demo",
                     collected_by="evidence demo", note="bundled sample video (MIT, facenet-pytorch examples)")
@@ -148,6 +160,10 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
         return EXIT_OK
     print_item(report)
     print(f"\nstore      {settings.store_root}\nqueue      {settings.queue_path}  ({report['queue']})")
+    if args.encrypted:
+        print(f"sealed     under {args.encrypted.resolve()}; for the commands below first run\n"
+              f"           export EVIDENCE_ENCRYPTION__KEY_SOURCE=file "
+              f"EVIDENCE_ENCRYPTION__KEY_FILE={args.encrypted.resolve()}")
     print(f"next       evidence show {result.evidence_id[:12]} --json;  evidence audit")
     print(f"           evidence export {result.evidence_id[:12]} --from 00:00:01 --to 00:00:03 "
           '--recipient "Prosecutor X" --out clip-demo;  evidence verify clip-demo/clip.mp4 '

@@ -10,7 +10,7 @@ from worker.cli.output import EXIT_OK, EXIT_PROBLEM, print_json, printable
 from worker.config import Settings
 from worker.errors import ConfigError, EvidenceError
 from worker.progress import progress_bar
-from worker.replication import lag, replicate, restore
+from worker.replication import lag, opened, replicate, restore
 
 
 def register(command) -> None:
@@ -51,7 +51,7 @@ def cmd_replicate(settings: Settings, args: argparse.Namespace) -> int:
         entry: dict[str, Any] = {"items": len(ids), "behind": [], "copied": [], "failed": []}
         report[name] = entry
         try:
-            replica = open_replica(settings, name)
+            replica = opened(open_replica(settings, name))
         except EvidenceError as exc:
             entry["unreachable"] = str(exc)
             continue
