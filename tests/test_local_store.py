@@ -129,7 +129,7 @@ def test_hostile_names_are_kept_as_data_and_never_used_as_paths(store: LocalStor
     weird = put_bytes(store, b"other", original_name="no extension..\x00")
     assert Path(weird.location).name == "original.bin"
     assert sorted(p.name for p in store.root.iterdir()) == sorted(
-        [".incoming", stored.evidence_id, weird.evidence_id])
+        [".incoming", ".in-use", stored.evidence_id, weird.evidence_id])
 
 
 def test_an_upload_that_would_fill_the_disk_is_refused_before_copying(tmp_path: Path):

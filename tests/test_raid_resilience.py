@@ -14,7 +14,7 @@ from conftest import AWS_ENV, SAMPLE_VIDEO, Cli, aws_client, ffmpeg
 from worker import custody
 from worker.backends.local import LocalStore
 from worker.backends.local_rotation import rotate
-from worker.encryption import keys
+from worker.encryption import envelope, keys
 from worker.errors import ConfigError, IntegrityError
 from worker.replication import lag, replicate, restore
 
@@ -28,7 +28,9 @@ def _config(path: Path, home: Path, key_file: Path, replicas: str) -> Path:
 
 
 def _every_file(*roots: Path) -> dict[Path, bytes]:
-    return {path: path.read_bytes() for root in roots for path in root.rglob("*") if path.is_file()}
+    """Each file's path (names count too) and bytes."""
+    return {path: str(path).encode() + b"\n" + path.read_bytes()
+            for root in roots for path in root.rglob("*") if path.is_file()}
 
 
 def _bucket_objects(s3, bucket: str) -> dict[str, bytes]:
@@ -71,7 +73,7 @@ def test_nothing_readable_on_a_seized_home_a_nas_or_a_bucket_and_a_restore_passe
     assert words, f"the speech was not transcribed: {transcript!r}"
     media = video.read_bytes()
     needles = [m.encode() for m in MARKERS] + [evidence_id.encode(), media[len(media) // 2:len(media) // 2 + 64]]
-    needles += [w.encode() for w in words]
+    needles += [w.encode() for w in words] + [run.record["run_id"].encode()]
     seized = _every_file(cli.home, nas) | _bucket_objects(aws_client("s3", aws_endpoint), locked_bucket)
     assert any(b"replica/" in body for body in seized.values()), "nothing reached the S3 replica"
     for where, data in seized.items():
@@ -135,11 +137,12 @@ def test_tampered_truncated_or_swapped_ciphertext_is_refused_and_a_bad_replica_r
     with pytest.raises(IntegrityError, match="does not decrypt"):
         nas.verify_original(evidence_id)
     empty = LocalStore(tmp_path / "new", key=key)
-    with pytest.raises(IntegrityError):
-        restore(nas, empty, "nas", actor="t", work=tmp_path / "work")
+    restored, failed = restore(nas, empty, "nas", actor="t", work=tmp_path / "work")
+    assert restored == [] and "does not decrypt" in failed[evidence_id]
     assert empty.evidence_ids() == [] and not empty.has_original(evidence_id)
 
-    run = folder / "runs" / "intake-x"
+    run = Path(nas.location(evidence_id, "intake-x"))
+    assert run.name != "intake-x", "a run id derives from the evidence id alone: it must not name a folder"
     os.chmod(run, 0o700)
     os.chmod(run / "transcript.txt", 0o600)
     (run / "transcript.txt").write_bytes((run / "transcript.txt").read_bytes()[:-3])
@@ -152,20 +155,25 @@ def test_tampered_truncated_or_swapped_ciphertext_is_refused_and_a_bad_replica_r
     with pytest.raises(IntegrityError):   # a sealed record moved from another item does not open here
         nas.evidence(evidence_id)
 
-    # The primary, untouched, still restores whole.
-    assert restore(primary, empty, "primary", actor="t", work=tmp_path / "work") == sorted(
-        [evidence_id, other.evidence_id])
+    # The primary, untouched, still restores whole into the store a failed restore left empty.
+    assert restore(primary, empty, "primary", actor="t", work=tmp_path / "work") == (
+        sorted([evidence_id, other.evidence_id]), {})
 
 
 def test_rotating_the_master_key_keeps_everything_readable_and_retires_the_old_key(tmp_path: Path):
     old, new = keys.master(os.urandom(32)), keys.master(os.urandom(32))
     store, evidence_id, data = _sealed_item(tmp_path, old)
     before = (_item_folder(store, evidence_id) / "original" / "original.sealed").read_bytes()
-    assert rotate(store, new) == 7   # item id, record, original, custody log, output, run record, keyring
-    assert rotate(LocalStore(store.root, key=new), new) == 0, "a second run finds nothing left to do"
+    with pytest.raises(ConfigError, match="in use by another process"):   # a worker holding the store
+        rotate([store.root], old, new)
+    store.close()
+    # item id, record, original, custody log, output, run record, keyring
+    assert rotate([store.root], old, new) == {store.root: 7}
+    assert rotate([store.root], old, new) == {}, "a second run finds it done"
     rotated = LocalStore(store.root, key=new)
     after = (_item_folder(rotated, evidence_id) / "original" / "original.sealed").read_bytes()
-    assert after[112:] == before[112:] and after[:112] != before[:112], "content must not be re-encrypted"
+    header = envelope.HEADER_BYTES
+    assert after[header:] == before[header:] and after[:header] != before[:header], "content is not re-encrypted"
     rotated.verify_original(evidence_id)
     assert rotated.read_output(evidence_id, "intake-x", "transcript.txt") == "слова свидетеля".encode()
     assert rotated.custody(evidence_id).ok and rotated.evidence(evidence_id)["case"] == "C"

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from worker import custody
+from worker.encryption.envelope import DecryptionError
 from worker.errors import CustodyError, EvidenceError, IntegrityError, JobError, NotFound
 from worker.progress import SILENT, Progress
 from worker.queue import Job, JobQueue
@@ -66,11 +67,7 @@ class Copied:
     original: bool = False
     runs: list[str] = field(default_factory=list)
     events: list[Mapping[str, Any]] = field(default_factory=list)
-
-    @property
-    def substantive(self) -> bool:
-        """More than the replication events of other replicas (which alone would make them chase each other)."""
-        return self.original or bool(self.runs) or any(e.get("event") != custody.REPLICATED for e in self.events)
+    logged: bool = False   # a "replicated" event was added to the primary's chain
 
 
 def _run_id(run) -> str:
@@ -99,8 +96,12 @@ def copy_item(source: EvidenceStore, target: EvidenceStore, evidence_id: str, wo
     copied = Copied()
     if source.has_original(evidence_id) and not target.has_original(evidence_id):
         record = source.evidence(evidence_id)
-        with source.open_original(evidence_id) as stream:
-            target.adopt_original(evidence_id, stream, record, progress)
+        try:
+            with source.open_original(evidence_id) as stream:
+                target.adopt_original(evidence_id, stream, record, progress)
+        except DecryptionError as exc:
+            raise IntegrityError(f"the original of {evidence_id} does not decrypt where it is copied from "
+                                 f"({exc}); nothing was stored") from None
         target.verify_original(evidence_id)   # as the replica gives it back, decrypted and re-hashed
         copied.original = True
     for run in source.run_records(evidence_id):
@@ -113,12 +114,18 @@ def copy_item(source: EvidenceStore, target: EvidenceStore, evidence_id: str, wo
                                                expected_sha256=str(facts["sha256"]))
                      for name, facts in outputs.items()}
             target.adopt_run(evidence_id, run_id, files, run)
-        for name, facts in outputs.items():
-            if target.hash_output(evidence_id, run_id, name) != (facts["sha256"], facts["size"]):
-                raise IntegrityError(f"{name} of run {run_id} reads back from the replica with other bytes")
+        _verify_run(target, evidence_id, run)
         copied.runs.append(run_id)
     copied.events = list(_copy_custody(source, target, evidence_id))
     return copied
+
+
+def _verify_run(store: EvidenceStore, evidence_id: str, run) -> None:
+    """Every output of ``run`` as ``store`` gives it back, re-hashed against the run's record."""
+    for name, facts in run.record.get("outputs", {}).items():
+        if store.hash_output(evidence_id, _run_id(run), name) != (facts["sha256"], facts["size"]):
+            raise IntegrityError(f"{name} of run {_run_id(run)} of {evidence_id} reads back from the replica with "
+                                 "other bytes")
 
 
 def _copy_custody(source: EvidenceStore, target: EvidenceStore, evidence_id: str) -> Sequence[Mapping[str, Any]]:
@@ -133,17 +140,45 @@ def _copy_custody(source: EvidenceStore, target: EvidenceStore, evidence_id: str
     return chain.events[len(chain.events) - added:] if added else []
 
 
+def _unattested(events: Sequence[Mapping[str, Any]], name: str) -> bool:
+    """Whether the chain holds events since its last "replicated" event for ``name`` (or has none), other
+    replicas' "replicated" events aside: those alone would make replicas chase each other for ever."""
+    for event in reversed(events):
+        if event.get("event") != custody.REPLICATED:
+            return True
+        if event.get("details", {}).get("replica") == name:
+            return False
+    return False
+
+
 def replicate(primary: EvidenceStore, replica: EvidenceStore, name: str, evidence_id: str, *, actor: str,
               work: Path, progress: Progress = SILENT) -> Copied:
-    """Bring replica ``name`` level with the primary for one item; log "replicated" when anything was copied."""
+    """Bring replica ``name`` level with the primary for one item, and attest it in the primary's chain.
+
+    What the chain does not yet attest for this replica (even when an
+    earlier pass copied it and was killed before it could log) is verified
+    as the replica gives it back, then logged as "replicated", an event
+    then copied to the replica too.
+    """
     try:
         copied = copy_item(primary, replica, evidence_id, work, progress)
-        if copied.substantive:
+        events = primary.custody(evidence_id).events
+        mine = [e for e in events if e.get("event") == custody.REPLICATED and e["details"].get("replica") == name]
+        original = replica.has_original(evidence_id) and not any(e["details"].get("original") for e in mine)
+        if original and not copied.original:
+            replica.verify_original(evidence_id)   # copied by a pass that was stopped before it logged
+        attested = {run for e in mine for run in e["details"].get("runs", [])}
+        runs = [run for run in primary.run_records(evidence_id) if _run_id(run) not in attested]
+        for run in runs:
+            if _run_id(run) not in copied.runs:
+                _verify_run(replica, evidence_id, run)
+        if original or runs or _unattested(events, name):
             primary.append_custody(evidence_id, custody.REPLICATED, actor, {
-                "replica": name, "original": copied.original, "runs": copied.runs,
+                "replica": name, "original": original, "runs": [_run_id(run) for run in runs],
                 "custody_events": len(copied.events), "verified": "read back from the replica and re-hashed",
             })
             _copy_custody(primary, replica, evidence_id)
+            copied.logged = True
     except (EvidenceError, OSError):
         raise
     except Exception as exc:  # noqa: BLE001 - botocore: the replica is unreachable or refused
@@ -153,17 +188,55 @@ def replicate(primary: EvidenceStore, replica: EvidenceStore, name: str, evidenc
     return copied
 
 
+def verify_replica(primary: EvidenceStore, replica: EvidenceStore, evidence_id: str) -> list[str]:
+    """Re-read what the replica holds of one item (the original re-hashed after decryption, the intake
+    record, every output against its run record): what is wrong. A scrub, for bit rot and tampering."""
+    problems = []
+    try:
+        if primary.has_original(evidence_id):
+            replica.verify_original(evidence_id)
+        if replica.evidence(evidence_id) != primary.evidence(evidence_id):
+            problems.append("its intake record differs from the primary's")
+    except (EvidenceError, OSError) as exc:
+        problems.append(f"original or intake record: {exc}")
+    for run in primary.run_records(evidence_id):
+        try:
+            if replica.is_committed(evidence_id, _run_id(run)):
+                _verify_run(replica, evidence_id, run)
+        except (EvidenceError, OSError) as exc:
+            problems.append(f"run {_run_id(run)}: {exc}")
+    return problems
+
+
 def restore(replica: EvidenceStore, primary: EvidenceStore, name: str, *, actor: str, work: Path,
-            progress: Progress = SILENT) -> list[str]:
-    """Rebuild an empty primary from replica ``name``; the items restored, each with a "restored" event."""
-    if primary.evidence_ids():
-        raise IntegrityError("the configured store is not empty: restore only ever fills a new, empty store")
-    restored = []
+            progress: Progress = SILENT) -> tuple[list[str], dict[str, str]]:
+    """Rebuild a primary from replica ``name``: (the items restored, the items that failed and why).
+
+    Only ever into a new store, or one that earlier restores left unfinished
+    (every item there says so in its chain): then the items already
+    restored are skipped and the rest are copied (from this replica or
+    another).
+    """
+    done = set()
+    for evidence_id in primary.evidence_ids():
+        events = primary.custody(evidence_id).events
+        if not any(e.get("event") == custody.RESTORED for e in events):
+            raise IntegrityError("the configured store is not empty and was not filled by a restore: restore "
+                                 "only ever fills a new store")
+        done.add(evidence_id)
+    restored, failed = [], {}
     for evidence_id in replica.evidence_ids():
-        copy_item(replica, primary, evidence_id, work, progress)
-        primary.append_custody(evidence_id, custody.RESTORED, actor, {"replica": name})
+        if evidence_id in done:
+            continue
+        try:
+            copy_item(replica, primary, evidence_id, work, progress)
+            primary.append_custody(evidence_id, custody.RESTORED, actor, {"replica": name})
+        except (EvidenceError, OSError) as exc:
+            failed[evidence_id] = str(exc)
+            log.error("item not restored", extra={"evidence_id": evidence_id, "replica": name, "reason": str(exc)})
+            continue
         restored.append(evidence_id)
-    return restored
+    return restored, failed
 
 
 def opened(replica: EvidenceStore) -> EvidenceStore:
@@ -207,7 +280,11 @@ class Replicas:
         for name in self.names:
             try:
                 replica = self._replica(name)
-                behind = [i for i in primary.evidence_ids() if lag(primary, replica, i).behind]
+                found = [lag(primary, replica, i) for i in primary.evidence_ids()]
+                for diverged in (f for f in found if f.problems):
+                    log.error("replica diverged", extra={"replica": name, "evidence_id": diverged.evidence_id,
+                                                         "problems": diverged.problems})
+                behind = [f.evidence_id for f in found if f.behind]
             except Exception as exc:  # noqa: BLE001 - one unreachable replica must not stop the worker
                 log.warning("replica not checked", extra={"replica": name, "reason": str(exc)})
                 continue
@@ -216,7 +293,12 @@ class Replicas:
                 queued += 1
         return queued
 
-    def run(self, primary: EvidenceStore, job: Job, progress: Progress = SILENT) -> Copied:
+    def run(self, primary: EvidenceStore, queue: JobQueue, job: Job, progress: Progress = SILENT) -> Copied:
         name = str(job.params.get("replica", ""))
-        return replicate(primary, self._replica(name), name, job.evidence_id, actor=self.actor, work=self.work,
-                         progress=progress)
+        copied = replicate(primary, self._replica(name), name, job.evidence_id, actor=self.actor, work=self.work,
+                           progress=progress)
+        if copied.logged:   # the other replicas now lack that event; their pass copies it and logs nothing
+            for other in self.names:
+                if other != name:
+                    queue.enqueue(job.evidence_id, REPLICATE, {"replica": other})
+        return copied

@@ -192,8 +192,8 @@ class Worker:
         if self.replicas is None:
             raise JobError("a replication job arrived, but this worker has no [[replicas]] configured")
         with self.protected():
-            copied = self.replicas.run(self.runner.store, job)
-        return Outcome(f"replicate to {job.params.get('replica')}", committed=copied.substantive)
+            copied = self.replicas.run(self.runner.store, self.queue, job)
+        return Outcome(f"replicate to {job.params.get('replica')}", committed=copied.logged)
 
     def _replicate_later(self, evidence_id: str, job: Job | None = None) -> None:
         """Queue replication of an item this worker just changed (never after a replication job itself)."""

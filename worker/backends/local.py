@@ -53,7 +53,7 @@ from worker.backends.local_intake import (
 from worker.directory import OWNER_GRACE_S, Directory, LinkRefused
 from worker.encryption.envelope import MasterKey
 from worker.encryption.sealing import KEYRING, Sealing, context, open_keyring
-from worker.errors import EvidenceError, IntegrityError, NotFound
+from worker.errors import ConfigError, EvidenceError, IntegrityError, NotFound
 from worker.fixity import copy_and_hash
 from worker.permissions import exposed
 from worker.progress import SILENT, Progress
@@ -78,22 +78,41 @@ _LOCK_SUFFIX = ".lock"
 _UPLOAD_PREFIX = "upload-"
 _INCOMING = ".incoming"
 _ITEM_ID = "item.id"
+_IN_USE = ".in-use"
 ORIGINAL_CONTEXT = context(ORIGINAL)   # the evidence id is not known until the last byte; the hash binds it
 SEALED_ORIGINAL = "original.sealed"
 
 
 class LocalStore(EvidenceStore):
-    def __init__(self, root: Path, *, min_free_bytes: int = 0, key: MasterKey | None = None):
+    def __init__(self, root: Path, *, min_free_bytes: int = 0, key: MasterKey | None = None,
+                 exclusive: bool = False):
+        """``exclusive``: for re-keying, which no other process may overlap (workers hold the store shared)."""
         self.root = Path(os.path.abspath(root))
         self.min_free_bytes = min_free_bytes
         self._root = Directory.open(self.root, create=True)
-        self._root.child(_INCOMING, create=True).close()
-        self.sealing: Sealing = open_keyring(
-            key, read=lambda: self._root.read_bytes(KEYRING) if self._root.exists(KEYRING) else None,
-            write_once=lambda data: self._root.write_once(KEYRING, data),
-            holds_items=lambda: bool(self._item_names()), where=f"the store {self.root}")
+        self._in_use = -1
+        try:
+            self._in_use = self._root.open_fd(_IN_USE, os.O_RDWR | os.O_CREAT)
+            try:
+                fcntl.flock(self._in_use, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ConfigError(f"the store {self.root} is in use by another process (a worker?): stop it first"
+                                  if exclusive else f"the store {self.root} is being re-keyed ('evidence keys "
+                                  "rotate-storage-key'): wait until it is done") from None
+            self._root.child(_INCOMING, create=True).close()
+            self.sealing: Sealing = open_keyring(
+                key, read=lambda: self._root.read_bytes(KEYRING) if self._root.exists(KEYRING) else None,
+                write_once=lambda data: self._root.write_once(KEYRING, data),
+                holds_items=lambda: bool(self._item_names()), where=f"the store {self.root}",
+                holds_sealed_items=self._holds_sealed_items)
+        except BaseException:
+            self.close()
+            raise
 
     def close(self) -> None:
+        if self._in_use >= 0:
+            os.close(self._in_use)
+            self._in_use = -1
         self._root.close()
 
     def _incoming(self) -> Directory:
@@ -122,6 +141,13 @@ class LocalStore(EvidenceStore):
                 sealed_id = self.sealing.seal_bytes(evidence_id.encode("ascii"), context(_ITEM_ID, name))
                 folder.write_once(_ITEM_ID, sealed_id)
             yield folder
+
+    def _holds_sealed_items(self) -> bool:
+        for name in self._item_names():
+            with self._root.child(name) as folder:
+                if folder.exists(_ITEM_ID):
+                    return True
+        return False
 
     def _identify(self, name: str) -> str | None:
         """The evidence id a sealed item folder holds (None if it cannot be told: then it is reported)."""
@@ -402,32 +428,33 @@ class LocalStore(EvidenceStore):
                 yield runs
 
     def is_committed(self, evidence_id: str, run_id: str) -> bool:
-        check_run_id(run_id)
+        folder = self.sealing.run_name(evidence_id, check_run_id(run_id))
         if not self._exists(evidence_id):
             return False
         with self._runs(evidence_id) as runs:
-            if runs is None or not runs.is_dir(run_id):
+            if runs is None or not runs.is_dir(folder):
                 return False
-            with runs.child(run_id) as run:
+            with runs.child(folder) as run:
                 return run.exists(RUN_RECORD)
 
     def _commit_new_run(self, evidence_id: str, run_id: str, files: Mapping[str, Path],
                         record: Mapping[str, Any], exact: bytes | None = None) -> RunRecord | None:
+        name = self.sealing.run_name(evidence_id, run_id)
         with self._runs(evidence_id, create=True) as runs:
-            staging = f"{_STAGING_PREFIX}{run_id}-{secrets.token_hex(6)}"
+            staging = f"{_STAGING_PREFIX}{name}-{secrets.token_hex(6)}"
             # Locked before the folder exists: discard_uncommitted never sees this folder unlocked.
             with runs.locked(staging + _LOCK_SUFFIX):
                 try:
                     with runs.child(staging, create=True) as folder:
-                        full, digest = self._fill(folder, files, record, evidence_id, run_id, exact)
+                        full, digest = self._fill(folder, files, record, evidence_id, name, exact)
                     try:
-                        runs.rename(staging, runs, run_id)
+                        runs.rename(staging, runs, name)
                     except OSError as exc:
                         if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
                             return None  # another attempt committed this run first; keep theirs
                         raise
                     runs.fsync()
-                    runs.seal(run_id)
+                    runs.seal(name)
                     return RunRecord(full, digest)
                 except OSError as exc:
                     if is_disk_full(exc):
@@ -439,13 +466,13 @@ class LocalStore(EvidenceStore):
                     runs.unlink(staging + _LOCK_SUFFIX, missing_ok=True)
 
     def _fill(self, folder: Directory, files: Mapping[str, Path], record: Mapping[str, Any], evidence_id: str,
-              run_id: str, exact: bytes | None) -> tuple[dict, str]:
+              run_name: str, exact: bytes | None) -> tuple[dict, str]:
         outputs = {}
         for name, source in sorted(files.items()):
             source = Path(source)
             with Directory.open(source.parent) as origin, origin.open_file(source.name) as src, \
                     folder.open_file(name, "wb") as dst:
-                with self.sealing.writer(dst, context(evidence_id, "runs", run_id, name)) as sink:
+                with self.sealing.writer(dst, context(evidence_id, "runs", run_name, name)) as sink:
                     digest, size = copy_and_hash(src, sink)
                 dst.flush()
                 os.fsync(dst.fileno())
@@ -456,9 +483,10 @@ class LocalStore(EvidenceStore):
         if exact is not None:
             full, data = json.loads(exact), exact
             if full.get("outputs") != outputs:
-                raise IntegrityError(f"the outputs copied for run {run_id} do not hash as its run.json records")
+                raise IntegrityError(f"the outputs copied for run {full.get('run_id')} do not hash as its run.json "
+                                     "records")
         # The last file written: this is the commit record.
-        folder.write_once(RUN_RECORD, self.sealing.seal_bytes(data, context(evidence_id, "runs", run_id, RUN_RECORD)))
+        folder.write_once(RUN_RECORD, self.sealing.seal_bytes(data, context(evidence_id, "runs", run_name, RUN_RECORD)))
         folder.fsync()
         return full, hashlib.sha256(data).hexdigest()
 
@@ -471,7 +499,7 @@ class LocalStore(EvidenceStore):
 
     def discard_uncommitted(self, evidence_id: str, run_id: str) -> None:
         with self._runs(evidence_id) as runs:
-            for staging in self._staging_folders(evidence_id, f"{run_id}-"):
+            for staging in self._staging_folders(evidence_id, f"{self.sealing.run_name(evidence_id, run_id)}-"):
                 try:
                     if runs.held(staging + _LOCK_SUFFIX):
                         continue  # a live worker is committing it
@@ -501,13 +529,14 @@ class LocalStore(EvidenceStore):
             raise NotFound(f"run {run_id} of {evidence_id} is not committed")
         if not OUTPUT_NAME.match(name):
             raise NotFound(f"{name!r} is not an output name")
-        with self._runs(evidence_id) as runs, runs.child(run_id) as run:
+        folder = self.sealing.run_name(evidence_id, run_id)
+        with self._runs(evidence_id) as runs, runs.child(folder) as run:
             try:
                 handle = run.open_file(name)
             except FileNotFoundError:
                 raise NotFound(f"run {run_id} has no output {name!r}") from None
         with handle:
-            yield self.sealing.reader(handle, context(evidence_id, "runs", run_id, name))
+            yield self.sealing.reader(handle, context(evidence_id, "runs", folder, name))
 
     def read_output(self, evidence_id: str, run_id: str, name: str) -> bytes:
         with self._output(evidence_id, run_id, name) as handle:
@@ -537,7 +566,7 @@ class LocalStore(EvidenceStore):
 
     def location(self, evidence_id: str, run_id: str | None = None) -> str:
         item = self.root / self._folder_name(evidence_id)
-        return str(item / "runs" / check_run_id(run_id) if run_id else item)
+        return str(item / "runs" / self.sealing.run_name(evidence_id, check_run_id(run_id)) if run_id else item)
 
     def exposure(self) -> list[str]:
         unknown = [f"{self.root / name}: an item folder whose sealed id is missing or does not open (planted, "

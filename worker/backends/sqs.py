@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from worker.encryption.sealing import PLAIN, Sealing
-from worker.errors import EvidenceError, NotFound, QueueUnavailable
+from worker.errors import EvidenceError, IntegrityError, NotFound, QueueUnavailable
 from worker.queue import DEAD, QUEUED, Job, JobQueue
 
 log = logging.getLogger("evidence.queue.sqs")
@@ -102,13 +102,21 @@ class SqsQueue(JobQueue):
             return f"the message is malformed ({type(exc).__name__}: {exc})"
 
     def _opened(self, body: dict[str, Any]) -> dict[str, Any]:
-        """A job message with its sealed part opened (IntegrityError if it does not open)."""
-        if "sealed" not in body:
+        """A job message with its sealed part opened; only the release count may stand outside it.
+
+        With encryption on, a job message that is not sealed (or sealed for
+        another job id) is refused: whoever can send to the queue cannot
+        have a job run that the worker did not seal.
+        """
+        if body.get("schema") != SCHEMA or not self.sealing.enabled:
             return body
-        inner = _json(self.sealing.open_bytes(base64.b64decode(str(body["sealed"]), validate=True), _JOB).decode())
+        if "sealed" not in body:
+            raise IntegrityError("a job message that is not sealed, although encryption is on")
+        what = _JOB + str(body.get("job_id", "")).encode()
+        inner = _json(self.sealing.open_bytes(base64.b64decode(str(body["sealed"]), validate=True), what).decode())
         if not isinstance(inner, dict):
             raise ValueError("the sealed part is not a JSON object")
-        return {**inner, **{k: v for k, v in body.items() if k != "sealed"}}
+        return {**inner, **({"released": body["released"]} if "released" in body else {})}
 
     def _parse(self, message: Mapping[str, Any]) -> Job | str | None:
         received = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
@@ -208,7 +216,7 @@ class SqsQueue(JobQueue):
         body: dict[str, Any] = {"schema": SCHEMA, "job_id": job.id, "evidence_id": job.evidence_id,
                                 "pipeline": job.pipeline, "params": dict(job.params), "nonce": job.nonce}
         if self.sealing.enabled:
-            sealed = self.sealing.seal_bytes(json.dumps(body, sort_keys=True).encode(), _JOB)
+            sealed = self.sealing.seal_bytes(json.dumps(body, sort_keys=True).encode(), _JOB + job.id.encode())
             body = {"schema": SCHEMA, "job_id": job.id, "sealed": base64.b64encode(sealed).decode("ascii")}
         if released:
             body["released"] = released

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -37,7 +38,7 @@ def register(command) -> None:
                 "on removable media, and a copy in escrow: a lost key is lost evidence); with --kms-key-id\n"
                 "the key is made by AWS KMS and PATH holds it only as KMS ciphertext.\n\n"
                 "rotate-storage-key --new-key-file PATH (workers stopped) re-wraps the data key of every\n"
-                "object in the store, the local replicas named and the staff roster under the new key,\n"
+                "object in the store, every local replica and the staff roster under the new key,\n"
                 "without re-encrypting content; interrupted, run it again with the same keys. Then set\n"
                 "[encryption] key_file = PATH. The old key still opens older backups: destroy it only once\n"
                 "they are rotated or gone. S3 stores are write-once: rotate the KMS key behind them instead.")
@@ -50,8 +51,6 @@ def register(command) -> None:
     rotate = actions.add_parser("rotate-storage-key", help="re-wrap every stored object under a new key file")
     rotate.add_argument("--new-key-file", type=Path, required=True, metavar="PATH",
                         help="the new master key ('evidence keys init-storage-key --out PATH' makes one)")
-    rotate.add_argument("--replica", action="append", default=[], metavar="NAME",
-                        help="also rotate this local [[replicas]] store (repeat for several)")
     rotate.add_argument("--json", action="store_true")
     k.set_defaults(handler=cmd_keys)
 
@@ -134,11 +133,9 @@ def _init_storage_key(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _rotate_storage_key(settings: Settings, args: argparse.Namespace) -> int:
-    from worker.backends import open_replica
-    from worker.backends.local import LocalStore
     from worker.backends.local_rotation import rotate
     from worker.encryption import keys, master
-    from worker.staff import Roster
+    from worker.staff import Roster, RosterError
 
     old = master.load(settings)
     if old is None:
@@ -146,17 +143,24 @@ def _rotate_storage_key(settings: Settings, args: argparse.Namespace) -> int:
     new = keys.from_key_file(args.new_key_file)
     if new.key_id == old.key_id:
         raise ConfigError(f"{args.new_key_file} holds the key already configured")
-    changed = {}
-    for name, store in [("store", open_store(settings)),
-                        *((replica, open_replica(settings, replica)) for replica in args.replica)]:
-        if not isinstance(store, LocalStore):
-            raise ConfigError(f"{name} is an S3 store, whose objects are write-once: rotate its KMS key instead")
-        changed[name] = rotate(store, new)
-    Roster(settings.home, old).rewrap(new)
+    if settings.store.backend != "local":
+        raise ConfigError("the store is in S3, whose objects are write-once: rotate the KMS key behind "
+                          "key_source = \"kms\" instead, or restore into a new store under the new key")
+    local = {"store": settings.store_root} | {r.name: r.root for r in settings.replicas if r.backend == "local"}
+    left = [r.name for r in settings.replicas if r.backend != "local"]
+    changed = rotate(list(local.values()), old, new)
+    try:
+        Roster(settings.home, old).rewrap(new)
+    except RosterError:
+        Roster(settings.home, new).names()   # re-keyed by an earlier run that was interrupted; else this raises
+    counts = {name: changed.get(Path(os.path.abspath(root)), 0) for name, root in local.items()}
     if args.json:
-        print_json({"rewrapped": changed, "key_file": str(args.new_key_file)})
+        print_json({"rewrapped": counts, "not_rotated": left, "key_file": str(args.new_key_file)})
     else:
-        for name, count in changed.items():
+        for name, count in counts.items():
             print(f"{name}: {count} objects re-wrapped")
+        for name in left:
+            print(f"{name}: an S3 replica, write-once, stays under the old key and cannot take new copies: keep "
+                  "the old key as long as it is kept, and point [[replicas]] at a new bucket, which the worker fills")
         print(f"now set [encryption] key_file = \"{args.new_key_file.resolve()}\" (key_source = \"file\")")
     return EXIT_OK

@@ -10,7 +10,7 @@ from worker.cli.output import EXIT_OK, EXIT_PROBLEM, print_json, printable
 from worker.config import Settings
 from worker.errors import ConfigError, EvidenceError
 from worker.progress import progress_bar
-from worker.replication import lag, opened, replicate, restore
+from worker.replication import lag, opened, replicate, restore, verify_replica
 
 
 def register(command) -> None:
@@ -22,6 +22,8 @@ def register(command) -> None:
                 "to catch up at once (a removable disk just attached). Exit 1 if anything is left behind.")
     p.add_argument("--replica", metavar="NAME", help="only this replica (default: every [[replicas]] entry)")
     p.add_argument("--status", action="store_true", help="only show what each replica lacks; copy nothing")
+    p.add_argument("--verify", action="store_true",
+                   help="also re-read everything each replica holds and re-hash it (a scrub: slow, thorough)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_replicate)
 
@@ -46,31 +48,48 @@ def _names(settings: Settings, only: str | None) -> list[str]:
 def cmd_replicate(settings: Settings, args: argparse.Namespace) -> int:
     store = open_store(settings)
     ids = store.evidence_ids()
-    report: dict[str, Any] = {}
+    report: dict[str, dict[str, Any]] = {}
+    replicas = {}
     for name in _names(settings, args.replica):
-        entry: dict[str, Any] = {"items": len(ids), "behind": [], "copied": [], "failed": []}
-        report[name] = entry
+        report[name] = {"items": len(ids), "behind": [], "copied": [], "failed": [], "problems": []}
         try:
-            replica = opened(open_replica(settings, name))
+            replicas[name] = opened(open_replica(settings, name))
         except EvidenceError as exc:
-            entry["unreachable"] = str(exc)
-            continue
+            report[name]["unreachable"] = str(exc)
+    logged: set[str] = set()
+    for name, replica in replicas.items():
+        entry = report[name]
         for evidence_id in ids:
             try:
                 behind = lag(store, replica, evidence_id)
                 if behind.behind or behind.problems:
                     entry["behind"].append(behind.as_json())
+                if args.verify:
+                    entry["problems"] += [{"evidence_id": evidence_id, "problem": problem}
+                                          for problem in verify_replica(store, replica, evidence_id)]
                 if args.status or not behind.behind:
                     continue
                 with progress_bar(store.evidence(evidence_id).get("size"), f"{name} {evidence_id[:12]}") as bar:
                     copied = replicate(store, replica, name, evidence_id, actor=settings.actor,
                                        work=settings.work_dir, progress=bar)
+                if copied.logged:
+                    logged.add(evidence_id)
                 entry["copied"].append({"evidence_id": evidence_id, "original": copied.original,
                                         "runs": copied.runs, "custody_events": len(copied.events)})
             except (EvidenceError, OSError) as exc:
                 entry["failed"].append({"evidence_id": evidence_id, "reason": str(exc)})
-        entry["level"] = not entry["failed"] and not (args.status and entry["behind"])
-    ok = all(entry.get("level") for entry in report.values())
+    # A "replicated" event logged for one replica is new to the others: a quiet second pass copies it.
+    for name, replica in replicas.items():
+        for evidence_id in sorted(logged):
+            try:
+                replicate(store, replica, name, evidence_id, actor=settings.actor, work=settings.work_dir)
+            except (EvidenceError, OSError) as exc:
+                report[name]["failed"].append({"evidence_id": evidence_id, "reason": str(exc)})
+    for entry in report.values():
+        diverged = any(behind["problems"] for behind in entry["behind"])
+        entry["level"] = ("unreachable" not in entry and not entry["failed"] and not entry["problems"]
+                          and not diverged and not (args.status and entry["behind"]))
+    ok = all(entry["level"] for entry in report.values())
     if args.json:
         print_json({"ok": ok, "replicas": report})
     else:
@@ -89,6 +108,11 @@ def _print(report: dict[str, Any], status: bool) -> None:
             print(f"copied  {name}: {copied['evidence_id'][:12]}  {', '.join(what)}")
         for failed in entry["failed"]:
             print(f"PROBLEM {name}: {failed['evidence_id'][:12]}  {printable(failed['reason'])}")
+        for found in entry["problems"]:
+            print(f"PROBLEM {name}: {found['evidence_id'][:12]}  {printable(found['problem'])}")
+        for behind in entry["behind"] if not status else []:
+            for problem in behind["problems"]:
+                print(f"PROBLEM {name}: {behind['evidence_id'][:12]}  {printable(problem)}")
         if status:
             for behind in entry["behind"]:
                 what = ["original"] * behind["original"] + [f"run {r}" for r in behind["runs"]]
@@ -102,11 +126,16 @@ def cmd_restore(settings: Settings, args: argparse.Namespace) -> int:
     replica = open_replica(settings, args.source)
     store = open_store(settings)
     with progress_bar(None, f"restore from {args.source}") as bar:
-        restored = restore(replica, store, args.source, actor=settings.actor, work=settings.work_dir, progress=bar)
+        restored, failed = restore(replica, store, args.source, actor=settings.actor, work=settings.work_dir,
+                                   progress=bar)
     if args.json:
-        print_json({"restored": restored, "from": args.source})
+        print_json({"ok": not failed, "restored": restored, "failed": failed, "from": args.source})
     else:
         for evidence_id in restored:
             print(f"restored {evidence_id}")
-        print(f"{len(restored)} items restored from {args.source}; now run 'evidence audit'")
-    return EXIT_OK
+        for evidence_id, reason in failed.items():
+            print(f"PROBLEM  {evidence_id}  {printable(reason)}")
+        print(f"{len(restored)} items restored from {args.source}" + (
+            f"; {len(failed)} failed: run the same command again once the cause is fixed (what is restored is "
+            "kept), or restore them from another replica" if failed else "; now run 'evidence audit'"))
+    return EXIT_PROBLEM if failed else EXIT_OK

@@ -174,14 +174,20 @@ class OpeningReader:
     def __init__(self, source: BinaryIO, master: MasterKey, context: bytes):
         self._chunks = open_chunks(source, master, context)
         self._current, self._offset = b"", 0
+        self._failed: DecryptionError | None = None
 
     def readinto(self, buffer) -> int:
         view = memoryview(buffer).cast("B")
         while self._offset == len(self._current):
+            if self._failed is not None:   # never a clean end after a chunk that did not open
+                raise self._failed
             try:
                 self._current, self._offset = next(self._chunks), 0
             except StopIteration:
                 return 0
+            except DecryptionError as exc:
+                self._failed = exc
+                raise
         n = min(len(view), len(self._current) - self._offset)
         view[:n] = self._current[self._offset:self._offset + n]
         self._offset += n
@@ -189,8 +195,9 @@ class OpeningReader:
 
     def read(self, size: int = -1) -> bytes:
         if size is None or size < 0:
-            parts = [self._current[self._offset:], *self._chunks]
-            self._current, self._offset = b"", 0
+            parts, buffer = [], bytearray(CHUNK_BYTES)
+            while n := self.readinto(buffer):
+                parts.append(bytes(buffer[:n]))
             return b"".join(parts)
         buffer = bytearray(size)
         return bytes(buffer[:self.readinto(buffer)])

@@ -53,8 +53,16 @@ class Sealing:
     def enabled(self) -> bool:
         return self.key is not None
 
+    def name(self, text: str) -> str:
+        """What a store calls ``text`` (an evidence id, a run) on disk or in a listing: a keyed hash when sealed."""
+        return storage_name(self._naming_key, text) if self._naming_key else text
+
     def item_name(self, evidence_id: str) -> str:
-        return storage_name(self._naming_key, evidence_id) if self._naming_key else evidence_id
+        return self.name(evidence_id)
+
+    def run_name(self, evidence_id: str, run_id: str) -> str:
+        # A run id is derived from the evidence id and the pipeline alone: in the clear it would name the video.
+        return self.name(f"{evidence_id}/runs/{run_id}") if self._naming_key else run_id
 
     def token(self, text: str, what: bytes) -> str:
         """``text`` encrypted deterministically (AES-SIV): the same text gives the same token, so a queue can
@@ -123,14 +131,19 @@ PLAIN = Sealing()
 
 
 def open_keyring(key: MasterKey | None, read: Callable[[], bytes | None], write_once: Callable[[bytes], bool],
-                 holds_items: Callable[[], bool], where: str) -> Sealing:
+                 holds_items: Callable[[], bool], where: str,
+                 holds_sealed_items: Callable[[], bool] | None = None) -> Sealing:
     """The store's Sealing, after checking that ``key`` is the one the store was sealed under.
 
     ``read`` gives the stored keyring or None; ``write_once`` stores a new
     one unless one exists (False then); ``holds_items`` says whether the
-    store has items already.
+    store has items already, ``holds_sealed_items`` whether any is sealed.
     """
     stored = read()
+    if stored is None and holds_sealed_items is not None and holds_sealed_items():
+        # Never a fresh keyring (its names would miss every item) and never plain writes among sealed ones.
+        raise ConfigError(f"{where} holds sealed items but its keyring ({KEYRING}) is missing: it cannot be used "
+                          "as it is. Restore from a replica into a new store ('evidence restore --from NAME')")
     if key is None:
         if stored is not None:
             raise ConfigError(f"{where} is encrypted: configure [encryption] with its key to use it")
@@ -167,7 +180,15 @@ def rewrapped(header: bytes, old: MasterKey, new: MasterKey, what: bytes) -> byt
 
 
 def rewrap_line(stored: bytes, old: MasterKey, new: MasterKey, what: bytes) -> bytes:
-    """A sealed log line (without its newline) with its header re-wrapped under ``new``."""
-    sealed = base64.b64decode(stored, validate=True)
-    header = rewrapped(sealed[:envelope.HEADER_BYTES], old, new, what)
+    """A sealed log line (without its newline) with its header re-wrapped under ``new``.
+
+    A line that is not a sealed object of ``old`` (damage the custody check
+    reports, acknowledged or not) is kept byte for byte: its bytes are what
+    an acknowledgement names.
+    """
+    try:
+        sealed = base64.b64decode(stored, validate=True)
+        header = rewrapped(sealed[:envelope.HEADER_BYTES], old, new, what)
+    except (binascii.Error, IntegrityError):
+        return stored
     return stored if header is None else base64.b64encode(header + sealed[envelope.HEADER_BYTES:])
