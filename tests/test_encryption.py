@@ -31,13 +31,28 @@ def _open(sealed: bytes, key, context: bytes = CONTEXT) -> bytes:
     return out.getvalue()
 
 
-@pytest.mark.parametrize("size", [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK, 3 * CHUNK + 5])
-def test_round_trip_at_every_chunk_boundary(size):
+@pytest.mark.parametrize("size", [0, 1, CHUNK - 5, CHUNK - 4, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK, 3 * CHUNK + 5])
+@pytest.mark.parametrize("padded", [False, True])
+def test_round_trip_at_every_chunk_boundary(size, padded):
     key = keys.master(os.urandom(32))
     data = os.urandom(size)
-    sealed = _seal(data, key)
+    out = io.BytesIO()
+    with envelope.SealingWriter(out, key, CONTEXT, CHUNK, padded=padded) as writer:
+        for start in range(0, size, 333):
+            writer.write(data[start:start + 333])
+    sealed = out.getvalue()
+    assert len(sealed) == envelope.sealed_size(size, CHUNK, padded=padded)
     assert _open(sealed, key) == data
     assert size < 64 or data[:64] not in sealed
+    if padded and size:   # padding chunks are authenticated like the others: cutting them off is detected
+        with pytest.raises(DecryptionError):
+            _open(sealed[:-TAGGED], key)
+
+
+def test_padding_hides_which_of_many_videos_is_stored():
+    sizes = range(305 * 2**20, 318 * 2**20, 2**20 // 3)   # 39 videos of 305 to 318 MiB
+    assert len({envelope.sealed_size(size, padded=True) for size in sizes}) == 1
+    assert all(envelope.sealed_size(size, padded=True) < 1.13 * size for size in (50 * 2**20, 3 * 2**30))
 
 
 def test_every_tampering_is_detected():

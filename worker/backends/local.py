@@ -191,7 +191,7 @@ class LocalStore(EvidenceStore):
             try:
                 with os.fdopen(fd, "wb") as handle:
                     fcntl.flock(handle, fcntl.LOCK_EX)  # a live upload; see remove_abandoned_uploads
-                    with self.sealing.writer(handle, ORIGINAL_CONTEXT) as sink:
+                    with self.sealing.writer(handle, ORIGINAL_CONTEXT, media=True) as sink:
                         digest, size = copy_and_hash(source, sink, progress)
                     handle.flush()
                     os.fsync(handle.fileno())
@@ -227,7 +227,7 @@ class LocalStore(EvidenceStore):
             else:
                 with item.child(ORIGINAL) as folder:
                     stored_size = folder.lstat(existing).st_size
-                if stored_size != self.sealing.stored_size(size):
+                if stored_size != self.sealing.stored_size(size, media=True):
                     raise IntegrityError(
                         f"the stored original of {digest} takes {stored_size} bytes on disk, not what {size} bytes "
                         "take: it was altered on disk; run 'evidence audit'"
@@ -472,7 +472,7 @@ class LocalStore(EvidenceStore):
             source = Path(source)
             with Directory.open(source.parent) as origin, origin.open_file(source.name) as src, \
                     folder.open_file(name, "wb") as dst:
-                with self.sealing.writer(dst, context(evidence_id, "runs", run_name, name)) as sink:
+                with self.sealing.writer(dst, context(evidence_id, "runs", run_name, name), media=True) as sink:
                     digest, size = copy_and_hash(src, sink)
                 dst.flush()
                 os.fsync(dst.fileno())

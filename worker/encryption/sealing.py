@@ -80,17 +80,22 @@ class Sealing:
         except (binascii.Error, ValueError, InvalidTag):
             raise IntegrityError("a sealed value in the job queue does not open: altered, or another key") from None
 
-    def stored_size(self, size: int) -> int:
+    def stored_size(self, size: int, *, media: bool = False) -> int:
         """How many bytes an object of ``size`` bytes takes as stored."""
-        return size if self.key is None else envelope.sealed_size(size)
+        return size if self.key is None else envelope.sealed_size(size, padded=media)
 
     @contextmanager
-    def writer(self, target: BinaryIO, what: bytes) -> Iterator[BinaryIO]:
-        """Where to write an object's plaintext; sealed into ``target`` when encryption is on."""
+    def writer(self, target: BinaryIO, what: bytes, *, media: bool = False) -> Iterator[BinaryIO]:
+        """Where to write an object's plaintext; sealed into ``target`` when encryption is on.
+
+        ``media``: an original or a derivative, whose exact size could tell
+        which known video it is: padded (to within about 12 %, never less than
+        a chunk) so that it cannot.
+        """
         if self.key is None:
             yield target
             return
-        with SealingWriter(target, self.key, what) as sealed:
+        with SealingWriter(target, self.key, what, padded=media) as sealed:
             yield sealed  # type: ignore[misc]
 
     def reader(self, source: BinaryIO, what: bytes) -> BinaryIO:
