@@ -89,7 +89,7 @@ def test_a_hostile_file_name_is_stored_safely_and_processed(cli: Cli, tmp_path: 
     record = json.loads((cli.home / "store" / third["evidence_id"] / "evidence.json").read_text())
     assert bytes.fromhex(record["original_name_bytes_hex"]) == b"\xff\xfe clip.mp4"
     assert sorted(p.name for p in (cli.home / "store").iterdir()) == sorted(
-        [".incoming", first["evidence_id"], second["evidence_id"], third["evidence_id"]])
+        [".incoming", ".in-use", first["evidence_id"], second["evidence_id"], third["evidence_id"]])
 
 
 def test_a_hung_media_tool_is_retried_then_dead_lettered(cli: Cli):

@@ -15,21 +15,23 @@ from worker import custody
 from worker.backends.local import LocalStore
 from worker.backends.s3 import S3Store
 from worker.encryption import keys
-from worker.errors import ConfigError, IntegrityError, NotFound
+from worker.errors import ConfigError, CustodyError, IntegrityError, NotFound
+from worker.replication import copy_item, lag
 from worker.store import EvidenceStore
 
 FOOTAGE = b"field footage " * 5000
 
 
-@pytest.fixture(params=["local", "local-sealed", "s3"])
+@pytest.fixture(params=["local", "local-sealed", "s3", "s3-sealed"])
 def any_store(request, tmp_path) -> EvidenceStore:
     if request.param == "local":
         return LocalStore(tmp_path / "store")
     if request.param == "local-sealed":
         return LocalStore(tmp_path / "store", key=keys.master(os.urandom(32)))
     endpoint = request.getfixturevalue("aws_endpoint")
+    key = keys.master(os.urandom(32)) if request.param == "s3-sealed" else None
     return S3Store(aws_client("s3", endpoint), request.getfixturevalue("locked_bucket"), prefix="evidence",
-                   retention_days=1, spool_dir=tmp_path)
+                   retention_days=1, spool_dir=tmp_path, key=key)
 
 
 def test_an_original_is_stored_once_logged_and_re_verified(any_store, tmp_path):
@@ -156,3 +158,131 @@ def test_objects_are_encrypted_server_side_under_the_configured_kms_key(aws_endp
         head = client.head_object(Bucket=locked_bucket, Key=key)
         assert head["ServerSideEncryption"] == "aws:kms" and key_id in head["SSEKMSKeyId"]
     store.verify_original(stored.evidence_id)
+
+
+def _store_marked_item(store: EvidenceStore, tmp_path, marker: str) -> str:
+    """An item whose original, intake facts, custody and run output each carry ``marker``; its evidence id."""
+    original = f"footage {marker}-original ".encode() * 5000
+    stored = store.put_original(io.BytesIO(original), intake={"case": f"{marker}-case",
+                                                              "original_name": f"{marker}-name.mp4"}, actor="t")
+    store.append_custody(stored.evidence_id, custody.AUDIT_RESULT, "t", {"note": f"{marker}-custody"})
+    output = tmp_path / "transcript.txt"
+    output.write_text(f"{marker}-output")
+    assert store.commit_run(stored.evidence_id, "intake-v1-abc", {"transcript.txt": output},
+                            {"run_id": "intake-v1-abc", "note": f"{marker}-run"}) is not None
+    return stored.evidence_id
+
+
+def test_a_sealed_s3_store_shows_the_provider_nothing_and_refuses_another_key(aws_endpoint, locked_bucket, tmp_path):
+    client = aws_client("s3", aws_endpoint)
+    key = keys.master(os.urandom(32))
+    store = S3Store(client, locked_bucket, prefix="team-a", retention_days=1, spool_dir=tmp_path, key=key)
+    marker = f"marker-{os.urandom(8).hex()}"
+    evidence_id = _store_marked_item(store, tmp_path, marker)
+    versions = client.list_object_versions(Bucket=locked_bucket)["Versions"]
+    # The write-once probe, the keyring, item.id, the original, evidence.json, two events, the output, run.json.
+    assert len(versions) == 9
+    for version in versions:
+        body = client.get_object(Bucket=locked_bucket, Key=version["Key"], VersionId=version["VersionId"])["Body"]
+        data = body.read()
+        for secret in (marker, evidence_id, "intake-v1-abc"):
+            assert secret not in version["Key"] and secret.encode() not in data, version["Key"]
+    assert store.evidence(evidence_id)["stored_as"] == "original/original.sealed"
+    again = S3Store(client, locked_bucket, prefix="team-a", retention_days=1, spool_dir=tmp_path, key=key)
+    assert again.evidence_ids() == [evidence_id] and again.custody(evidence_id).ok and not again.exposure()
+    assert again.read_output(evidence_id, "intake-v1-abc", "transcript.txt") == f"{marker}-output".encode()
+    work = tmp_path / "work"
+    work.mkdir()
+    assert again.original_for_run(evidence_id, work).name == "original.mp4"
+    with pytest.raises(ConfigError, match="another master key"):
+        S3Store(client, locked_bucket, prefix="team-a", spool_dir=tmp_path, key=keys.master(os.urandom(32)))
+    with pytest.raises(ConfigError, match="is encrypted"):
+        S3Store(client, locked_bucket, prefix="team-a", spool_dir=tmp_path)
+    store._claim("0" * 64)   # an intake that stopped right after claiming its prefix: nothing of it is stored
+    assert store.evidence_ids() == [evidence_id] and not store.exposure()
+
+
+def test_a_changed_or_moved_sealed_s3_object_is_detected(aws_endpoint, tmp_path):
+    # Object Lock forbids overwriting, so the tampering happens in a bucket without it.
+    client = aws_client("s3", aws_endpoint)
+    bucket = f"evidence-plain-{os.urandom(6).hex()}"
+    client.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-central-1"})
+    store = S3Store(client, bucket, spool_dir=tmp_path, require_lock=False, key=keys.master(os.urandom(32)))
+    evidence_id = _store_marked_item(store, tmp_path, "tamper")
+    item = store.sealing.item_name(evidence_id)
+
+    def flip(key: str) -> None:
+        data = bytearray(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+        data[-1] ^= 1
+        client.put_object(Bucket=bucket, Key=key, Body=bytes(data))
+
+    flip(f"{item}/original/original.sealed")
+    with pytest.raises(IntegrityError, match="does not decrypt"):
+        store.verify_original(evidence_id)
+    with pytest.raises(IntegrityError):
+        store.fetch_original(evidence_id, tmp_path / "copy.mp4")
+    assert not (tmp_path / "copy.mp4").exists()
+    run = f"{item}/runs/{store.sealing.run_name(evidence_id, 'intake-v1-abc')}"
+    [output] = [key for key in store._keys(f"{run}/") if key.endswith("/transcript.txt")]
+    flip(output)
+    with pytest.raises(IntegrityError):
+        store.read_output(evidence_id, "intake-v1-abc", "transcript.txt")
+    with pytest.raises(IntegrityError):
+        store.hash_output(evidence_id, "intake-v1-abc", "transcript.txt")
+    # Two events swapped: each is bound to its sequence number, so neither opens in the other's place.
+    first, second = (client.get_object(Bucket=bucket, Key=f"{item}/custody/{n:012d}.json")["Body"].read()
+                     for n in (0, 1))
+    client.put_object(Bucket=bucket, Key=f"{item}/custody/{0:012d}.json", Body=second)
+    client.put_object(Bucket=bucket, Key=f"{item}/custody/{1:012d}.json", Body=first)
+    chain = store.custody(evidence_id)
+    assert not chain.ok and sum("does not decrypt" in problem for problem in chain.problems) == 2
+    with pytest.raises(CustodyError):
+        store.append_custody(evidence_id, custody.AUDIT_RESULT, "t", {})
+    flip(f"{item}/evidence.json")
+    with pytest.raises(IntegrityError):
+        store.evidence(evidence_id)
+    client.put_object(Bucket=bucket, Key=f"{item}/item.id", Body=b"planted")
+    assert store.evidence_ids() == [] and any("sealed id" in problem for problem in store.exposure())
+    client.delete_object(Bucket=bucket, Key="keyring.sealed")
+    for key in (store.sealing.key, None):   # neither a new keyring nor plain writes among sealed items
+        with pytest.raises(ConfigError, match="keyring"):
+            S3Store(client, bucket, spool_dir=tmp_path, require_lock=False, key=key)
+
+
+def test_an_item_is_copied_to_a_sealed_s3_replica_as_it_is_and_restored_from_it(aws_endpoint, locked_bucket,
+                                                                                 tmp_path):
+    key = keys.master(os.urandom(32))
+    primary = LocalStore(tmp_path / "primary", key=key)
+    replica = S3Store(aws_client("s3", aws_endpoint), locked_bucket, prefix="replica", retention_days=1,
+                      spool_dir=tmp_path, key=key)
+    evidence_id = _store_marked_item(primary, tmp_path, "copy")
+    work = tmp_path / "work"
+    work.mkdir()
+    copied = copy_item(primary, replica, evidence_id, work)
+    assert copied.original and copied.runs == ["intake-v1-abc"] and len(copied.events) == 2
+    assert not lag(primary, replica, evidence_id).behind and not copy_item(primary, replica, evidence_id, work).runs
+    assert replica.run_records(evidence_id) == primary.run_records(evidence_id)   # run.json byte for byte
+    replica.verify_original(evidence_id)
+    restored = LocalStore(tmp_path / "restored", key=key)
+    copy_item(replica, restored, evidence_id, work)
+    assert restored.custody(evidence_id).events == primary.custody(evidence_id).events
+    assert restored.read_output(evidence_id, "intake-v1-abc", "transcript.txt") == b"copy-output"
+    primary.append_custody(evidence_id, custody.AUDIT_RESULT, "t", {})
+    restored.append_custody(evidence_id, custody.AUDIT_RESULT, "t", {})   # another history than the primary's
+    assert replica.adopt_custody(evidence_id, primary.custody(evidence_id).events) == 1
+    with pytest.raises(CustodyError, match="diverged"):
+        replica.adopt_custody(evidence_id, restored.custody(evidence_id).events)
+
+
+def test_a_run_copied_between_s3_stores_keeps_its_attempt(aws_endpoint, locked_bucket, tmp_path):
+    key = keys.master(os.urandom(32))
+    client = aws_client("s3", aws_endpoint)
+    source, target = (S3Store(client, locked_bucket, prefix=prefix, retention_days=1, spool_dir=tmp_path, key=key)
+                      for prefix in ("first", "second"))
+    evidence_id = _store_marked_item(source, tmp_path, "between")
+    work = tmp_path / "work"
+    work.mkdir()
+    copy_item(source, target, evidence_id, work)
+    [run] = target.run_records(evidence_id)
+    assert [run] == source.run_records(evidence_id) and run.record["attempt"].startswith("attempt-")
+    assert target.read_output(evidence_id, "intake-v1-abc", "transcript.txt") == b"between-output"

@@ -12,9 +12,21 @@ Nothing is ever overwritten or deleted: the worker's role needs neither
 right. That is why a run's outputs sit under the attempt that wrote them:
 a crashed attempt's objects cannot be replaced or removed by the next one,
 so the next one writes beside them and only run.json says which count.
+A run copied from another store (a replica) keeps that store's run.json
+byte for byte: its outputs sit under the attempt it names, or directly
+under the run when it came from a local store, which has no attempts.
 An original is hashed while it is spooled to a private local file, so its
 key (its SHA-256) is known before a byte is sent, and S3 checks the
 SHA-256 checksum of every part on arrival. Reads stream and re-hash.
+
+With a master key (worker.encryption.sealing) every object is sealed on
+this side before it is sent, each bound to what it is (its context); an
+item's prefix is a keyed hash of its evidence id, a run's of its run id,
+and a sealed ``item.id`` (written first) says which item a prefix holds;
+the original is stored as ``original.sealed``. The spool then holds ciphertext only; the original is
+hashed as plaintext on the way in and re-hashed after decryption on every
+read. The store's keyring is ``<prefix>keyring.sealed``, written once.
+Server-side encryption under KMS, when configured, wraps the ciphertext again.
 """
 
 from __future__ import annotations
@@ -28,17 +40,21 @@ import os
 import secrets
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from worker import custody
 from worker import store as port
-from worker.backends.local_intake import ORIGINAL, RECORD, json_bytes
+from worker.backends.local import ORIGINAL_CONTEXT, SEALED_ORIGINAL
+from worker.backends.local_intake import ORIGINAL, RECORD, record_context
+from worker.encryption.envelope import MasterKey
+from worker.encryption.sealing import KEYRING, Sealing, context, open_keyring
 from worker.errors import ConfigError, CustodyError, IntegrityError, NotFound
 from worker.fixity import copy_and_hash
 from worker.progress import SILENT, Progress
-from worker.store import EvidenceStore, RunRecord, Stored
+from worker.store import EvidenceStore, RunRecord, Stored, json_bytes
 from worker.timestamps import utc_now
 
 log = logging.getLogger("evidence.store.s3")
@@ -46,6 +62,9 @@ log = logging.getLogger("evidence.store.s3")
 PART_BYTES = 64 * 2**20          # multipart above this; S3 allows 10,000 parts: 640 GiB
 _CUSTODY = "custody"
 _APPEND_TRIES = 20               # racing writers of one item's custody: each retry re-reads the head
+_ITEM_ID = "item.id"
+# Put in a custody object's place when it does not open, so that the chain check sees a damaged event there.
+_UNOPENED = b"(a sealed custody object that does not open)\n"
 
 
 def _b64(hex_digest: str) -> str:
@@ -56,24 +75,70 @@ def _code(exc: Exception) -> str:
     return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
 
 
+def _custody_context(evidence_id: str, number: str) -> bytes:
+    """An event bound to its place (the object's number): moved to another sequence number, it does not open."""
+    return context(evidence_id, _CUSTODY, number)
+
+
+class _HashingWriter:
+    """Passes writes on to ``target``, hashing them: what is spooled is known without reading it back."""
+
+    def __init__(self, target: BinaryIO):
+        self.target, self.sha256, self.size = target, hashlib.sha256(), 0
+
+    def write(self, data) -> int:
+        self.sha256.update(data)
+        self.size += len(data)
+        return self.target.write(data)
+
+
 class S3Store(EvidenceStore):
     def __init__(self, client: Any, bucket: str, *, prefix: str = "", retention_mode: str = "COMPLIANCE",
                  retention_days: int = 3650, legal_hold: bool = False, spool_dir: Path | None = None,
-                 require_lock: bool = True, sse_kms_key_id: str | None = None):
+                 require_lock: bool = True, sse_kms_key_id: str | None = None, key: MasterKey | None = None):
         self.client, self.bucket = client, bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.retention_mode, self.retention_days, self.legal_hold = retention_mode, retention_days, legal_hold
         self.spool_dir = spool_dir
         # Server-side encryption under a KMS key, with an S3 Bucket Key (fewer KMS calls): the provider's disks
-        # hold ciphertext. It does not hide footage from the provider itself; client-side encryption will.
+        # hold ciphertext. It does not hide footage from the provider itself; a master key (``key``) does.
         self.encryption = ({"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": sse_kms_key_id,
                             "BucketKeyEnabled": True} if sse_kms_key_id else {})
         self.locked = self._preflight(require_lock)
+        keyring = self._key(KEYRING)
+        self.sealing: Sealing = open_keyring(
+            key, read=self._stored_keyring,
+            write_once=lambda data: self._put_once(keyring, data, hashlib.sha256(data).hexdigest(), len(data)),
+            holds_items=lambda: next(self._item_names(), None) is not None,
+            where=f"the store s3://{self.bucket}/{self.prefix}", holds_sealed_items=self._holds_sealed_items)
 
     # -- keys and plumbing --------------------------------------------------
 
     def _key(self, *parts: str) -> str:
         return self.prefix + "/".join(parts)
+
+    def _item_key(self, evidence_id: str, *parts: str) -> str:
+        """The key of an item's object: under its evidence id, or under a keyed hash of it when sealed."""
+        if not port.EVIDENCE_ID.match(evidence_id):   # never a key of someone's choosing
+            raise NotFound(f"{evidence_id!r} is not an evidence id")
+        return self._key(self.sealing.item_name(evidence_id), *parts)
+
+    def _item_names(self) -> Iterator[str]:
+        """The item prefixes under the store's prefix (evidence ids, or their keyed hashes when sealed)."""
+        found = (key[len(self.prefix):].rstrip("/") for key in self._keys(self.prefix, "/"))
+        return (name for name in found if port.EVIDENCE_ID.match(name))
+
+    def _holds_sealed_items(self) -> bool:
+        # A store is sealed throughout or not at all (the keyring refuses the mix): its first item tells, and a
+        # start does not cost a request per item.
+        first = next(self._item_names(), None)
+        return first is not None and self._exists(self._key(first, _ITEM_ID))
+
+    def _stored_keyring(self) -> bytes | None:
+        try:
+            return self._get(self._key(KEYRING))
+        except NotFound:
+            return None
 
     def _preflight(self, require_lock: bool) -> bool:
         """Bucket there, versioned, Object Lock on; otherwise refuse (or, when allowed, say so loudly)."""
@@ -173,6 +238,31 @@ class S3Store(EvidenceStore):
                 raise NotFound(f"no object {key}") from None
             raise
 
+    def _get_sealed(self, key: str, what: bytes) -> bytes:
+        """The plaintext of ``key``; IntegrityError when it does not open as ``what``."""
+        return self.sealing.open_bytes(self._get(key), what)
+
+    def _put_sealed(self, key: str, data: bytes, what: bytes) -> bool:
+        """``data`` written once to ``key`` (False when it exists), sealed as ``what`` when encryption is on."""
+        stored = self.sealing.seal_bytes(data, what)
+        return self._put_once(key, stored, hashlib.sha256(stored).hexdigest(), len(stored))
+
+    def _spool(self, source: BinaryIO, spool: BinaryIO, what: bytes,
+               progress: Progress = SILENT) -> tuple[tuple[str, int], tuple[str, int]]:
+        """An original or an output copied into ``spool`` as it is sent (sealed as ``what``, and padded so
+        that its size does not tell which known video it is, when encryption is on).
+
+        Returns the SHA-256 and size of the plaintext and of what is sent:
+        S3 checks the latter, and wants it before the first byte.
+        """
+        if not self.sealing.enabled:
+            plain = copy_and_hash(source, spool, progress)
+            return plain, plain
+        sent = _HashingWriter(spool)
+        with self.sealing.writer(sent, what, media=True) as sink:   # type: ignore[arg-type]
+            plain = copy_and_hash(source, sink, progress)
+        return plain, (sent.sha256.hexdigest(), sent.size)
+
     def _exists(self, key: str) -> bool:
         try:
             self.client.head_object(Bucket=self.bucket, Key=key)
@@ -191,15 +281,24 @@ class S3Store(EvidenceStore):
                 yield from (p["Prefix"] for p in page.get("CommonPrefixes", []))
             yield from (o["Key"] for o in page.get("Contents", []))
 
-    def _stream_hash(self, key: str, target: BinaryIO | None, progress: Progress = SILENT) -> tuple[str, int]:
+    def _body(self, key: str) -> Any:
+        """``key``'s content as a stream (botocore's, with readinto); the caller closes it."""
         try:
-            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
         except Exception as exc:  # noqa: BLE001
             if _code(exc) in ("NoSuchKey", "404"):
                 raise NotFound(f"no object {key}") from None
             raise
+
+    def _stream_hash(self, key: str, target: BinaryIO | None, what: bytes,
+                     progress: Progress = SILENT) -> tuple[str, int]:
+        """SHA-256 and size of ``key``'s plaintext (opened as ``what``), streamed into ``target`` if given."""
+        body = self._body(key)
         try:
-            return copy_and_hash(body, target, progress)
+            return copy_and_hash(self.sealing.reader(body, what), target, progress)
+        except IntegrityError as exc:   # only a sealed object's reader raises it
+            raise IntegrityError(f"s3://{self.bucket}/{key} does not decrypt ({exc}): it was altered, or is "
+                                 "another object than the one asked for") from None
         finally:
             body.close()
 
@@ -208,10 +307,10 @@ class S3Store(EvidenceStore):
     def put_original(self, source: BinaryIO, *, intake: Mapping[str, Any], actor: str,
                      size_hint: int | None = None, progress: Progress = SILENT) -> Stored:
         with tempfile.TemporaryFile(dir=self.spool_dir) as spool:   # unnamed: gone with the process
-            digest, size = copy_and_hash(source, spool, progress)
-            record_key = self._key(digest, RECORD)
+            (digest, size), sent = self._spool(source, spool, ORIGINAL_CONTEXT, progress)
+            record_key = self._item_key(digest, RECORD)
             try:
-                record = json.loads(self._get(record_key))
+                record = json.loads(self._get_sealed(record_key, record_context(digest)))
             except NotFound:
                 record = None
             if record is not None:
@@ -220,22 +319,46 @@ class S3Store(EvidenceStore):
                                          f"bytes, not {size}; run 'evidence audit'")
                 self.append_custody(digest, custody.DUPLICATE_UPLOAD, actor, {"size": size, **intake})
                 return Stored(digest, size, duplicate=True, location=self.location(digest))
-            name = port.stored_name(str(intake.get("original_name", "")))
+            self._claim(digest)
+            # Sealed, even the uploader's extension stays in the (sealed) record only.
+            name = SEALED_ORIGINAL if self.sealing.enabled else port.stored_name(str(intake.get("original_name", "")))
             # An intake that stopped after its original was stored left it under the name it chose then.
-            earlier = [key.rsplit("/", 1)[-1] for key in self._keys(self._key(digest, ORIGINAL) + "/")]
+            earlier = [key.rsplit("/", 1)[-1] for key in self._keys(self._item_key(digest, ORIGINAL) + "/")]
             if earlier:
                 name = earlier[0]
-                self._verified_key(self._key(digest, ORIGINAL, name), digest)
+                self._verified_key(self._item_key(digest, ORIGINAL, name), digest)
             else:
                 spool.seek(0)
-                self._put_once(self._key(digest, ORIGINAL, name), spool, digest, size, lock=True)
+                self._put_once(self._item_key(digest, ORIGINAL, name), spool, *sent, lock=True)
             record = {**intake, "evidence_id": digest, "sha256": digest, "size": size,
                       "stored_as": f"{ORIGINAL}/{name}", "ingested_at": utc_now(), "ingested_by": actor}
-            data = json_bytes(record)
-            if not self._put_once(record_key, data, hashlib.sha256(data).hexdigest(), len(data)):
+            if not self._put_sealed(record_key, json_bytes(record), record_context(digest)):
                 return Stored(digest, size, duplicate=True, location=self.location(digest))  # a racing intake won
             self.append_custody(digest, custody.INGESTED, actor, {"sha256": digest, "size": size, **intake})
         return Stored(digest, size, duplicate=False, location=self.location(digest))
+
+    def _claim(self, evidence_id: str) -> None:
+        """Sealed, an item's first object says which evidence id its prefix (a keyed hash) stands for."""
+        if self.sealing.enabled:
+            name = self.sealing.item_name(evidence_id)
+            # False when there already: an earlier intake of the same bytes wrote it, before anything else.
+            self._put_sealed(self._key(name, _ITEM_ID), evidence_id.encode("ascii"), context(_ITEM_ID, name))
+
+    def _identify(self, name: str) -> str | None:
+        """The evidence id a sealed item prefix holds (None when it cannot be told: then it is reported)."""
+        try:
+            evidence_id = self._get_sealed(self._key(name, _ITEM_ID), context(_ITEM_ID, name)).decode("ascii")
+        except (NotFound, IntegrityError, UnicodeDecodeError):
+            return None
+        if port.EVIDENCE_ID.match(evidence_id) and self.sealing.item_name(evidence_id) == name:
+            return evidence_id
+        return None
+
+    def _items(self) -> dict[str, str | None]:
+        """Each item prefix and the evidence id it holds (None: a sealed prefix that cannot be told)."""
+        if not self.sealing.enabled:
+            return {name: name for name in self._item_names()}
+        return {name: self._identify(name) for name in self._item_names()}
 
     def remove_abandoned_uploads(self) -> list[str]:
         return []   # uploads spool to unnamed temporary files, which vanish with their process
@@ -247,7 +370,7 @@ class S3Store(EvidenceStore):
         """An intake whose process stopped after the record but before its event is logged now."""
         done = []
         for evidence_id in self.evidence_ids():
-            if not self._exists(self._key(evidence_id, RECORD)):
+            if not self._exists(self._item_key(evidence_id, RECORD)):
                 continue
             if any(e.get("event") == custody.INGESTED for e in self.custody(evidence_id).events):
                 continue
@@ -265,22 +388,23 @@ class S3Store(EvidenceStore):
         stored_as = str(self.evidence(evidence_id).get("stored_as", ""))
         if not stored_as.startswith(f"{ORIGINAL}/"):
             raise IntegrityError(f"evidence.json of {evidence_id} does not name its original")
-        return self._key(evidence_id, stored_as)
+        return self._item_key(evidence_id, stored_as)
 
     def _verified_key(self, key: str, evidence_id: str, progress: Progress = SILENT) -> None:
-        digest, _ = self._stream_hash(key, None, progress)
+        digest, _ = self._stream_hash(key, None, ORIGINAL_CONTEXT, progress)
         if digest != evidence_id:
             raise IntegrityError(f"the original of {evidence_id} fails its SHA-256 check (its bytes now hash to "
                                  f"{digest}) in s3://{self.bucket}/{key}")
 
-    def _download(self, key: str, dest: Path, expected: str, problem: str, progress: Progress = SILENT) -> Path:
-        """``key`` streamed into the new file ``dest`` (read-only once whole), or no file and IntegrityError
-        naming ``problem`` when it does not hash to ``expected``."""
+    def _download(self, key: str, dest: Path, what: bytes, expected: str, problem: str,
+                  progress: Progress = SILENT) -> Path:
+        """``key``'s plaintext (opened as ``what``) streamed into the new file ``dest`` (read-only once whole),
+        or no file and IntegrityError naming ``problem`` when it does not hash to ``expected``."""
         dest = Path(dest)
         fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             with os.fdopen(fd, "wb") as handle:
-                digest, _ = self._stream_hash(key, handle, progress)
+                digest, _ = self._stream_hash(key, handle, what, progress)
                 os.fchmod(handle.fileno(), 0o400)
             if digest != expected:
                 raise IntegrityError(f"{problem} (its bytes now hash to {digest}) in s3://{self.bucket}/{key}")
@@ -290,33 +414,85 @@ class S3Store(EvidenceStore):
         return dest
 
     def fetch_original(self, evidence_id: str, dest: Path, progress: Progress = SILENT) -> Path:
-        return self._download(self._original_key(evidence_id), dest, evidence_id,
+        return self._download(self._original_key(evidence_id), dest, ORIGINAL_CONTEXT, evidence_id,
                               f"the original of {evidence_id} fails its SHA-256 check", progress)
 
     def original_for_run(self, evidence_id: str, work: Path, progress: Progress = SILENT) -> Path:
-        name = self._original_key(evidence_id).rsplit("/", 1)[-1]
+        # Sealed, the stored name says nothing: the steps get the uploader's extension from the record.
+        name = (port.stored_name(str(self.evidence(evidence_id).get("original_name", ""))) if self.sealing.enabled
+                else self._original_key(evidence_id).rsplit("/", 1)[-1])
         return self.fetch_original(evidence_id, Path(work) / name, progress)
 
     def verify_original(self, evidence_id: str, progress: Progress = SILENT) -> None:
         self._verified_key(self._original_key(evidence_id), evidence_id, progress)
 
+    def has_original(self, evidence_id: str) -> bool:
+        return next(self._keys(self._item_key(evidence_id, ORIGINAL) + "/"), None) is not None
+
+    @contextmanager
+    def open_original(self, evidence_id: str) -> Iterator[BinaryIO]:
+        body = self._body(self._original_key(evidence_id))
+        try:
+            yield self.sealing.reader(body, ORIGINAL_CONTEXT)
+        finally:
+            body.close()
+
+    def adopt_original(self, evidence_id: str, source: BinaryIO, record: Mapping[str, Any],
+                       progress: Progress = SILENT) -> bool:
+        if self.has_original(evidence_id):
+            return False
+        stored_as = str(record.get("stored_as", ""))
+        name = stored_as.removeprefix(f"{ORIGINAL}/")
+        if name == stored_as or not port.OUTPUT_NAME.match(name):
+            raise IntegrityError(f"the intake record of {evidence_id} does not name its original; nothing was stored")
+        with tempfile.TemporaryFile(dir=self.spool_dir) as spool:   # unnamed: gone with the process
+            (digest, _), sent = self._spool(source, spool, ORIGINAL_CONTEXT, progress)
+            if digest != evidence_id:
+                raise IntegrityError(f"the copy of {evidence_id} hashes to {digest}: the source gave other bytes; "
+                                     "nothing was stored")
+            self._claim(evidence_id)
+            # The record first, as a local store does: a copy cut off before its original is completed by the
+            # next one, which finds the same record here.
+            data = json_bytes(record)
+            if not self._put_sealed(self._item_key(evidence_id, RECORD), data, record_context(evidence_id)) \
+                    and json_bytes(self.evidence(evidence_id)) != data:
+                raise IntegrityError(f"{evidence_id} has another intake record here than in the source")
+            spool.seek(0)
+            # Under the name the record gives: that is where reads look for it.
+            return self._put_once(self._item_key(evidence_id, ORIGINAL, name), spool, *sent, lock=True)
+
     def evidence(self, evidence_id: str) -> dict[str, Any]:
         if not port.EVIDENCE_ID.match(evidence_id):
             raise NotFound(f"{evidence_id!r} is not an evidence id")
         try:
-            return json.loads(self._get(self._key(evidence_id, RECORD)))
+            return json.loads(self._get_sealed(self._item_key(evidence_id, RECORD), record_context(evidence_id)))
         except NotFound:
             raise NotFound(f"no evidence item {evidence_id} (its intake is incomplete)") from None
 
     def evidence_ids(self) -> list[str]:
-        found = (key[len(self.prefix):].rstrip("/") for key in self._keys(self.prefix, "/"))
-        return sorted(name for name in found if port.EVIDENCE_ID.match(name))
+        """Items with anything stored or logged; a sealed prefix an intake left with only its item.id is none."""
+        items = self._items().items()
+        return sorted(evidence_id for name, evidence_id in items
+                      if evidence_id and (not self.sealing.enabled or self._holds_more_than_its_id(name)))
+
+    def _holds_more_than_its_id(self, name: str) -> bool:
+        # Keys list in order; of the first two, one is not item.id whenever anything else is there.
+        first = self.client.list_objects_v2(Bucket=self.bucket, Prefix=self._key(name) + "/", MaxKeys=2)
+        return any(found["Key"] != self._key(name, _ITEM_ID) for found in first.get("Contents", []))
 
     # -- custody ------------------------------------------------------------
 
-    def _events(self, evidence_id: str) -> list[tuple[str, bytes]]:
-        keys = sorted(self._keys(self._key(evidence_id, _CUSTODY) + "/"))
-        return [(key, self._get(key)) for key in keys]
+    def _events(self, evidence_id: str) -> list[tuple[str, bytes | None]]:
+        """Each custody object's key and its event as written (None: a sealed object that does not open)."""
+        keys = sorted(self._keys(self._item_key(evidence_id, _CUSTODY) + "/"))
+        return [(key, self._open_event(evidence_id, key)) for key in keys]
+
+    def _open_event(self, evidence_id: str, key: str) -> bytes | None:
+        number = key.rsplit("/", 1)[-1].removesuffix(".json")
+        try:
+            return self._get_sealed(key, _custody_context(evidence_id, number))
+        except IntegrityError:
+            return None
 
     def append_custody(self, evidence_id: str, event: str, actor: str, details: Mapping[str, Any],
                        *, recover: bool = True) -> dict:
@@ -335,22 +511,42 @@ class S3Store(EvidenceStore):
         """The event after ``chain``'s head, or None when another writer took that place first."""
         new = custody.new_event(chain.events[-1] if chain.events else None, event=event,
                                 evidence_id=evidence_id, actor=actor, details=details)
-        data = custody.encode(new)
+        number = f"{new['seq']:012d}"
         # The sequence number is the key: of two writers racing for it, S3 lets exactly one in.
-        if self._put_once(self._key(evidence_id, _CUSTODY, f"{new['seq']:012d}.json"), data,
-                          hashlib.sha256(data).hexdigest(), len(data)):
+        if self._put_sealed(self._item_key(evidence_id, _CUSTODY, f"{number}.json"), custody.encode(new),
+                            _custody_context(evidence_id, number)):
             return new
         return None
 
+    def adopt_custody(self, evidence_id: str, events: Sequence[Mapping[str, Any]]) -> int:
+        have = [None if data is None else custody.parse(data) for _, data in self._events(evidence_id)]
+        if len(have) > len(events) or any(mine is None or mine.get("hash") != theirs.get("hash")
+                                          for mine, theirs in zip(have, events, strict=False)):
+            raise CustodyError(f"the custody log of {evidence_id} here is not the start of the source's: the copies "
+                               "have diverged; a person must look")
+        added = 0
+        for number, event in enumerate(events[len(have):], start=len(have)):
+            place = f"{number:012d}"
+            # A place taken already: another copy of the same item got there first. The caller reads the whole
+            # chain back and compares it with the source's, so a different event there does not pass unseen.
+            if self._put_sealed(self._item_key(evidence_id, _CUSTODY, f"{place}.json"), custody.encode(event),
+                                _custody_context(evidence_id, place)):
+                added += 1
+        return added
+
     def acknowledge_custody_damage(self, evidence_id: str, actor: str, reason: str) -> dict:
         raise CustodyError("acknowledging damaged custody in an S3 store is not supported yet; a person must look "
-                           f"at s3://{self.bucket}/{self._key(evidence_id, _CUSTODY)}/")
+                           f"at s3://{self.bucket}/{self._item_key(evidence_id, _CUSTODY)}/")
 
     def custody(self, evidence_id: str) -> custody.ChainReport:
         events = self._events(evidence_id)
-        report = custody.verify_chain(b"".join(data for _, data in events), evidence_id)
+        report = custody.verify_chain(b"".join(_UNOPENED if data is None else data for _, data in events),
+                                      evidence_id)
         for number, (key, data) in enumerate(events):
-            if not key.endswith(f"/{number:012d}.json") or data.count(b"\n") != 1:
+            if data is None:
+                report.problems.append(f"custody object {key} does not decrypt (altered, or moved from another "
+                                       "place)")
+            elif not key.endswith(f"/{number:012d}.json") or data.count(b"\n") != 1:
                 report.problems.append(f"custody object {key} is not event {number} (a gap, or an edited object)")
         if not events:
             report.problems.append("the custody log is missing or empty")
@@ -358,67 +554,112 @@ class S3Store(EvidenceStore):
 
     # -- runs ---------------------------------------------------------------
 
+    def _run_folder(self, evidence_id: str, run_id: str) -> str:
+        """A run's prefix in its item: the run id, or a keyed hash of it when sealed (it follows from the video's
+        hash, so in the clear it would name the video)."""
+        return self.sealing.run_name(evidence_id, port.check_run_id(run_id))
+
+    def _in_run(self, evidence_id: str, folder: str, name: str, attempt: str = "") -> tuple[str, bytes]:
+        """The key of a run's object (an output under the attempt that wrote it, if any) and what it opens as."""
+        key = self._item_key(evidence_id, "runs", folder, *([attempt] if attempt else []), name)
+        return key, context(evidence_id, "runs", folder, name)
+
     def _record(self, evidence_id: str, run_id: str) -> dict[str, Any]:
-        return json.loads(self._get(self._key(evidence_id, "runs", port.check_run_id(run_id), port.RUN_RECORD)))
+        return json.loads(self._get_sealed(*self._in_run(evidence_id, self._run_folder(evidence_id, run_id),
+                                                         port.RUN_RECORD)))
 
     def is_committed(self, evidence_id: str, run_id: str) -> bool:
-        return self._exists(self._key(evidence_id, "runs", port.check_run_id(run_id), port.RUN_RECORD))
+        key, _ = self._in_run(evidence_id, self._run_folder(evidence_id, run_id), port.RUN_RECORD)
+        return self._exists(key)
 
     def _commit_new_run(self, evidence_id: str, run_id: str, files: Mapping[str, Path],
-                        record: Mapping[str, Any]) -> RunRecord | None:
-        attempt = f"attempt-{secrets.token_hex(6)}"
+                        record: Mapping[str, Any], exact: bytes | None = None) -> RunRecord | None:
+        copied = json.loads(exact) if exact is not None else None
+        # A copied run keeps its source's run.json byte for byte, so its outputs go where that names: under the
+        # source's attempt (from S3), or none (from a local store).
+        attempt = str(copied.get("attempt", "")) if copied is not None else f"attempt-{secrets.token_hex(6)}"
+        folder = self._run_folder(evidence_id, run_id)
         outputs = {}
         for name, source in sorted(files.items()):
-            with open(source, "rb") as handle:
-                digest, size = copy_and_hash(handle, None)
-                handle.seek(0)
-                self._put_once(self._key(evidence_id, "runs", run_id, attempt, name), handle, digest, size)
+            key, what = self._in_run(evidence_id, folder, name, attempt)
+            with open(source, "rb") as handle, self._sendable(handle, what) as (body, (digest, size), sent):
+                # Only a copy finds its key taken: by an earlier copy of the same run, cut off before run.json.
+                if not self._put_once(key, body, *sent) and self._stream_hash(key, None, what) != (digest, size):
+                    raise IntegrityError(f"s3://{self.bucket}/{key} holds other bytes than {name} of run {run_id}; "
+                                         "a person must look")
             outputs[name] = {"sha256": digest, "size": size}
         full = {**record, "outputs": outputs, "committed_at": utc_now(), "attempt": attempt}
         data = json_bytes(full)
-        if not self._put_once(self._key(evidence_id, "runs", run_id, port.RUN_RECORD), data,
-                              hashlib.sha256(data).hexdigest(), len(data)):
+        if copied is not None:
+            full, data = copied, exact
+            if full.get("outputs") != outputs:
+                raise IntegrityError(f"the outputs copied for run {run_id} do not hash as its run.json records")
+        key, what = self._in_run(evidence_id, folder, port.RUN_RECORD)
+        if not self._put_sealed(key, data, what):
             return None   # another attempt committed this run first; keep theirs
         return RunRecord(full, hashlib.sha256(data).hexdigest())
+
+    @contextmanager
+    def _sendable(self, source: BinaryIO, what: bytes) -> Iterator[tuple[BinaryIO, tuple[str, int], tuple[str, int]]]:
+        """``source`` as it is sent, at its start, with the SHA-256 and size of its plaintext and of what is sent."""
+        if not self.sealing.enabled:   # a file is sent as it is, hashed first
+            plain = copy_and_hash(source, None)
+            source.seek(0)
+            yield source, plain, plain
+            return
+        with tempfile.TemporaryFile(dir=self.spool_dir) as spool:   # ciphertext only; unnamed
+            plain, sent = self._spool(source, spool, what)
+            spool.seek(0)
+            yield spool, plain, sent
 
     def discard_uncommitted(self, evidence_id: str, run_id: str) -> None:
         pass   # nothing can be deleted; a crashed attempt's objects stay beside the committed one, unreferenced
 
     def run_records(self, evidence_id: str) -> list[RunRecord]:
         records = []
-        for key in self._keys(self._key(evidence_id, "runs") + "/"):
-            parts = key[len(self._key(evidence_id, "runs")) + 1:].split("/")
+        runs = self._item_key(evidence_id, "runs")
+        for key in self._keys(runs + "/"):
+            parts = key[len(runs) + 1:].split("/")
             if len(parts) == 2 and parts[1] == port.RUN_RECORD:
-                data = self._get(key)
+                data = self._get_sealed(*self._in_run(evidence_id, parts[0], port.RUN_RECORD))
                 records.append(RunRecord(json.loads(data), hashlib.sha256(data).hexdigest()))
         return sorted(records, key=lambda r: str(r.record.get("committed_at", "")))
 
-    def _output_key(self, evidence_id: str, run_id: str, name: str) -> str:
+    def _output(self, evidence_id: str, run_id: str, name: str) -> tuple[str, bytes]:
+        """The key of a committed run's output, and what it opens as."""
         if not self.is_committed(evidence_id, run_id):
             raise NotFound(f"run {run_id} of {evidence_id} is not committed")
         if not port.OUTPUT_NAME.match(name):
             raise NotFound(f"{name!r} is not an output name")
         attempt = str(self._record(evidence_id, run_id).get("attempt", ""))
-        return self._key(evidence_id, "runs", run_id, attempt, name)
+        return self._in_run(evidence_id, self._run_folder(evidence_id, run_id), name, attempt)
 
     def read_output(self, evidence_id: str, run_id: str, name: str) -> bytes:
         try:
-            return self._get(self._output_key(evidence_id, run_id, name))
+            return self._get_sealed(*self._output(evidence_id, run_id, name))
         except NotFound:
             raise NotFound(f"run {run_id} has no output {name!r}") from None
 
     def fetch_output(self, evidence_id: str, run_id: str, name: str, dest: Path, *, expected_sha256: str) -> Path:
-        return self._download(self._output_key(evidence_id, run_id, name), dest, expected_sha256,
+        key, what = self._output(evidence_id, run_id, name)
+        return self._download(key, dest, what, expected_sha256,
                               f"{name} of run {run_id} no longer matches the SHA-256 its run.json records")
 
     def hash_output(self, evidence_id: str, run_id: str, name: str) -> tuple[str, int]:
-        return self._stream_hash(self._output_key(evidence_id, run_id, name), None)
+        key, what = self._output(evidence_id, run_id, name)
+        return self._stream_hash(key, None, what)
 
     def uncommitted_leftovers(self, evidence_id: str) -> list[str]:
         return []   # attempts that never committed are unreferenced by any run.json; see discard_uncommitted
 
     def location(self, evidence_id: str, run_id: str | None = None) -> str:
-        return f"s3://{self.bucket}/{self._key(evidence_id, *(['runs', run_id] if run_id else []))}"
+        run = ["runs", self._run_folder(evidence_id, run_id)] if run_id else []
+        return f"s3://{self.bucket}/{self._item_key(evidence_id, *run)}"
 
     def exposure(self) -> list[str]:
-        return [] if self.locked else [f"bucket {self.bucket} has no Object Lock: originals can be deleted"]
+        problems = [] if self.locked else [f"bucket {self.bucket} has no Object Lock: originals can be deleted"]
+        if self.sealing.enabled:   # a prefix that cannot be told is left out of every listing, the audit's too
+            problems += [f"s3://{self.bucket}/{self._key(name)}/: an item whose sealed id is missing or does not "
+                         "open (planted, damaged, or from another store)"
+                         for name, found in self._items().items() if found is None]
+        return problems
