@@ -17,6 +17,7 @@ Writes benchmarks/results/encryption-<UTC time>.json.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import statistics
@@ -82,6 +83,7 @@ def _replication(plain: Path, work: Path, key) -> dict[str, list[float]]:
     from worker.backends.s3 import S3Store
     from worker.replication import replicate
 
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)   # one line per request otherwise
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     try:
