@@ -108,11 +108,11 @@ def _sealed_item(tmp_path: Path, key) -> tuple[LocalStore, str, bytes]:
     out = tmp_path / "out"
     out.mkdir(exist_ok=True)
     (out / "transcript.txt").write_text("слова свидетеля")
-    store.append_custody(stored.evidence_id, custody.RUN_STARTED, "t", {"run_id": "intake-x"})
+    started = store.append_custody(stored.evidence_id, custody.RUN_STARTED, "t", {"run_id": "intake-x"})
     committed = store.commit_run(stored.evidence_id, "intake-x", {"transcript.txt": out / "transcript.txt"},
-                                 {"run_id": "intake-x"})
-    store.append_custody(stored.evidence_id, custody.RUN_COMMITTED, "t",
-                         {"run_id": "intake-x", "run_record_sha256": committed.sha256})
+                                 {"run_id": "intake-x", "custody_anchor": started["hash"]})
+    store.append_custody(stored.evidence_id, custody.RUN_COMMITTED, "t", {
+        "run_id": "intake-x", "outputs": committed.record["outputs"], "record_sha256": committed.sha256})
     return store, stored.evidence_id, data
 
 
@@ -139,7 +139,7 @@ def test_tampered_truncated_or_swapped_ciphertext_is_refused_and_a_bad_replica_r
     empty = LocalStore(tmp_path / "new", key=key)
     restored, failed = restore(nas, empty, "nas", actor="t", work=tmp_path / "work")
     assert restored == [] and "does not decrypt" in failed[evidence_id]
-    assert empty.evidence_ids() == [] and not empty.has_original(evidence_id)
+    assert not empty.has_original(evidence_id) and not empty.run_records(evidence_id)   # only its chain came
 
     run = Path(nas.location(evidence_id, "intake-x"))
     assert run.name != "intake-x", "a run id derives from the evidence id alone: it must not name a folder"
@@ -219,3 +219,24 @@ def test_a_replication_killed_mid_copy_resumes_without_duplicates(cli: Cli, tmp_
     assert len(replicated) == 1 and replicated[0]["details"]["original"]
     assert [e["hash"] for e in replica.custody(evidence_id).events] == \
         [e["hash"] for e in store.custody(evidence_id).events]
+
+
+def test_a_restore_stopped_half_way_is_finished_by_the_next_and_never_invents_an_intake(tmp_path: Path):
+    from worker.audit import audit_store
+
+    key = keys.master(os.urandom(32))
+    primary, evidence_id, _ = _sealed_item(tmp_path, key)
+    other = primary.put_original(io.BytesIO(b"a second video"), intake={"case": "D"}, actor="t").evidence_id
+    nas = LocalStore(tmp_path / "nas", key=key)
+    for item in (evidence_id, other):
+        replicate(primary, nas, "nas", item, actor="t", work=tmp_path / "work")
+    fresh = LocalStore(tmp_path / "new", key=key)
+    # A restore killed after the first item's custody chain arrived, before its original did.
+    fresh.adopt_custody(evidence_id, nas.custody(evidence_id).events)
+    assert fresh.recover("worker") == [], "a worker start must not log an intake for a copy under way"
+    restored, failed = restore(nas, fresh, "nas", actor="t", work=tmp_path / "work")
+    assert sorted(restored) == sorted([evidence_id, other]) and failed == {}
+    assert all(item.ok for item in audit_store(fresh, None, "t"))
+    primary.append_custody(other, custody.AUDIT_RESULT, "t", {"ok": True})
+    with pytest.raises(IntegrityError, match="history of its own"):   # a store in use is never a target
+        restore(nas, primary, "nas", actor="t", work=tmp_path / "work")

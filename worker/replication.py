@@ -19,7 +19,8 @@ Restoring is the same copy, from a replica into an empty primary.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,8 +93,18 @@ def lag(source: EvidenceStore, target: EvidenceStore, evidence_id: str) -> Lag:
 
 def copy_item(source: EvidenceStore, target: EvidenceStore, evidence_id: str, work: Path,
               progress: Progress = SILENT) -> Copied:
-    """Copy to ``target`` what it lacks of one item, verifying each piece as ``target`` returns it."""
+    """Copy to ``target`` what it lacks of one item, verifying each piece as ``target`` returns it.
+
+    The custody chain goes first: an item whose copy stops half-way is then
+    never mistaken for an intake that stopped before it was logged (which a
+    worker start would complete with an event of its own). A chain with
+    problems is not copied, but the original and the runs still are, and
+    the CustodyError comes at the end.
+    """
     copied = Copied()
+    chain = source.custody(evidence_id)
+    if chain.ok:
+        copied.events = list(_copy_custody(source, target, evidence_id))
     if source.has_original(evidence_id) and not target.has_original(evidence_id):
         record = source.evidence(evidence_id)
         try:
@@ -116,7 +127,8 @@ def copy_item(source: EvidenceStore, target: EvidenceStore, evidence_id: str, wo
             target.adopt_run(evidence_id, run_id, files, run)
         _verify_run(target, evidence_id, run)
         copied.runs.append(run_id)
-    copied.events = list(_copy_custody(source, target, evidence_id))
+    if not chain.ok:
+        _copy_custody(source, target, evidence_id)   # raises, saying why
     return copied
 
 
@@ -140,6 +152,18 @@ def _copy_custody(source: EvidenceStore, target: EvidenceStore, evidence_id: str
     return chain.events[len(chain.events) - added:] if added else []
 
 
+@contextmanager
+def replica_errors(name: str) -> Iterator[None]:
+    """A replica's own failures (unreachable, refused, throttled, an object it will not give) as
+    ReplicaUnavailable: retried later, reported per item, never a traceback."""
+    try:
+        yield
+    except (EvidenceError, OSError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - botocore raises one ClientError class per code
+        raise ReplicaUnavailable(f"replica {name!r} could not be used: {exc}") from exc
+
+
 def _unattested(events: Sequence[Mapping[str, Any]], name: str) -> bool:
     """Whether the chain holds events since its last "replicated" event for ``name`` (or has none), other
     replicas' "replicated" events aside: those alone would make replicas chase each other for ever."""
@@ -160,7 +184,7 @@ def replicate(primary: EvidenceStore, replica: EvidenceStore, name: str, evidenc
     as the replica gives it back, then logged as "replicated", an event
     then copied to the replica too.
     """
-    try:
+    with replica_errors(name):
         copied = copy_item(primary, replica, evidence_id, work, progress)
         events = primary.custody(evidence_id).events
         mine = [e for e in events if e.get("event") == custody.REPLICATED and e["details"].get("replica") == name]
@@ -179,10 +203,6 @@ def replicate(primary: EvidenceStore, replica: EvidenceStore, name: str, evidenc
             })
             _copy_custody(primary, replica, evidence_id)
             copied.logged = True
-    except (EvidenceError, OSError):
-        raise
-    except Exception as exc:  # noqa: BLE001 - botocore: the replica is unreachable or refused
-        raise ReplicaUnavailable(f"replica {name!r} could not be used: {exc}") from exc
     log.info("replicated", extra={"evidence_id": evidence_id, "replica": name, "original": copied.original,
                                   "runs": copied.runs, "custody_events": len(copied.events)})
     return copied
@@ -213,23 +233,23 @@ def restore(replica: EvidenceStore, primary: EvidenceStore, name: str, *, actor:
     """Rebuild a primary from replica ``name``: (the items restored, the items that failed and why).
 
     Only ever into a new store, or one that earlier restores left unfinished
-    (every item there says so in its chain): then the items already
-    restored are skipped and the rest are copied (from this replica or
-    another).
+    (each item there restored, or a copy of the replica's under way): then
+    the items already restored are skipped and the rest are copied (from
+    this replica or another).
     """
-    done = set()
+    done, available = set(), set(replica.evidence_ids())
     for evidence_id in primary.evidence_ids():
         events = primary.custody(evidence_id).events
-        if not any(e.get("event") == custody.RESTORED for e in events):
-            raise IntegrityError("the configured store is not empty and was not filled by a restore: restore "
-                                 "only ever fills a new store")
-        done.add(evidence_id)
+        if any(e.get("event") == custody.RESTORED for e in events):
+            done.add(evidence_id)
+        elif not _copy_of(events, replica, evidence_id):
+            raise IntegrityError(f"the configured store is not empty: {evidence_id} has a history of its own there; "
+                                 "restore only ever fills a new store (or finishes a restore that stopped)")
     restored, failed = [], {}
-    for evidence_id in replica.evidence_ids():
-        if evidence_id in done:
-            continue
+    for evidence_id in sorted(available - done):
         try:
-            copy_item(replica, primary, evidence_id, work, progress)
+            with replica_errors(name):
+                copy_item(replica, primary, evidence_id, work, progress)
             primary.append_custody(evidence_id, custody.RESTORED, actor, {"replica": name})
         except (EvidenceError, OSError) as exc:
             failed[evidence_id] = str(exc)
@@ -237,6 +257,15 @@ def restore(replica: EvidenceStore, primary: EvidenceStore, name: str, *, actor:
             continue
         restored.append(evidence_id)
     return restored, failed
+
+
+def _copy_of(events: Sequence[Mapping[str, Any]], replica: EvidenceStore, evidence_id: str) -> bool:
+    """Whether ``events`` are the start of the replica's chain for the item: a copy a stopped restore left."""
+    try:
+        theirs = replica.custody(evidence_id).events
+    except NotFound:
+        return False
+    return [e.get("hash") for e in events] == [e.get("hash") for e in theirs[:len(events)]]
 
 
 def opened(replica: EvidenceStore) -> EvidenceStore:

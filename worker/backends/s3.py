@@ -51,7 +51,7 @@ from worker.backends.local import ORIGINAL_CONTEXT, SEALED_ORIGINAL
 from worker.backends.local_intake import ORIGINAL, RECORD, record_context
 from worker.encryption.envelope import MasterKey
 from worker.encryption.sealing import KEYRING, Sealing, context, open_keyring
-from worker.errors import ConfigError, CustodyError, IntegrityError, NotFound
+from worker.errors import ConfigError, CustodyError, EvidenceError, IntegrityError, NotFound
 from worker.fixity import copy_and_hash
 from worker.progress import SILENT, Progress
 from worker.store import EvidenceStore, RunRecord, Stored, json_bytes
@@ -108,7 +108,10 @@ class S3Store(EvidenceStore):
         keyring = self._key(KEYRING)
         self.sealing: Sealing = open_keyring(
             key, read=self._stored_keyring,
-            write_once=lambda data: self._put_once(keyring, data, hashlib.sha256(data).hexdigest(), len(data)),
+            # Locked like an original: under Object Lock it can be neither deleted nor replaced (reads take the
+            # first version ever written, so a later version put on top changes nothing).
+            write_once=lambda data: self._put_once(keyring, data, hashlib.sha256(data).hexdigest(), len(data),
+                                                   lock=True),
             holds_items=lambda: next(self._item_names(), None) is not None,
             where=f"the store s3://{self.bucket}/{self.prefix}", holds_sealed_items=self._holds_sealed_items)
 
@@ -128,17 +131,28 @@ class S3Store(EvidenceStore):
         found = (key[len(self.prefix):].rstrip("/") for key in self._keys(self.prefix, "/"))
         return (name for name in found if port.EVIDENCE_ID.match(name))
 
+    def _keyring_versions(self) -> list[dict[str, Any]]:
+        """Every version and delete marker the keyring ever had, oldest first."""
+        key, found = self._key(KEYRING), []
+        for page in self.client.get_paginator("list_object_versions").paginate(Bucket=self.bucket, Prefix=key):
+            found += [v for v in page.get("Versions", []) + page.get("DeleteMarkers", []) if v["Key"] == key]
+        return sorted(found, key=lambda v: v["LastModified"])
+
     def _holds_sealed_items(self) -> bool:
-        # A store is sealed throughout or not at all (the keyring refuses the mix): its first item tells, and a
-        # start does not cost a request per item.
+        # A keyring that was ever there (now deleted or hidden) means a sealed store. Otherwise a store is sealed
+        # throughout or not at all: its first item tells, and a start does not cost a request per item.
+        if self._keyring_versions():
+            return True
         first = next(self._item_names(), None)
         return first is not None and self._exists(self._key(first, _ITEM_ID))
 
     def _stored_keyring(self) -> bytes | None:
-        try:
-            return self._get(self._key(KEYRING))
-        except NotFound:
+        """The first keyring ever written (a version put on top later, by anyone, is not the store's)."""
+        versions = [v for v in self._keyring_versions() if "Size" in v]   # delete markers have no size
+        if not versions:
             return None
+        return self.client.get_object(Bucket=self.bucket, Key=self._key(KEYRING),
+                                      VersionId=versions[0]["VersionId"])["Body"].read()
 
     def _preflight(self, require_lock: bool) -> bool:
         """Bucket there, versioned, Object Lock on; otherwise refuse (or, when allowed, say so loudly)."""
@@ -333,7 +347,11 @@ class S3Store(EvidenceStore):
             record = {**intake, "evidence_id": digest, "sha256": digest, "size": size,
                       "stored_as": f"{ORIGINAL}/{name}", "ingested_at": utc_now(), "ingested_by": actor}
             if not self._put_sealed(record_key, json_bytes(record), record_context(digest)):
-                return Stored(digest, size, duplicate=True, location=self.location(digest))  # a racing intake won
+                # A racing intake won, or someone planted an object there: only a record that opens counts.
+                theirs = self.evidence(digest)
+                if theirs.get("sha256") != digest or theirs.get("size") != size:
+                    raise IntegrityError(f"the intake record of {digest} in the bucket is not this item's")
+                return Stored(digest, size, duplicate=True, location=self.location(digest))
             self.append_custody(digest, custody.INGESTED, actor, {"sha256": digest, "size": size, **intake})
         return Stored(digest, size, duplicate=False, location=self.location(digest))
 
@@ -370,19 +388,29 @@ class S3Store(EvidenceStore):
         """An intake whose process stopped after the record but before its event is logged now."""
         done = []
         for evidence_id in self.evidence_ids():
-            if not self._exists(self._item_key(evidence_id, RECORD)):
-                continue
-            if any(e.get("event") == custody.INGESTED for e in self.custody(evidence_id).events):
-                continue
-            chain = self.custody(evidence_id)
-            record = self.evidence(evidence_id)
-            logged = {k: v for k, v in record.items() if k not in ("evidence_id", "stored_as", "ingested_at",
-                                                                   "ingested_by")}
-            # At the next sequence number only: a worker starting beside this one may be doing the same.
-            if self._append_at(evidence_id, chain, custody.INGESTED, actor, {
-                    **logged, "recovered": "the storing process stopped before logging the intake"}):
-                done.append(f"{evidence_id}: completed an intake that stopped before it was logged")
+            try:
+                what = self._complete_intake(evidence_id, actor)
+            except EvidenceError as exc:   # one damaged item must not keep the worker from starting
+                what = f"could not be recovered: {exc}"
+                log.error("item could not be recovered", extra={"evidence_id": evidence_id, "reason": str(exc)})
+            if what:
+                done.append(f"{evidence_id}: {what}")
         return done
+
+    def _complete_intake(self, evidence_id: str, actor: str) -> str | None:
+        if not self._exists(self._item_key(evidence_id, RECORD)):
+            return None
+        chain = self.custody(evidence_id)
+        if chain.events or chain.count:
+            return None   # logged (or a copy's chain under way): only an intake with no event at all is ours
+        record = self.evidence(evidence_id)
+        logged = {k: v for k, v in record.items() if k not in ("evidence_id", "stored_as", "ingested_at",
+                                                               "ingested_by")}
+        # At the next sequence number only: a worker starting beside this one may be doing the same.
+        if self._append_at(evidence_id, chain, custody.INGESTED, actor, {
+                **logged, "recovered": "the storing process stopped before logging the intake"}):
+            return "completed an intake that stopped before it was logged"
+        return None
 
     def _original_key(self, evidence_id: str) -> str:
         stored_as = str(self.evidence(evidence_id).get("stored_as", ""))

@@ -10,7 +10,7 @@ from worker.cli.output import EXIT_OK, EXIT_PROBLEM, print_json, printable
 from worker.config import Settings
 from worker.errors import ConfigError, EvidenceError
 from worker.progress import progress_bar
-from worker.replication import lag, opened, replicate, restore, verify_replica
+from worker.replication import Copied, lag, opened, replica_errors, replicate, restore, verify_replica
 
 
 def register(command) -> None:
@@ -61,23 +61,12 @@ def cmd_replicate(settings: Settings, args: argparse.Namespace) -> int:
         entry = report[name]
         for evidence_id in ids:
             try:
-                behind = lag(store, replica, evidence_id)
-                if behind.behind or behind.problems:
-                    entry["behind"].append(behind.as_json())
-                if args.verify:
-                    entry["problems"] += [{"evidence_id": evidence_id, "problem": problem}
-                                          for problem in verify_replica(store, replica, evidence_id)]
-                if args.status or not behind.behind:
-                    continue
-                with progress_bar(store.evidence(evidence_id).get("size"), f"{name} {evidence_id[:12]}") as bar:
-                    copied = replicate(store, replica, name, evidence_id, actor=settings.actor,
-                                       work=settings.work_dir, progress=bar)
-                if copied.logged:
-                    logged.add(evidence_id)
-                entry["copied"].append({"evidence_id": evidence_id, "original": copied.original,
-                                        "runs": copied.runs, "custody_events": len(copied.events)})
+                copied = _pass(store, replica, name, evidence_id, entry, settings, args)
             except (EvidenceError, OSError) as exc:
                 entry["failed"].append({"evidence_id": evidence_id, "reason": str(exc)})
+                continue
+            if copied is not None and copied.logged:
+                logged.add(evidence_id)
     # A "replicated" event logged for one replica is new to the others: a quiet second pass copies it.
     for name, replica in replicas.items():
         for evidence_id in sorted(logged):
@@ -95,6 +84,27 @@ def cmd_replicate(settings: Settings, args: argparse.Namespace) -> int:
     else:
         _print(report, args.status)
     return EXIT_OK if ok else EXIT_PROBLEM
+
+
+def _pass(store, replica, name: str, evidence_id: str, entry: dict[str, Any], settings: Settings,
+          args: argparse.Namespace) -> Copied | None:
+    """One item against one replica: what it lacks (and, with --verify, what is wrong there); copied now
+    unless only the status was asked for."""
+    with replica_errors(name):
+        behind = lag(store, replica, evidence_id)
+        if behind.behind or behind.problems:
+            entry["behind"].append(behind.as_json())
+        if args.verify:
+            entry["problems"] += [{"evidence_id": evidence_id, "problem": problem}
+                                  for problem in verify_replica(store, replica, evidence_id)]
+    if args.status or not behind.behind:
+        return None
+    with progress_bar(store.evidence(evidence_id).get("size"), f"{name} {evidence_id[:12]}") as bar:
+        copied = replicate(store, replica, name, evidence_id, actor=settings.actor, work=settings.work_dir,
+                           progress=bar)
+    entry["copied"].append({"evidence_id": evidence_id, "original": copied.original, "runs": copied.runs,
+                            "custody_events": len(copied.events)})
+    return copied
 
 
 def _print(report: dict[str, Any], status: bool) -> None:
