@@ -20,10 +20,9 @@ from worker.queue import DEAD, QUEUED, JobQueue
 EVIDENCE = "a" * 64
 
 
-@pytest.fixture(params=["sqlite", "sqs", "sqlite-sealed", "sqs-sealed"])
-def any_queue(request, tmp_path) -> JobQueue:
-    sealing = Sealing(keys.master(os.urandom(32)), os.urandom(32)) if request.param.endswith("sealed") else PLAIN
-    if request.param.startswith("sqlite"):
+def _queue(request, tmp_path, kind: str) -> JobQueue:
+    sealing = Sealing(keys.master(os.urandom(32)), os.urandom(32)) if kind.endswith("sealed") else PLAIN
+    if kind.startswith("sqlite"):
         return SqliteQueue(tmp_path / "q.sqlite3", max_attempts=2, backoff_base_s=0, sealing=sealing)
     sqs = aws_client("sqs", request.getfixturevalue("aws_endpoint"))
     name = f"jobs-{uuid.uuid4().hex[:10]}"
@@ -32,6 +31,16 @@ def any_queue(request, tmp_path) -> JobQueue:
     url = sqs.create_queue(QueueName=name, Attributes={"RedrivePolicy": json.dumps(
         {"deadLetterTargetArn": arn, "maxReceiveCount": 10})})["QueueUrl"]
     return SqsQueue(sqs, url, max_attempts=2, backoff_base_s=0, wait_s=0, sealing=sealing)
+
+
+@pytest.fixture(params=["sqlite", "sqs", "sqlite-sealed", "sqs-sealed"])
+def any_queue(request, tmp_path) -> JobQueue:
+    return _queue(request, tmp_path, request.param)
+
+
+@pytest.fixture(params=["sqlite-sealed", "sqs-sealed"])
+def sealed_queue(request, tmp_path) -> JobQueue:
+    return _queue(request, tmp_path, request.param)
 
 
 def _raw(queue: JobQueue) -> bytes:
@@ -45,17 +54,15 @@ def _raw(queue: JobQueue) -> bytes:
     return b"".join(bodies)
 
 
-def test_a_sealed_queue_holds_no_evidence_id_and_no_reason(any_queue):
-    if not any_queue.sealing.enabled:
-        pytest.skip("only a queue sealed with the store's keys hides what it carries")
-    any_queue.enqueue(EVIDENCE, "intake", {"probe.decode_seconds": 5})
-    any_queue.fail(any_queue.lease(60), "REASON-MARKER could not decode", retryable=False)
-    other, _ = any_queue.enqueue("b" * 64, "intake")
-    raw = _raw(any_queue)
+def test_a_sealed_queue_holds_no_evidence_id_and_no_reason(sealed_queue):
+    sealed_queue.enqueue(EVIDENCE, "intake", {"probe.decode_seconds": 5})
+    sealed_queue.fail(sealed_queue.lease(60), "REASON-MARKER could not decode", retryable=False)
+    other, _ = sealed_queue.enqueue("b" * 64, "intake")
+    raw = _raw(sealed_queue)
     assert raw and EVIDENCE.encode() not in raw and b"b" * 64 not in raw and b"REASON-MARKER" not in raw
-    [dead] = any_queue.jobs(DEAD)
+    [dead] = sealed_queue.jobs(DEAD)
     assert dead.evidence_id == EVIDENCE and "REASON-MARKER" in dead.last_error
-    assert any_queue.lease(60).evidence_id == "b" * 64
+    assert sealed_queue.lease(60).evidence_id == "b" * 64
 
 
 def test_a_leased_job_is_handed_out_once_and_acked(any_queue):

@@ -30,7 +30,7 @@ def register(command) -> None:
     v.add_argument("--json", action="store_true", help="print the report as JSON")
     v.set_defaults(handler=cmd_verify)
 
-    k = command("keys", "keys: a trial signing CA, a storage master key",
+    k = command("keys", "keys: a trial signing CA; the storage master key, made or rotated",
                 "init-test-ca --out DIR writes DIR/ca.pem (the trust anchor), DIR/signer-chain.pem and\n"
                 "DIR/signer-key.pem (owner-only): a local CA and a signing certificate for trials, marked\n"
                 "'not for production' in the certificates themselves, and prints the [signing] lines.\n\n"
