@@ -177,6 +177,20 @@ class Directory:
         finally:
             self.unlink(tmp, missing_ok=True)
 
+    def replace(self, name: str, data: bytes, mode: int = PRIVATE_FILE) -> None:
+        """Write ``name`` durably, replacing what is there in one step (a crash leaves the old or the new)."""
+        fd, tmp = self.new_temp(".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+                os.fchmod(handle.fileno(), mode)
+            self.rename(tmp, self, name)
+            self.fsync()
+        finally:
+            self.unlink(tmp, missing_ok=True)
+
     def seal(self, name: str) -> None:
         """Make the file or folder ``name`` read-only for its owner (0400/0500)."""
         info = self.lstat(name)

@@ -104,7 +104,7 @@ def copy_item(source: EvidenceStore, target: EvidenceStore, evidence_id: str, wo
     copied = Copied()
     chain = source.custody(evidence_id)
     if chain.ok:
-        copied.events = list(_copy_custody(source, target, evidence_id))
+        copied.events = list(_copy_custody(chain, target, evidence_id))
     if source.has_original(evidence_id) and not target.has_original(evidence_id):
         record = source.evidence(evidence_id)
         try:
@@ -128,7 +128,7 @@ def copy_item(source: EvidenceStore, target: EvidenceStore, evidence_id: str, wo
         _verify_run(target, evidence_id, run)
         copied.runs.append(run_id)
     if not chain.ok:
-        _copy_custody(source, target, evidence_id)   # raises, saying why
+        _copy_custody(chain, target, evidence_id)   # raises, saying why
     return copied
 
 
@@ -140,8 +140,9 @@ def _verify_run(store: EvidenceStore, evidence_id: str, run) -> None:
                                  "other bytes")
 
 
-def _copy_custody(source: EvidenceStore, target: EvidenceStore, evidence_id: str) -> Sequence[Mapping[str, Any]]:
-    chain = source.custody(evidence_id)
+def _copy_custody(chain: custody.ChainReport, target: EvidenceStore,
+                  evidence_id: str) -> Sequence[Mapping[str, Any]]:
+    """``chain`` (the source's, as just read) appended to ``target``'s and read back; the events it lacked."""
     if not chain.ok:
         raise CustodyError(f"the custody log of {evidence_id} has problems ({'; '.join(chain.problems[:2])}); "
                            "it is not copied until a person has looked")
@@ -201,7 +202,7 @@ def replicate(primary: EvidenceStore, replica: EvidenceStore, name: str, evidenc
                 "replica": name, "original": original, "runs": [_run_id(run) for run in runs],
                 "custody_events": len(copied.events), "verified": "read back from the replica and re-hashed",
             })
-            _copy_custody(primary, replica, evidence_id)
+            _copy_custody(primary.custody(evidence_id), replica, evidence_id)
             copied.logged = True
     log.info("replicated", extra={"evidence_id": evidence_id, "replica": name, "original": copied.original,
                                   "runs": copied.runs, "custody_events": len(copied.events)})

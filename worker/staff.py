@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -70,21 +69,13 @@ class Roster:
         return data
 
     def _write(self, data: dict) -> None:
+        plain = json.dumps(data, sort_keys=True).encode("utf-8")
+        if self.key is not None:
+            sealed = io.BytesIO()
+            envelope.seal(io.BytesIO(plain), sealed, self.key, _CONTEXT)
+            plain = sealed.getvalue()
         with Directory.open(self.folder, create=True) as folder:
-            fd, tmp = folder.new_temp(".roster-")
-            try:
-                with os.fdopen(fd, "wb") as handle:
-                    plain = json.dumps(data, sort_keys=True).encode("utf-8")
-                    if self.key is None:
-                        handle.write(plain)
-                    else:
-                        envelope.seal(io.BytesIO(plain), handle, self.key, _CONTEXT)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                folder.rename(tmp, folder, _FILE)
-                folder.fsync()
-            finally:
-                folder.unlink(tmp, missing_ok=True)
+            folder.replace(_FILE, plain)
 
     def seal(self) -> int:
         """Seal a roster written before encryption was turned on; how many people it holds."""

@@ -107,9 +107,14 @@ def _open(settings: Settings, s: StoreSettings, root: Path | None) -> EvidenceSt
     return LocalStore(root, min_free_bytes=s.min_free_bytes, key=master.load(settings))
 
 
-def open_queue(settings: Settings, *, read_only: bool = False) -> JobQueue:
-    """``read_only``: for commands that only look (status, listings), which then work on a full disk too."""
+def open_queue(settings: Settings, *, read_only: bool = False, sealing: Sealing | None = None) -> JobQueue:
+    """``read_only``: for commands that only look (status, listings), which then work on a full disk too.
+
+    ``sealing``: the open store's, when the caller has one (else the store's keyring is read here).
+    """
     q = settings.queue
+    if sealing is None:
+        sealing = _queue_sealing(settings)
     if q.backend == "sqs":
         from worker.backends.sqs import SqsQueue
 
@@ -126,9 +131,9 @@ def open_queue(settings: Settings, *, read_only: bool = False) -> JobQueue:
             raise ConfigError(f"[queue] SQS queue {q.queue_name!r} cannot be used: {exc}") from None
         return SqsQueue(client, url, max_attempts=q.max_attempts, backoff_base_s=q.backoff_base_s,
                         backoff_max_s=q.backoff_max_s, wait_s=q.wait_time_s, upload_prefix=q.upload_prefix,
-                        upload_bucket=settings.store.bucket, sealing=_queue_sealing(settings))
+                        upload_bucket=settings.store.bucket, sealing=sealing)
     return SqliteQueue(settings.queue_path, max_attempts=q.max_attempts, backoff_base_s=q.backoff_base_s,
-                       backoff_max_s=q.backoff_max_s, read_only=read_only, sealing=_queue_sealing(settings))
+                       backoff_max_s=q.backoff_max_s, read_only=read_only, sealing=sealing)
 
 
 def _queue_sealing(settings: Settings) -> Sealing:

@@ -113,14 +113,5 @@ def _log(item: Directory, old: MasterKey, new: MasterKey, what: bytes, write: bo
     fresh = b"".join(rewrap_line(line, old, new, what) + b"\n" for line in lines) + tail
     if fresh == stored or not write:
         return 0 if fresh == stored else 1
-    fd, tmp = item.new_temp(".custody-")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(fresh)
-            handle.flush()
-            os.fsync(handle.fileno())
-        item.rename(tmp, item, LOG)
-        item.fsync()
-    finally:
-        item.unlink(tmp, missing_ok=True)
+    item.replace(LOG, fresh)
     return 1

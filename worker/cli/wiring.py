@@ -24,7 +24,8 @@ log = logging.getLogger("evidence.cli")
 
 
 def store_and_queue(settings: Settings, *, read_only: bool = False) -> tuple[EvidenceStore, JobQueue]:
-    store, queue = open_store(settings), open_queue(settings, read_only=read_only)
+    store = open_store(settings)
+    queue = open_queue(settings, read_only=read_only, sealing=store.sealing)
     if queue.fresh and store.evidence_ids():
         log.warning("the job queue was just created, but the store already holds evidence: if an earlier queue "
                     "was lost, its jobs are queued again by the next worker start or 'evidence requeue --missing'",
