@@ -159,8 +159,9 @@ class Directory:
             except FileExistsError:
                 continue
 
-    def write_once(self, name: str, data: bytes, mode: int = SEALED_FILE) -> bool:
-        """Write ``name`` durably unless it exists; False if it did."""
+    @contextmanager
+    def _durable_temp(self, data: bytes, mode: int) -> Iterator[str]:
+        """A new file here holding ``data``, fsynced, with ``mode``: its name, removed afterwards if still there."""
         fd, tmp = self.new_temp(".tmp-")
         try:
             with os.fdopen(fd, "wb") as handle:
@@ -168,28 +169,25 @@ class Directory:
                 handle.flush()
                 os.fsync(handle.fileno())
                 os.fchmod(handle.fileno(), mode)
+            yield tmp
+        finally:
+            self.unlink(tmp, missing_ok=True)
+
+    def write_once(self, name: str, data: bytes, mode: int = SEALED_FILE) -> bool:
+        """Write ``name`` durably unless it exists; False if it did."""
+        with self._durable_temp(data, mode) as tmp:
             try:
                 self.link(tmp, self, name)
             except FileExistsError:
                 return False
             self.fsync()
             return True
-        finally:
-            self.unlink(tmp, missing_ok=True)
 
     def replace(self, name: str, data: bytes, mode: int = PRIVATE_FILE) -> None:
         """Write ``name`` durably, replacing what is there in one step (a crash leaves the old or the new)."""
-        fd, tmp = self.new_temp(".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-                os.fchmod(handle.fileno(), mode)
+        with self._durable_temp(data, mode) as tmp:
             self.rename(tmp, self, name)
             self.fsync()
-        finally:
-            self.unlink(tmp, missing_ok=True)
 
     def seal(self, name: str) -> None:
         """Make the file or folder ``name`` read-only for its owner (0400/0500)."""
