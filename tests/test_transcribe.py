@@ -57,9 +57,13 @@ def test_russian_is_transcribed_with_a_low_word_error_rate(shared_data: Path, mo
     hypothesis = normalise(" ".join(s["text"] for s in transcript["segments"]))
     error = jiwer.wer(normalise(" ".join(p.text for p in placed)), hypothesis)
     assert error <= 0.25, error
-    assert transcript["summary"]["needs_human_s"] == 0
+    summary = transcript["summary"]
+    # Every second of speech is accounted for; on one speaker reading Russian, next to nothing is left for a
+    # person (a clip spelling out Latin letters, "Эм Ай Эс Ди Эн", may be: heard alone it sounds English).
+    assert summary["covered_s"] >= 0.95 * summary["speech_s"] and summary["needs_human_s"] <= 0.01 * summary["speech_s"]
     text = (tmp_path / "out" / "transcript.txt").read_text()
     assert "[" in text and "Наберите новый номер" in text
+    assert "unverified until a person checks it" in text and "machine, unverified: whisper-base]" in text
     assert (tmp_path / "out" / "transcript.vtt").read_text().startswith("WEBVTT")
     assert " --> " in (tmp_path / "out" / "transcript.srt").read_text()
 

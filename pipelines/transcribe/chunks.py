@@ -34,6 +34,14 @@ class Chunk:
     def speech_samples(self) -> int:
         return sum(end - start for start, end in self.parts)
 
+    @property
+    def lengths(self) -> list[int]:
+        return [end - start for start, end in self.parts]
+
+    def sub(self, first: int, last: int) -> Chunk:
+        """The chunk of parts ``first`` to ``last`` (exclusive)."""
+        return Chunk(self.parts[first:last])
+
     def audio(self, samples: np.ndarray) -> np.ndarray:
         return np.concatenate([window(samples, start, end) for start, end in self.parts])
 
@@ -55,3 +63,10 @@ def group(regions: list[tuple[int, int]], *, max_s: float, gap_s: float) -> list
         else:
             chunks.append(Chunk(((start, end),)))
     return chunks
+
+
+def within(regions: list[tuple[int, int]], start_s: float, end_s: float, *, max_s: float, gap_s: float) -> list[Chunk]:
+    """The speech of ``regions`` between two times, as chunks of its own."""
+    start, end = int(start_s * SAMPLE_RATE), int(round(end_s * SAMPLE_RATE))
+    inside = [(max(a, start), min(b, end)) for a, b in regions if min(b, end) > max(a, start)]
+    return group(inside, max_s=max_s, gap_s=gap_s)

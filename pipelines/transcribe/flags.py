@@ -2,16 +2,25 @@
 
 Statuses: ``machine`` (no doubt found), ``machine_flagged`` (text kept, with
 the reasons to check it), ``needs_human`` (no machine text is given: no model
-for the language, or what the model wrote is known to be invented), and
-``draft_other_model`` (a model for another language wrote it; unverified).
+for the language, or what the model wrote is known to be invented, or
+speech no model transcribed), ``draft_other_model`` (a model for another
+language wrote it; unverified), and ``human`` (a person wrote or checked it).
+Every status but the last two is machine-made text, unverified until a
+person checks it.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pipelines.transcribe.text import letters, repeated_ngrams
-from pipelines.transcribe.whisper import Decoded, Settings
+
+if TYPE_CHECKING:  # the transcript's files are written and read without loading the speech models
+    from pipelines.transcribe.whisper import Decoded, Settings
 
 MACHINE, FLAGGED, NEEDS_HUMAN, DRAFT = "machine", "machine_flagged", "needs_human", "draft_other_model"
+HUMAN = "human"
+MACHINE_MADE = (MACHINE, FLAGGED, DRAFT)
 
 # What Whisper writes on silence, music and noise, learned from subtitles it was trained on. Matched on
 # lower-case letters only, anywhere in a segment that holds little else.

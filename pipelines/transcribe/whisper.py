@@ -1,9 +1,16 @@
 """Whisper (faster-whisper, CTranslate2) over chunks, in batches: one encoder pass serves both the
 language identification of every chunk and the decoding of those that are Russian.
 
+The encoder's output of a chunk also serves the language of each of its
+parts: the detector reads only the part's frames of it. A chunk whose parts
+clearly differ in language is not decoded; the caller cuts it there and
+hands the pieces back, each to be heard on its own.
+
 A chunk is decoded as one piece of text (no timestamp tokens, as the
 library's batched pipeline does) and cut into sentences by the times of its
-words. Batched decoding runs at temperature 0 only and has no silence guard:
+words, and at every pause between words. A word whose time stretches past
+what a word can last is cut back to that, so that it cannot cover speech it
+did not hear (Whisper gives the time it skipped over to a word beside it). Batched decoding runs at temperature 0 only and has no silence guard:
 a chunk whose decoding looks wrong (a sentence caught in a loop, the chunk
 too unlikely) is decoded again on its own with the usual temperature fallback
 and the guard, and its segments record the temperature that was used. Times
@@ -26,12 +33,13 @@ from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens
 
 from pipelines.transcribe.audio import SAMPLE_RATE
-from pipelines.transcribe.language import Identified, identify
+from pipelines.transcribe.language import MIN_PART_S, Identified, identify, stretches
 from pipelines.transcribe.text import looping
 
 FALLBACK_TEMPERATURES = (0.2, 0.4, 0.6, 0.8, 1.0)
 _SENTENCE_END = (".", "?", "!", "…")
-_PAUSE_S = 1.0
+_PAUSE_S = 0.5            # a pause between two words this long ends a segment
+_FRAMES_PER_S = 50        # Whisper's encoder: 1500 frames for 30 s
 _PREPEND = "\"'“¿([{-"
 _APPEND = "\"'.。,，!！?？:：”)]}、"
 
@@ -48,6 +56,16 @@ class Decoded:
     compression_ratio: float
     temperature: float
     words: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class Heard:
+    """What Whisper made of one chunk."""
+
+    language: Identified                        # the chunk's language
+    parts: list[Identified | None]              # each part's, where it is long enough to tell
+    cut: list[tuple[int, int]] | None = None    # where the language changes: the chunk is not decoded
+    decoded: list[Decoded] | None = None        # the text, when the chunk is surely this engine's language
 
 
 @dataclass
@@ -93,24 +111,60 @@ class Engine:
     def _features(self, audio: Sequence[np.ndarray]) -> np.ndarray:
         return np.stack([pad_or_trim(self.model.feature_extractor(chunk)[..., :-1]) for chunk in audio])
 
-    def run(self, audio: Sequence[np.ndarray]) -> Iterator[tuple[Identified, list[Decoded] | None]]:
-        """For each chunk: its languages, and its text if it is surely the language of this engine."""
+    def run(self, audio: Sequence[np.ndarray], parts: Sequence[Sequence[int]]) -> Iterator[Heard]:
+        """For each chunk (its samples, and the length in samples of each of its parts): what was heard."""
         size = self.settings.batch_size
         for first in range(0, len(audio), size):
             batch = audio[first:first + size]
             features = self._features(batch)
             encoded = self.model.encode(features)
-            found = [identify(scores, min_probability=self.settings.min_language_probability,
-                              min_margin=self.settings.min_language_margin)
-                     for scores in self.model.model.detect_language(encoded)]
-            mine = [i for i, lang in enumerate(found) if lang.sure == self.settings.language]
-            texts: dict[int, list[Decoded]] = {}
+            found = [self._identify(scores) for scores in self.model.model.detect_language(encoded)]
+            heard = [Heard(lang, self._parts(encoded, row, lengths))
+                     for row, (lang, lengths) in enumerate(zip(found, parts[first:first + size], strict=True))]
+            for chunk in heard:
+                cut = stretches(chunk.parts, self.settings.language)
+                chunk.cut = cut if len(cut) > 1 else None
+            mine = [i for i, chunk in enumerate(heard) if chunk.language.sure == self.settings.language
+                    and chunk.cut is None]
             if mine:
                 subset = encoded if len(mine) == len(batch) else self._subset(encoded, features, mine)
-                decoded = self._decode(subset, [batch[i] for i in mine])
-                texts = dict(zip(mine, decoded, strict=True))
-            for i, lang in enumerate(found):
-                yield lang, texts.get(i)
+                for i, decoded in zip(mine, self._decode(subset, [batch[i] for i in mine]), strict=True):
+                    heard[i].decoded = decoded
+            yield from heard
+
+    def _identify(self, scores) -> Identified:
+        return identify(scores, min_probability=self.settings.min_language_probability,
+                        min_margin=self.settings.min_language_margin)
+
+    def _parts(self, encoded: ctranslate2.StorageView, row: int, lengths: Sequence[int]) -> list[Identified | None]:
+        """The language of each part long enough to tell, from its own frames of the chunk's encoder output.
+
+        The detector reads every frame it is given; given only a part's
+        frames, it hears that part (in the context the encoder saw), at the
+        cost of one decoder step instead of another encoder pass.
+        """
+        if len(lengths) < 2:
+            return [None] * len(lengths)
+        frames = self._host(encoded)[row]
+        found: list[Identified | None] = []
+        at = 0
+        for length in lengths:
+            first, last = at * _FRAMES_PER_S // SAMPLE_RATE, min((at + length) * _FRAMES_PER_S // SAMPLE_RATE,
+                                                                  len(frames))
+            at += length
+            if length < MIN_PART_S * SAMPLE_RATE or last <= first:
+                found.append(None)
+                continue
+            view = ctranslate2.StorageView.from_array(np.ascontiguousarray(frames[None, first:last]))
+            if self.model.model.device != "cpu":
+                view = view.to_device(ctranslate2.Device.cuda)
+            found.append(self._identify(self.model.model.detect_language(view)[0]))
+        return found
+
+    def _host(self, encoded: ctranslate2.StorageView) -> np.ndarray:
+        if self.model.model.device != "cpu":
+            encoded = encoded.to_device(ctranslate2.Device.cpu)
+        return np.asarray(encoded)
 
     def _subset(self, encoded: ctranslate2.StorageView, features: np.ndarray, rows: list[int]):
         if self.model.model.device == "cpu":
@@ -152,21 +206,14 @@ class Engine:
         return decoded
 
     def _sentences(self, sub: dict[str, Any], temperature: float) -> list[Decoded]:
-        """A decoded piece cut into sentences (at . ? ! … or a pause of over a second) by its words' times."""
-        words = [{"start": round(w["start"], 3), "end": round(w["end"], 3), "word": w["word"],
-                  "probability": round(w["probability"], 4)} for w in sub.get("words") or []]
-        groups: list[list[dict]] = [[]]
-        for word in words:
-            if groups[-1] and word["start"] - groups[-1][-1]["end"] > _PAUSE_S:
-                groups.append([])
-            groups[-1].append(word)
-            if word["word"].rstrip().endswith(_SENTENCE_END):
-                groups.append([])
-        pieces = [(g[0]["start"], g[-1]["end"], "".join(w["word"] for w in g).strip(), g) for g in groups if g]
-        if not pieces:  # no words: keep the piece as the decoder gave it
+        """A decoded piece cut into sentences by its words' times."""
+        words = [{"start": w["start"], "end": w["end"], "word": w["word"], "probability": w["probability"]}
+                 for w in sub.get("words") or []]
+        pieces = sentences(words)
+        if not words:  # no words: keep the piece as the decoder gave it
             text = self.tokenizer.decode(sub["tokens"]).strip()
-            pieces = [(sub["start"], sub["end"], text, [])] if text else []
-        return [Decoded(start=round(start, 3), end=round(end, 3), text=text, avg_logprob=sub["avg_logprob"],
+            pieces = [(round(sub["start"], 3), round(sub["end"], 3), text, [])] if text else []
+        return [Decoded(start=start, end=end, text=text, avg_logprob=sub["avg_logprob"],
                         no_speech_prob=sub["no_speech_prob"], compression_ratio=get_compression_ratio(text),
                         temperature=temperature, words=group)
                 for start, end, text, group in pieces]
@@ -181,9 +228,47 @@ class Engine:
             condition_on_previous_text=False, word_timestamps=True, vad_filter=False,
             hallucination_silence_threshold=s.hallucination_silence_threshold,
         )
-        return [Decoded(start=round(seg.start, 3), end=round(seg.end, 3), text=seg.text.strip(),
-                        avg_logprob=seg.avg_logprob, no_speech_prob=seg.no_speech_prob,
-                        compression_ratio=seg.compression_ratio, temperature=seg.temperature,
-                        words=[{"start": round(w.start, 3), "end": round(w.end, 3), "word": w.word,
-                                "probability": round(w.probability, 4)} for w in seg.words or []])
-                for seg in segments]
+        out = []
+        for seg in segments:
+            words = [{"start": w.start, "end": w.end, "word": w.word, "probability": w.probability}
+                     for w in seg.words or []]
+            pieces = sentences(words) or [(round(seg.start, 3), round(seg.end, 3), seg.text.strip(), [])]
+            out += [Decoded(start=start, end=end, text=text, avg_logprob=seg.avg_logprob,
+                            no_speech_prob=seg.no_speech_prob, compression_ratio=get_compression_ratio(text),
+                            temperature=seg.temperature, words=group)
+                    for start, end, text, group in pieces]
+        return out
+
+
+def plausible_s(word: str) -> float:
+    """The longest a spoken word can honestly last: generous, since people draw words out and hesitate."""
+    letters = sum(ch.isalpha() for ch in word)
+    digits = sum(ch.isdigit() for ch in word)   # "1995" is four words when spoken
+    return max(1.2, 0.15 * letters + 0.5 * digits)
+
+
+def sentences(words: list[dict[str, Any]]) -> list[tuple[float, float, str, list[dict[str, Any]]]]:
+    """Words as (start, end, text, words) sentences: cut at . ? ! …, and at every pause over _PAUSE_S.
+
+    A word lasting longer than ``plausible_s`` is cut back to that: the
+    first word of a sentence keeps its end (Whisper stretches it back over
+    what it skipped before it), any other keeps its start. What it loses is
+    left uncovered, for the caller to account for.
+    """
+    groups: list[list[dict]] = [[]]
+    for raw in words:
+        word = {"start": round(raw["start"], 3), "end": round(raw["end"], 3), "word": raw["word"],
+                "probability": round(raw["probability"], 4)}
+        longest = plausible_s(word["word"])
+        if word["end"] - word["start"] > longest:
+            if groups[-1] and word["start"] - groups[-1][-1]["end"] <= _PAUSE_S:
+                word["end"] = round(word["start"] + longest, 3)
+            else:
+                word["start"] = round(word["end"] - longest, 3)
+            word["stretched"] = True
+        if groups[-1] and word["start"] - groups[-1][-1]["end"] > _PAUSE_S:
+            groups.append([])
+        groups[-1].append(word)
+        if word["word"].rstrip().endswith(_SENTENCE_END):
+            groups.append([])
+    return [(g[0]["start"], g[-1]["end"], "".join(w["word"] for w in g).strip(), g) for g in groups if g]
