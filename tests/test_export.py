@@ -170,17 +170,20 @@ def test_an_item_that_fails_its_checks_is_not_exported(item, cli, tmp_path):
 def test_the_transcript_excerpt_is_retimed_and_keeps_its_markers():
     words = [{"start": 9.0, "end": 9.5, "word": " раз"}, {"start": 10.5, "end": 11.0, "word": " два"}]
     segments = [
-        {"start": 1.0, "end": 3.0, "text": "до", "status": "machine_ok"},
-        {"start": 9.0, "end": 11.0, "text": "раз два", "status": "machine_ok", "words": words},
-        {"start": 12.0, "end": 14.0, "text": "", "status": "needs_human", "label": "Chechen?"},
-        {"start": 19.0, "end": 22.0, "text": "конец", "status": "machine_flagged", "flags": ["low_confidence"]},
-        {"start": 30.0, "end": 31.0, "text": "после", "status": "machine_ok"},
+        {"start": 1.0, "end": 3.0, "text": "до", "status": "machine", "model": "whisper-base"},
+        {"start": 9.0, "end": 11.0, "text": "раз два", "status": "machine", "words": words, "model": "whisper-base"},
+        {"start": 12.0, "end": 14.0, "text": "", "status": "needs_human", "label": "Chechen?", "model": None},
+        {"start": 19.0, "end": 22.0, "text": "конец", "status": "machine_flagged", "flags": ["low_confidence"],
+         "model": "whisper-base"},
+        {"start": 30.0, "end": 31.0, "text": "после", "status": "machine", "model": "whisper-base"},
     ]
     part = excerpt(segments, Range(10.0, 20.0))
     assert [(s["start"], s["end"], s["text"]) for s in part] == [(0.0, 1.0, "два"), (2.0, 4.0, ""),
                                                                  (9.0, 10.0, "конец")]
     text = formats.text(part)
-    assert "[cut at the clip's edge] [00:00:00–00:00:01] два" in text and "раз" not in text
+    assert "[cut at the clip's edge] [00:00:00–00:00:01 machine, unverified: whisper-base] два" in text
+    assert "раз" not in text and text.startswith("[Machine-made transcript:")
     assert "[needs human transcription 00:00:02–00:00:04, Chechen?]" in text
     vtt = formats.vtt(part)
-    assert "00:00:09.000 --> 00:00:10.000\n[cut at the clip's edge] [check] конец" in vtt
+    assert vtt.startswith("WEBVTT\n\nNOTE\nMachine-made transcript") and "2 machine-made" in vtt
+    assert "00:00:09.000 --> 00:00:10.000\n[cut at the clip's edge] [machine, unverified: whisper-base; check] конец" in vtt

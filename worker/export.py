@@ -261,8 +261,9 @@ def _make(store: EvidenceStore, request: Request, record: Mapping[str, Any], cha
                                       if request.unredacted else None)},
             "verification": {key: checked[key] for key in ("ok", "trust", "original_sha256", "checks", "chain")},
             "masking_review": [] if request.unredacted else _review_moments(store, evidence_id, run, span),
-            "transcript": ({"segments": len(part), "needs_human": sum(s["status"] == "needs_human" for s in part)}
-                           if segments is not None else None),
+            "transcript": ({"segments": len(part), **formats.made_by(part),
+                            "models": sorted({str(s["model"]) for s in part if s.get("model")}),
+                            "notice": formats.NOTICE} if segments is not None else None),
             "trust_anchor": ANCHOR,
             "trust_anchor_sha256": anchor_fingerprints(anchors_pem),
             "test_ca": credentials.test,

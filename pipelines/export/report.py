@@ -100,9 +100,12 @@ def render_html(facts: Mapping[str, Any]) -> str:
     files = "".join(_row(name, sha, mono=True) for name, sha in sorted(facts["files"].items()))
     transcript = facts.get("transcript")
     words = ("No transcript excerpt (the run has no transcript)." if not transcript else
-             f"{transcript['segments']} transcript segment(s) fall in the clip, {transcript['needs_human']} of them "
-             "marked as needing a human transcriber; in transcript.txt and transcript.vtt, everything in square "
-             "brackets is a note, not speech.")
+             f"{transcript['segments']} transcript segment(s) fall in the clip: {transcript['machine']} written by a "
+             f"machine ({', '.join(transcript['models']) or 'no model'}), {transcript['human']} checked by a person, "
+             f"{transcript['needs_human']} marked as needing a human transcriber. Machine-made text is an automatic "
+             "transcription, unverified until a person checks it against the recording: it can hold wrong words, "
+             "names and numbers. In transcript.txt and transcript.vtt, everything in square brackets is a note, "
+             "not speech, and each line's note says who made it.")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'">

@@ -106,11 +106,13 @@ class _Hearing:
     def __init__(self, ctx: StepContext, models: dict[str, Any], engine: whisper.Engine, samples,
                  declared: tuple[str, ...]):
         self.ctx, self.models, self.engine, self.samples, self.declared = ctx, models, engine, samples, declared
+        self.done = self.total = 0   # chunks, for progress: cuts and second hearings add to both
 
-    def hear(self, pending: list[chunks.Chunk], total: int) -> list[dict]:
+    def hear(self, pending: list[chunks.Chunk]) -> list[dict]:
         """Segments of every chunk; a chunk cut where its language changes is heard again piece by piece."""
         segments: list[dict] = []
-        done, batch = 0, self.engine.settings.batch_size
+        batch = self.engine.settings.batch_size
+        self.total += len(pending)
         while pending:
             group, pending = pending[:batch], pending[batch:]
             pieces = [c.audio(self.samples) for c in group]
@@ -118,12 +120,12 @@ class _Hearing:
                                           strict=True):
                 if heard.cut:
                     pending += [span.sub(first, last) for first, last in heard.cut]
-                    total += len(heard.cut) - 1
+                    self.total += len(heard.cut) - 1
                     continue
                 segments += self._segments(span, piece, heard)
-                done += 1
+                self.done += 1
             if self.ctx.progress:
-                self.ctx.progress(min(done, total), total)
+                self.ctx.progress(self.done, self.total)
         return segments
 
     def _segments(self, span: chunks.Chunk, piece, heard: whisper.Heard) -> list[dict]:
@@ -184,13 +186,13 @@ def transcribe_file(ctx: StepContext) -> dict[str, Any]:
     engine = whisper.Engine(whisper.load(str(models["ru"].path), device, compute_type, ctx.tools.cpu_threads,
                                          tuple(sorted(models["ru"].hashes.items()))), settings)
     hearing = _Hearing(ctx, models, engine, samples, declared)
-    segments = hearing.hear(spans, len(spans))
+    segments = hearing.hear(spans)
     speech = [(start / audio.SAMPLE_RATE, end / audio.SAMPLE_RATE) for start, end in found.core]
     # Speech the decoders skipped is heard once more on its own: alone, its language is judged without the
     # speech around it, and Whisper cannot stop before it. What is still skipped goes to a person.
     skipped = [piece for start, end in accounting.uncovered(speech, segments)
                for piece in chunks.within(found.regions, start, end, max_s=p["chunk_s"], gap_s=p["merge_gap_s"])]
-    segments += hearing.hear(skipped, len(skipped))
+    segments += hearing.hear(skipped)
     segments += [_untranscribed(start, end) for start, end in accounting.uncovered(speech, segments)]
     segments.sort(key=lambda s: (s["start"], s["end"]))
     return {**base, "audio": True, "duration_s": round(len(samples) / audio.SAMPLE_RATE, 3), "segments": segments,

@@ -180,8 +180,12 @@ def print_item(report: dict[str, Any]) -> None:
         print("transcript no audio stream")
     elif words:
         found = ", ".join(f"{lang} {seconds:g} s" for lang, seconds in (words.get("languages_found") or {}).items())
+        made = words.get("made_by") or {}
         print(f"transcript {words['speech_s']:g} s of speech, {words['needs_human_s']:g} s need human "
               f"transcription; {printable(found or 'no speech')}; segments {printable(words.get('segments'))}")
+        if made:
+            print(f"           {made['machine']} segment(s) machine-made (unverified until a person checks them), "
+                  f"{made['human']} checked by a person, {made['needs_human']} need a person")
     masked = report.get("redaction")
     if masked and masked.get("skipped"):
         print(f"redaction  none: {printable(masked['skipped'])}")

