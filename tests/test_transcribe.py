@@ -8,16 +8,12 @@ from pathlib import Path
 
 import jiwer
 import numpy as np
-import onnx
 import pytest
 from conftest import SAMPLE_VIDEO, Cli, ffmpeg
-from onnx import TensorProto, helper
-from speech_fixtures import join, normalise, russian_set, spoken
+from speech_fixtures import join, normalise, russian_set, spoken, tiny_ctc_model
+from speech_fixtures import transcribe as transcribe_file
 
 from models.registry import ModelDamaged, ModelMissing, Registry
-from pipelines.intake import INTAKE
-from pipelines.pipeline import StepContext
-from pipelines.transcribe import step as transcribe
 
 GERMAN = ("Guten Tag. Ich heiße Anna und ich wohne seit vielen Jahren in Berlin. Heute ist das Wetter schön, "
           "und wir gehen am Nachmittag in den Park.")
@@ -34,17 +30,8 @@ def models() -> Registry:
     return registry
 
 
-def params(**overrides) -> dict:
-    found = {key.split(".", 1)[1]: p.default for key, p in INTAKE.params.items() if key.startswith("transcribe.")}
-    return {**found, **overrides}
-
-
 def run(path: Path, folder: Path, registry: Registry, languages=("ru",), **overrides) -> dict:
-    folder.mkdir(exist_ok=True)
-    context = StepContext(evidence_id="", original=path, workdir=folder, params=params(**overrides),
-                          facts={"probe": {"has_audio": True}}, models=registry, languages=tuple(languages))
-    result = transcribe.run(context)
-    return json.loads(result.files["transcript.json"].read_text())
+    return transcribe_file(path, folder, registry, languages, **overrides)
 
 
 def text_between(transcript: dict, start: float, end: float) -> str:
@@ -116,31 +103,6 @@ def test_other_speech_is_never_written_as_russian_and_needs_a_person(mixed, mode
     assert jiwer.wer(normalise(" ".join(part.text for part in russian)), normalise(heard)) <= 0.3
     txt = (tmp_path / "out" / "transcript.txt").read_text()
     assert "[needs human transcription 00:00:" in txt
-
-
-def tiny_ctc_model(folder: Path, text: str) -> Path:
-    """A CTC model whose logits spell ``text`` whatever it hears: the route, not the accuracy, is tested."""
-    vocab = ["<pad>", "|", *sorted(set(text.replace(" ", "")))]
-    frames = []
-    for ch in text:
-        frames += [vocab.index("|" if ch == " " else ch), 0]
-    logits = np.full((1, len(frames), len(vocab)), -8.0, dtype=np.float32)
-    for t, token in enumerate(frames):
-        logits[0, t, token] = 8.0
-    constant = helper.make_node("Constant", [], ["fixed"], value=helper.make_tensor(
-        "fixed", TensorProto.FLOAT, logits.shape, logits.flatten().tolist()))
-    mean = helper.make_node("ReduceMean", ["input_values"], ["level"], keepdims=1)
-    zero = helper.make_node("Mul", ["level", "nothing"], ["silent"])
-    add = helper.make_node("Add", ["fixed", "silent"], ["logits"])
-    graph = helper.make_graph(
-        [constant, mean, zero, add], "tiny-ctc",
-        [helper.make_tensor_value_info("input_values", TensorProto.FLOAT, [1, None])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, len(frames), len(vocab)])],
-        initializer=[helper.make_tensor("nothing", TensorProto.FLOAT, [], [0.0])])
-    folder.mkdir(parents=True, exist_ok=True)
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), folder / "model.onnx")
-    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-    return folder
 
 
 def test_declared_chechen_goes_to_its_model_as_a_labelled_draft(mixed, tmp_path: Path):
