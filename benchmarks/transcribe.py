@@ -5,6 +5,10 @@ Recordings, made from ../shared/data/speech-ru (one speaker, studio quality):
   10min    clips repeated to ten minutes
   field    the 10-minute file as a phone in the field gives it: telephone band (300-3400 Hz),
            pink noise at 10 dB SNR, AAC at 32 kb/s
+  mixed    about 4 minutes of Russian clips and sentences in German, Italian, Georgian and English
+           (espeak-ng), in a fixed random order, with pauses of 0.2-2.5 s: code-switching. Its reference
+           is the Russian alone; "foreign_as_text_s" is how much of the other languages a contender
+           covered with text (for ours: machine text, which must be none)
 
 Contenders, each in a process of its own (so its peak memory is its own):
   sequential   WhisperModel.transcribe(language="ru", vad_filter=True)
@@ -40,6 +44,45 @@ RESULTS = REPO / "benchmarks" / "results"
 CONTENDERS = ("sequential", "batched", "batched+words", "ours")
 
 
+FOREIGN = {
+    "de": "Guten Tag. Ich heiße Anna und ich wohne seit vielen Jahren in Berlin. Heute ist das Wetter schön.",
+    "it": "Buongiorno. Mi chiamo Marco e abito a Roma da molti anni. Oggi il tempo è bello e andiamo al parco.",
+    "ka": "გამარჯობა. მე მქვია ნინო და ვცხოვრობ თბილისში. დღეს კარგი ამინდია და ჩვენ პარკში მივდივართ.",
+    "en": "Good morning. My name is Peter and I have lived in London for many years. The weather is fine today.",
+}
+
+
+def _mixed(clips: list, folder: Path) -> tuple[Path, str]:
+    """Code-switched speech; the spans of the other languages go beside it in mixed.foreign.json."""
+    import random
+
+    from speech_fixtures import compose, spoken
+
+    rng = random.Random(16)
+    voices = {lang: spoken(text, lang, folder) for lang, text in FOREIGN.items()}
+    parts: list = [0.5]
+    while sum(len(p[2]) / 16000 if isinstance(p, tuple) else p for p in parts) < 240:
+        if rng.random() < 0.6:
+            text, samples = rng.choice(clips)
+            parts.append(("ru", text, samples))
+        else:
+            lang = rng.choice(sorted(voices))
+            parts.append((lang, "", voices[lang][:int(rng.uniform(3, 7) * 16000)]))
+        parts.append(round(rng.choice([rng.uniform(0.2, 0.6), rng.uniform(0.6, 2.5)]), 2))
+    placed = compose(parts, folder / "mixed.wav")
+    (folder / "mixed.foreign.json").write_text(json.dumps([(p.start, p.end) for p in placed if p.language != "ru"]))
+    return folder / "mixed.wav", " ".join(p.text for p in placed if p.language == "ru")
+
+
+def _foreign_as_text(path: Path, spans: list[tuple[float, float]]) -> float | None:
+    """Seconds of the other languages that text segments cover, where the recording has them."""
+    sidecar = path.with_suffix(".foreign.json")
+    if not sidecar.exists():
+        return None
+    foreign = json.loads(sidecar.read_text())
+    return round(sum(max(0.0, min(b, d) - max(a, c)) for a, b in foreign for c, d in spans), 1)
+
+
 def make_recordings(folder: Path, wanted: list[str]) -> dict[str, tuple[Path, str]]:
     import numpy as np
     from faster_whisper import decode_audio
@@ -72,6 +115,8 @@ def make_recordings(folder: Path, wanted: list[str]) -> dict[str, tuple[Path, st
         subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(mixed), "-af", "highpass=f=300,lowpass=f=3400",
                         "-c:a", "aac", "-b:a", "32k", str(folder / "field.m4a")], check=True)
         made["field"] = (folder / "field.m4a", made["10min"][1])
+    if "mixed" in wanted:
+        made["mixed"] = _mixed(clips, folder)
     return {name: made[name] for name in wanted}
 
 
@@ -94,7 +139,9 @@ def run_one(contender: str, path: Path, reference: str, model_dir: str) -> dict:
             transcript = transcribe.transcribe_file(context)
         text = " ".join(s["text"] for s in transcript["segments"])
         duration = transcript["duration_s"]
-        extra = {"segments": transcribe.summary(transcript)["segments"]}
+        facts = transcribe.summary(transcript)
+        extra = {key: facts[key] for key in ("segments", "speech_s", "covered_s", "unaccounted_s", "needs_human_s")}
+        spans = [(s["start"], s["end"]) for s in transcript["segments"] if s["status"] in ("machine", "machine_flagged")]
     else:
         model = WhisperModel(model_dir, device="cpu", compute_type="int8")
         audio = decode_audio(str(path), sampling_rate=16000)
@@ -104,17 +151,20 @@ def run_one(contender: str, path: Path, reference: str, model_dir: str) -> dict:
         else:
             segments, _ = BatchedInferencePipeline(model).transcribe(
                 audio, language="ru", batch_size=8, word_timestamps=contender == "batched+words")
+        segments = list(segments)
         text = " ".join(segment.text for segment in segments)
+        spans = [(segment.start, segment.end) for segment in segments if segment.text.strip()]
         extra = {}
     wall = time.perf_counter() - began
     return {"contender": contender, "wall_s": round(wall, 2), "duration_s": round(duration, 1),
             "rtf": round(wall / duration, 4), "wer": round(jiwer.wer(normalise(reference), normalise(text)), 4),
-            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1), **extra}
+            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "foreign_as_text_s": _foreign_as_text(path, spans), **extra}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--recordings", default="shared,10min,field")
+    parser.add_argument("--recordings", default="shared,10min,field,mixed")
     parser.add_argument("--contenders", default=",".join(CONTENDERS))
     parser.add_argument("--one", nargs=3, metavar=("CONTENDER", "FILE", "REFERENCE_FILE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -138,18 +188,23 @@ def main() -> int:
                 results.append(row)
                 print(json.dumps(row), flush=True)
     for row in results:
-        base = next((r for r in results if r["recording"] == row["recording"] and r["contender"] == "batched"), None)
-        if base:
-            row["time_vs_batched"] = round(row["wall_s"] / base["wall_s"], 2)
+        for baseline in ("batched", "batched+words"):
+            base = next((r for r in results if r["recording"] == row["recording"] and r["contender"] == baseline),
+                        None)
+            if base:
+                row[f"time_vs_{baseline}"] = round(row["wall_s"] / base["wall_s"], 2)
+                row[f"wer_minus_{baseline}"] = round(row["wer"] - base["wer"], 4)
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"transcribe-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.json"
     out.write_text(json.dumps({"benchmark": "transcribe", "when": datetime.now(timezone.utc).isoformat(),
                                "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
                                "model": "whisper-base int8, CPU", "results": results}, indent=2) + "\n")
-    print(f"{'recording':<8} {'contender':<14} {'wall s':>8} {'RTF':>7} {'WER':>6} {'MiB':>7} {'vs batched':>10}")
+    print(f"{'recording':<8} {'contender':<14} {'wall s':>8} {'RTF':>7} {'WER':>6} {'MiB':>7} {'vs batched':>10} "
+          f"{'vs +words':>9} {'foreign as text s':>17}")
     for r in results:
         print(f"{r['recording']:<8} {r['contender']:<14} {r['wall_s']:>8} {r['rtf']:>7} {r['wer']:>6} "
-              f"{r['peak_rss_mib']:>7} {r.get('time_vs_batched', ''):>10}")
+              f"{r['peak_rss_mib']:>7} {r.get('time_vs_batched', ''):>10} {r.get('time_vs_batched+words', ''):>9} "
+              f"{'' if r['foreign_as_text_s'] is None else r['foreign_as_text_s']:>17}")
     print(f"written to {out.relative_to(REPO)}")
     return 0
 

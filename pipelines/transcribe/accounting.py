@@ -18,6 +18,7 @@ Span = tuple[float, float]
 # Uncovered speech up to this much between two segments is the slack of word timing, not lost words.
 TOLERANCE_S = 0.5
 _EPSILON_S = 0.01
+_JOIN_S = 1.0
 
 
 class AccountingError(RuntimeError):
@@ -63,17 +64,25 @@ def _gaps(covered: Sequence[Span], start: float, end: float) -> list[Span]:
 
 def uncovered(speech: Sequence[Span], segments: Sequence[Mapping[str, Any]],
               tolerance: float = TOLERANCE_S) -> list[Span]:
-    """Stretches of speech between segments, from its first to its last second there, holding more than
-    ``tolerance`` seconds of speech no segment covers."""
+    """Stretches of speech no segment covers, each holding more than ``tolerance`` seconds of speech.
+
+    Between two segments, speech less than _JOIN_S apart is one stretch (the
+    words of one utterance); the tail of a word a segment ends a little early
+    on is not joined to an utterance a pause later.
+    """
     speech = merged(speech)
     if not speech:
         return []
     covered = intersection(merged((s["start"], s["end"]) for s in segments), [(speech[0][0], speech[-1][1])])
     found = []
     for gap in _gaps(covered, speech[0][0], speech[-1][1]):
-        inside = intersection(speech, [gap])
-        if total(inside) > tolerance:
-            found.append((inside[0][0], inside[-1][1]))
+        stretches: list[list[Span]] = []
+        for piece in intersection(speech, [gap]):
+            if stretches and piece[0] - stretches[-1][-1][1] < _JOIN_S:
+                stretches[-1].append(piece)
+            else:
+                stretches.append([piece])
+        found += [(pieces[0][0], pieces[-1][1]) for pieces in stretches if total(pieces) > tolerance]
     return found
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 # A part of a chunk is judged on its own only from this much speech: Whisper's detector guesses on less.
 MIN_PART_S = 1.0
+MIN_OTHER_S = 2.0   # ... and judged "not this language" on a low probability alone only from this much
 # On a part, Whisper's detector is less sure than on a whole chunk; these say "this part is Russian" and
 # "this part is not Russian" only when it leans clearly one way, so that a chunk is cut only where it changes.
 _LIKELY = 0.5
@@ -53,34 +54,63 @@ def name(code: str) -> str:
 
 def identify(scores: Sequence[tuple[str, float]], *, min_probability: float, min_margin: float) -> Identified:
     """``scores``: Whisper's (``<|xx|>`` token, probability) pairs, likeliest first."""
-    top = [(token.strip("<|>"), float(p)) for token, p in list(scores)[:3]]
+    return _judged([(token.strip("<|>"), float(p)) for token, p in list(scores)[:3]], min_probability, min_margin)
+
+
+def _judged(top: list[tuple[str, float]], min_probability: float, min_margin: float) -> Identified:
     first = top[0] if top else ("", 0.0)
     second = top[1][1] if len(top) > 1 else 0.0
     sure = first[0] if first[1] >= min_probability and first[1] - second >= min_margin else None
     return Identified(top, sure)
 
 
-def leaning(part: Identified | None, language: str) -> bool | None:
-    """Whether a part is clearly in ``language`` (True), clearly not (False), or cannot say (None)."""
+def combined(parts: Sequence[Identified], weights: Sequence[float], *, min_probability: float,
+             min_margin: float) -> Identified:
+    """The language of a whole from its parts': their probabilities averaged, weighted by their length."""
+    total: dict[str, float] = {}
+    for part, weight in zip(parts, weights, strict=True):
+        for code, p in part.top:
+            total[code] = total.get(code, 0.0) + weight * p
+    scale = sum(weights) or 1.0
+    top = sorted(((code, p / scale) for code, p in total.items()), key=lambda item: -item[1])[:3]
+    return _judged(top, min_probability, min_margin)
+
+
+def leaning(part: Identified | None, language: str, seconds: float) -> bool | None:
+    """Whether a part is clearly in ``language`` (True), clearly not (False), or cannot say (None).
+
+    Clearly not: the detector is sure of another language, or, on a part of
+    at least MIN_OTHER_S, gives ``language`` almost no chance. On shorter
+    parts it can be far off (a Russian phrase of a second and a half heard as
+    Thai), and a cut costs another encoder pass.
+    """
     if part is None:
         return None
     p = part.probability(language)
-    return True if p >= _LIKELY else False if p < _UNLIKELY else None
+    if p >= _LIKELY:
+        return True
+    if (part.sure and part.sure != language) or (p < _UNLIKELY and seconds >= MIN_OTHER_S):
+        return False
+    return None
 
 
-def stretches(parts: Sequence[Identified | None], language: str) -> list[tuple[int, int]]:
-    """The parts of a chunk as [first, last) index ranges that are each in ``language`` or each not in it.
+def stretches(parts: Sequence[Identified | None], seconds: Sequence[float],
+              language: str) -> list[tuple[int, int, bool | None]]:
+    """The parts of a chunk as [first, last) index ranges that are each in ``language`` or each not in it,
+    with that lean (None where no part of the range could be judged).
 
     A part that cannot be judged (too short, or not leaning either way) stays
     with the stretch before it (the first ones with the stretch after them):
     a chunk is cut only between two parts that clearly differ.
     """
-    cuts, current = [0], None
-    for index, part in enumerate(parts):
-        lean = leaning(part, language)
+    cuts, leans, current = [0], [None], None
+    for index, (part, length) in enumerate(zip(parts, seconds, strict=True)):
+        lean = leaning(part, language, length)
         if lean is None:
             continue
         if current is not None and lean != current:
             cuts.append(index)
+            leans.append(lean)
+        leans[-1] = lean
         current = lean
-    return list(zip(cuts, [*cuts[1:], len(parts)]))
+    return [(first, last, lean) for first, last, lean in zip(cuts, [*cuts[1:], len(parts)], leans)]

@@ -119,8 +119,14 @@ class _Hearing:
             for span, piece, heard in zip(group, pieces, self.engine.run(pieces, [c.lengths for c in group]),
                                           strict=True):
                 if heard.cut:
-                    pending += [span.sub(first, last) for first, last in heard.cut]
-                    self.total += len(heard.cut) - 1
+                    for first, last, lang in heard.cut:
+                        sub = span.sub(first, last)
+                        if lang is None:
+                            pending.append(sub)
+                            self.total += 1
+                        else:
+                            segments += self._segments(sub, sub.audio(self.samples), whisper.Heard(lang, []))
+                    self.done += 1
                     continue
                 segments += self._segments(span, piece, heard)
                 self.done += 1

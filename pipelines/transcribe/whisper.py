@@ -33,13 +33,14 @@ from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens
 
 from pipelines.transcribe.audio import SAMPLE_RATE
-from pipelines.transcribe.language import MIN_PART_S, Identified, identify, stretches
+from pipelines.transcribe.language import MIN_PART_S, Identified, combined, identify, stretches
 from pipelines.transcribe.text import looping
 
 FALLBACK_TEMPERATURES = (0.2, 0.4, 0.6, 0.8, 1.0)
 _SENTENCE_END = (".", "?", "!", "…")
 _PAUSE_S = 0.5            # a pause between two words this long ends a segment
 _FRAMES_PER_S = 50        # Whisper's encoder: 1500 frames for 30 s
+_MOSTLY = 0.7             # share of a chunk's speech its judged parts must hold to speak for it
 _PREPEND = "\"'“¿([{-"
 _APPEND = "\"'.。,，!！?？:：”)]}、"
 
@@ -64,7 +65,10 @@ class Heard:
 
     language: Identified                        # the chunk's language
     parts: list[Identified | None]              # each part's, where it is long enough to tell
-    cut: list[tuple[int, int]] | None = None    # where the language changes: the chunk is not decoded
+    # Where the language changes (the chunk is not decoded): (first, last) part of each stretch, and the
+    # stretch's language where it is clearly not this engine's (heard from the same encoder pass: it needs
+    # no other), or None where it is to be heard again on its own.
+    cut: list[tuple[int, int, Identified | None]] | None = None
     decoded: list[Decoded] | None = None        # the text, when the chunk is surely this engine's language
 
 
@@ -118,12 +122,8 @@ class Engine:
             batch = audio[first:first + size]
             features = self._features(batch)
             encoded = self.model.encode(features)
-            found = [self._identify(scores) for scores in self.model.model.detect_language(encoded)]
-            heard = [Heard(lang, self._parts(encoded, row, lengths))
-                     for row, (lang, lengths) in enumerate(zip(found, parts[first:first + size], strict=True))]
-            for chunk in heard:
-                cut = stretches(chunk.parts, self.settings.language)
-                chunk.cut = cut if len(cut) > 1 else None
+            frames = self._host(encoded)
+            heard = [self._hear(frames[row], lengths) for row, lengths in enumerate(parts[first:first + size])]
             mine = [i for i, chunk in enumerate(heard) if chunk.language.sure == self.settings.language
                     and chunk.cut is None]
             if mine:
@@ -136,30 +136,47 @@ class Engine:
         return identify(scores, min_probability=self.settings.min_language_probability,
                         min_margin=self.settings.min_language_margin)
 
-    def _parts(self, encoded: ctranslate2.StorageView, row: int, lengths: Sequence[int]) -> list[Identified | None]:
-        """The language of each part long enough to tell, from its own frames of the chunk's encoder output.
+    def _detect(self, frames: np.ndarray) -> Identified:
+        """The language of what ``frames`` of an encoder output hold.
 
-        The detector reads every frame it is given; given only a part's
-        frames, it hears that part (in the context the encoder saw), at the
-        cost of one decoder step instead of another encoder pass.
+        The detector reads every frame it is given; given only some of a
+        chunk's frames, it hears those (in the context the encoder saw), at
+        the cost of one decoder step instead of another encoder pass.
         """
-        if len(lengths) < 2:
-            return [None] * len(lengths)
-        frames = self._host(encoded)[row]
-        found: list[Identified | None] = []
-        at = 0
+        view = ctranslate2.StorageView.from_array(np.ascontiguousarray(frames[None]))
+        if self.model.model.device != "cpu":
+            view = view.to_device(ctranslate2.Device.cuda)
+        return self._identify(self.model.model.detect_language(view)[0])
+
+    def _hear(self, frames: np.ndarray, lengths: Sequence[int]) -> Heard:
+        """The language of a chunk and of each of its parts long enough to tell, from its encoder output.
+
+        Where every part is surely this engine's language and they hold most
+        of the chunk, the chunk is too; otherwise the detector reads the
+        chunk's speech (not the padding after it) as a whole.
+        """
+        spans, at = [], 0
         for length in lengths:
-            first, last = at * _FRAMES_PER_S // SAMPLE_RATE, min((at + length) * _FRAMES_PER_S // SAMPLE_RATE,
-                                                                  len(frames))
+            spans.append((at * _FRAMES_PER_S // SAMPLE_RATE, min((at + length) * _FRAMES_PER_S // SAMPLE_RATE,
+                                                                 len(frames))))
             at += length
-            if length < MIN_PART_S * SAMPLE_RATE or last <= first:
-                found.append(None)
-                continue
-            view = ctranslate2.StorageView.from_array(np.ascontiguousarray(frames[None, first:last]))
-            if self.model.model.device != "cpu":
-                view = view.to_device(ctranslate2.Device.cuda)
-            found.append(self._identify(self.model.model.detect_language(view)[0]))
-        return found
+        judged = len(lengths) > 1
+        parts = [self._detect(frames[a:b]) if judged and length >= MIN_PART_S * SAMPLE_RATE and b > a else None
+                 for (a, b), length in zip(spans, lengths, strict=True)]
+        cut = stretches(parts, [length / SAMPLE_RATE for length in lengths], self.settings.language)
+        if len(cut) > 1:
+            return Heard(self._detect(frames[:max(spans[-1][1], 1)]), parts,
+                         [(a, b, self._detect(frames[spans[a][0]:spans[b - 1][1]]) if lean is False else None)
+                          for a, b, lean in cut])
+        known = [(part, length) for part, length in zip(parts, lengths, strict=True) if part is not None]
+        if (known and all(part.sure == self.settings.language for part, _ in known)
+                and sum(length for _, length in known) >= _MOSTLY * at):
+            lang = combined([part for part, _ in known], [length for _, length in known],
+                            min_probability=self.settings.min_language_probability,
+                            min_margin=self.settings.min_language_margin)
+        else:
+            lang = self._detect(frames[:max(spans[-1][1], 1)])
+        return Heard(lang, parts)
 
     def _host(self, encoded: ctranslate2.StorageView) -> np.ndarray:
         if self.model.model.device != "cpu":
