@@ -15,7 +15,7 @@ import pytest
 from conftest import SHARED_DATA, Cli, ffmpeg
 from speech_fixtures import Placed, compose, normalise, russian_set, spoken, tiny_ctc_model, transcribe
 
-from models.registry import Registry
+from models.registry import ModelDamaged, Registry
 from pipelines.transcribe import accounting, ctc
 from pipelines.transcribe.language import Identified
 from pipelines.transcribe.step import _label
@@ -237,3 +237,10 @@ def test_long_input_is_cut_into_windows_the_model_takes(tmp_path):
     engine = ctc.Engine(folder, 1)
     text, confidence = engine.transcribe(np.zeros(10 * 16000, dtype=np.float32))
     assert text == "да да да" and confidence > 0.9  # three windows of at most 4 s
+
+
+def test_a_tokens_file_that_is_not_one_is_refused_with_the_reason(tmp_path):
+    folder = tiny_ctc_model(tmp_path / "omni", "да", layout="sherpa")
+    (folder / "tokens.txt").write_text("<blk> 0\nд one\n")
+    with pytest.raises(ModelDamaged, match="line 2 is not 'TOKEN ID'"):
+        ctc.Engine(folder, 1)

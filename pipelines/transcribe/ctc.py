@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 
+from models.registry import ModelDamaged
 from pipelines.transcribe.audio import SAMPLE_RATE
 
 _BLANKS = ("<blk>", "<blank>", "<eps>")
@@ -44,12 +45,16 @@ def load(path: str, threads: int, files: tuple = ()) -> Engine:
 def read_tokens(path: Path) -> list[str]:
     """sherpa-onnx's tokens.txt: ``TOKEN ID`` a line, in any order; a line holding only an id is the space."""
     found: dict[int, str] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
-        token, _, index = line.rstrip("\n").rpartition(" ")
+        token, _, index = line.rpartition(" ")
+        if not index.isdigit() or int(index) > 10_000_000:
+            raise ModelDamaged(f"{path}: line {number} is not 'TOKEN ID'; not a sherpa-onnx tokens.txt")
         found[int(index)] = token if token else " "
-    return [found.get(i, "") for i in range(max(found) + 1)] if found else []
+    if not found:
+        raise ModelDamaged(f"{path} lists no tokens")
+    return [found.get(i, "") for i in range(max(found) + 1)]
 
 
 def read_vocab(path: Path) -> list[str]:

@@ -8,9 +8,10 @@ hands the pieces back, each to be heard on its own.
 
 A chunk is decoded as one piece of text (no timestamp tokens, as the
 library's batched pipeline does) and cut into sentences by the times of its
-words, and at every pause between words. A word whose time stretches past
+words, and at every pause of over half a second between words. A word whose time stretches past
 what a word can last is cut back to that, so that it cannot cover speech it
-did not hear (Whisper gives the time it skipped over to a word beside it). Batched decoding runs at temperature 0 only and has no silence guard:
+did not hear (Whisper gives the time it skipped over to a word beside it).
+Batched decoding runs at temperature 0 only and has no silence guard:
 a chunk whose decoding looks wrong (a sentence caught in a loop, the chunk
 too unlikely) is decoded again on its own with the usual temperature fallback
 and the guard, and its segments record the temperature that was used. Times
@@ -224,10 +225,8 @@ class Engine:
 
     def _sentences(self, sub: dict[str, Any], temperature: float) -> list[Decoded]:
         """A decoded piece cut into sentences by its words' times."""
-        words = [{"start": w["start"], "end": w["end"], "word": w["word"], "probability": w["probability"]}
-                 for w in sub.get("words") or []]
-        pieces = sentences(words)
-        if not words:  # no words: keep the piece as the decoder gave it
+        pieces = sentences(sub.get("words") or [])
+        if not pieces:  # no words: keep the piece as the decoder gave it
             text = self.tokenizer.decode(sub["tokens"]).strip()
             pieces = [(round(sub["start"], 3), round(sub["end"], 3), text, [])] if text else []
         return [Decoded(start=start, end=end, text=text, avg_logprob=sub["avg_logprob"],
