@@ -165,7 +165,7 @@ def run_one(contender: str, path: Path, reference: str, model_dir: str) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recordings", default="shared,10min,field,mixed")
-    parser.add_argument("--contenders", default=",".join(CONTENDERS))
+    parser.add_argument("--contenders", default="batched,batched+words,ours", help=f"of {','.join(CONTENDERS)}")
     parser.add_argument("--one", nargs=3, metavar=("CONTENDER", "FILE", "REFERENCE_FILE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     from models.registry import Registry

@@ -176,3 +176,21 @@ def test_help_teaches(cli: Cli):
     for needle in ("evidence ingest", "evidence worker --once", "exit status", "EVIDENCE_HOME"):
         assert needle in text
     assert shutil.which("ffmpeg"), "set-up must have installed ffmpeg"
+
+
+def test_custody_names_a_role_never_the_account_or_host(cli: Cli, tmp_path: Path):
+    """Staff are anonymous: with no [operator] name configured, what custody (and every export) names is a role."""
+    import getpass
+    import socket
+
+    clip = tmp_path / "clip.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=s=160x120:r=10:d=1", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(clip))
+    del cli.env["EVIDENCE_OPERATOR"]  # nothing configured: the default
+    evidence_id = cli.json("ingest", clip)["ingested"][0]["evidence_id"]
+    log = (cli.home / "store" / evidence_id / "custody.jsonl").read_text()
+    assert '"actor": "operator (unnamed)"' in log.replace('":"', '": "')
+    assert getpass.getuser() not in log and socket.gethostname() not in log
+    other = cli.json("ingest", SAMPLE_VIDEO, EVIDENCE_OPERATOR__NAME="field team 2")["ingested"][0]["evidence_id"]
+    assert "field team 2" in (cli.home / "store" / other / "custody.jsonl").read_text()
+    done = cli("status", check=False, EVIDENCE_OPERATOR="archivist\u202e3")
+    assert done.returncode != 0 and "U+202E" in done.stderr and "Traceback" not in done.stderr

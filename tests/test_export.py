@@ -153,6 +153,10 @@ def test_bad_ranges_are_refused_before_anything_is_written(item, cli, tmp_path):
     done = cli("export", item["id"], "--from", "00:00:01", "--to", "00:00:02", "--recipient", "P",
                "--out", tmp_path / "taken", check=False)
     assert done.returncode == 2 and "not an empty folder" in done.stderr
+    # A right-to-left override would make the report name someone else than the one typed.
+    done = cli("export", item["id"], "--from", "00:00:01", "--to", "00:00:02", "--recipient", "Prosecutor \u202eX",
+               "--out", out, check=False)
+    assert done.returncode == 2 and "U+202E" in done.stderr and "Traceback" not in done.stderr and not out.exists()
     assert not any(e["event"] == "exported" for e in _custody(cli, item["id"]))
     assert [p.name for p in tmp_path.iterdir() if ".partial-" in p.name] == []
 

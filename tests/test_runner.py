@@ -16,7 +16,7 @@ from worker.audit import audit_item
 from worker.backends.local import LocalStore
 from worker.backends.sqlite import SqliteQueue
 from worker.config import Settings
-from worker.errors import LeaseLost
+from worker.errors import JobError, LeaseLost
 from worker.jobs import submit
 from worker.runner import Runner
 
@@ -126,3 +126,22 @@ def test_audit_notices_a_deleted_run_and_edited_intake_facts(store, queue: Sqlit
     problems = "\n".join(audit_item(store, queue, evidence_id, "t").problems)
     assert "'original_name' differs from what the 'ingested' custody event recorded" in problems
     assert f"run {outcome.run_id}: logged as committed, but the run (or its run.json) is gone" in problems
+
+
+def test_a_job_custody_never_asked_for_is_refused_and_audit_flags_such_a_run(store, queue: SqliteQueue,
+                                                                              runner: Runner):
+    """A job message put straight into the queue (weaker masking asked for) is not run."""
+    evidence_id = stored_sample(store)
+    submit(store, queue, evidence_id, "intake", {}, actor="t", reason="test")
+    forged, _ = queue.enqueue(evidence_id, "intake", {"redact.min_score": 0.95})
+    twin, _ = queue.enqueue(evidence_id, "intake", {}, nonce="forged")   # a request's parameters, another run
+    before = store.custody(evidence_id).events
+    for job in (forged, twin):
+        with pytest.raises(JobError, match="never asked for"):
+            runner.run(job)
+    assert store.custody(evidence_id).events == before, "a refused job leaves no run in custody"
+    assert audit_item(store, None, evidence_id, "t").ok
+    # A run committed by a job no request names (before this check existed, or written by hand) is flagged.
+    store.append_custody(evidence_id, custody.RUN_COMMITTED, "t", {"run_id": "f" * 16, "job_id": "forged-job"})
+    problems = audit_item(store, None, evidence_id, "t").problems
+    assert any("committed by job forged-job, which no request in custody asked for" in p for p in problems)

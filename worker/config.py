@@ -9,9 +9,7 @@ Every key is checked at start; an unknown or bad key is an error that names it.
 
 from __future__ import annotations
 
-import getpass
 import os
-import socket
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from pipelines.pipeline import Tools
 from worker.errors import ConfigError
+from worker.labels import check_label
 
 ENV_PREFIX = "EVIDENCE_"
 ENV_CONFIG = "EVIDENCE_CONFIG"
@@ -138,9 +137,24 @@ class RedactSettings(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
 
+UNNAMED_OPERATOR = "operator (unnamed)"
+
+
+class OperatorSettings(_Section):
+    """Who custody events, manifests and reports say acted: a role or pseudonym. Staff are anonymous, so it is
+    never the account or the host by default: a clip's report travels to people outside."""
+
+    name: str | None = Field(None, description=f"a role or pseudonym; default {UNNAMED_OPERATOR!r}")
+
+    @field_validator("name")
+    @classmethod
+    def _plain(cls, name: str | None) -> str | None:
+        return None if name is None else check_label("[operator] name", name)
+
+
 class Settings(_Section):
     home: Path = Path("evidence-data")
-    operator: str | None = Field(None, description="who this worker acts as in custody events")
+    operator: OperatorSettings = OperatorSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     store: StoreSettings = StoreSettings()
     queue: QueueSettings = QueueSettings()
@@ -152,6 +166,11 @@ class Settings(_Section):
     signing: SigningSettings = SigningSettings()
     encryption: EncryptionSettings = EncryptionSettings()
     replicas: list[ReplicaSettings] = Field(default_factory=list, description="off-site copies, kept level")
+
+    @field_validator("operator", mode="before")
+    @classmethod
+    def _operator_as_name(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value   # operator = "x" names it as [operator] does
 
     @field_validator("replicas")
     @classmethod
@@ -191,8 +210,8 @@ class Settings(_Section):
 
     @property
     def actor(self) -> str:
-        """Who custody events say acted: the configured operator, else user@host."""
-        return self.operator or f"{getpass.getuser()}@{socket.gethostname()}"
+        """Who custody events, manifests and reports say acted: the configured role, never account or host."""
+        return self.operator.name or UNNAMED_OPERATOR
 
     @property
     def tools(self) -> Tools:

@@ -37,6 +37,7 @@ from pipelines.transcribe import formats
 from worker import custody, verified
 from worker.directory import Directory
 from worker.errors import ConfigError, IntegrityError, JobError, NotFound
+from worker.labels import check_label
 from worker.store import EvidenceStore
 from worker.timestamps import utc_now
 from worker.workdirs import private_workdir
@@ -67,6 +68,9 @@ class Request:
 def _check_request(request: Request) -> None:
     if not request.recipient.strip():
         raise ValueError("--recipient must name who receives the clip")
+    for what, text in (("--recipient", request.recipient), ("--authorised-by", request.authorised_by),
+                       ("--reason", request.reason)):
+        check_label(what, text or "")
     if request.unredacted and not ((request.authorised_by or "").strip() and (request.reason or "").strip()):
         raise ExportRefused("an unmasked export needs --authorised-by NAME and --reason TEXT; both are logged "
                             "in the item's custody")

@@ -1,4 +1,12 @@
-"""Putting work in the queue, with a custody event for every job."""
+"""Putting work in the queue, with a custody event for every job; and finding that event again.
+
+The custody chain is the record of what was asked: a worker runs a job only
+if the item's chain holds the request for it (an ingest's or a reprocess's
+"job enqueued", or the "job requeued" of a lost one; a retried dead letter
+keeps its id), with the same pipeline, parameters and run. A job message
+written straight into the queue (a forged one asking for weaker masking)
+has none, and is refused.
+"""
 
 from __future__ import annotations
 
@@ -54,3 +62,29 @@ def reprocess(store: EvidenceStore, queue: JobQueue, evidence_id: str, *, pipeli
         "pipeline": pipeline, "params": overrides, "new_run": new_run, "run_id": rid,
     })
     return submit(store, queue, evidence_id, pipeline, overrides, actor=actor, reason="reprocess", nonce=nonce)
+
+
+def _canonical(pipeline: str, params: Any) -> dict | None:
+    try:
+        return registry.get(pipeline).overrides(params if isinstance(params, Mapping) else {})
+    except (registry.UnknownPipeline, ParameterError):
+        return None
+
+
+def request_for(chain: custody.ChainReport, job: Job) -> dict | None:
+    """The custody event that asked for ``job``: same job id, pipeline, parameters and nonce; None if none."""
+    wanted = _canonical(job.pipeline, job.params)
+    for event in chain.events:
+        details = event.get("details")
+        if (event.get("event") in (custody.JOB_ENQUEUED, custody.JOB_REQUEUED) and isinstance(details, dict)
+                and details.get("job_id") == job.id and details.get("pipeline") == job.pipeline
+                and details.get("nonce") == job.nonce and wanted is not None
+                and _canonical(job.pipeline, details.get("params")) == wanted):
+            return event
+    return None
+
+
+def requested_job_ids(chain: custody.ChainReport) -> set[str]:
+    """Every job id the chain shows was asked for."""
+    return {str((e.get("details") or {}).get("job_id")) for e in chain.events
+            if e.get("event") in (custody.JOB_ENQUEUED, custody.JOB_REQUEUED) and isinstance(e.get("details"), dict)}

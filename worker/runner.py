@@ -25,6 +25,7 @@ from pipelines.pipeline import ParameterError, Pipeline, StepContext, Tools, run
 from worker import __version__, custody
 from worker.directory import Directory
 from worker.errors import JobError, LeaseLost, NotFound
+from worker.jobs import request_for
 from worker.progress import progress_bar
 from worker.queue import Job
 from worker.reuse import earlier, input_key, reuse
@@ -85,6 +86,11 @@ class Runner:
             evidence = self.store.evidence(job.evidence_id)
         except NotFound:
             raise JobError(f"no evidence item {job.evidence_id} in the store") from None
+        if request_for(self.store.custody(job.evidence_id), job) is None:
+            log.error("job refused: custody holds no request for it",
+                      extra={"job_id": job.id, "evidence_id": job.evidence_id, "params": dict(job.params)})
+            raise JobError(f"job {job.id} was never asked for: the item's custody holds no request (ingest, "
+                           "reprocess or requeue) with this job id, pipeline and parameters; it is not run")
         if self.store.is_committed(job.evidence_id, rid):
             log.info("run already committed; nothing to do", extra={"job_id": job.id, "run_id": rid})
             with protect():
