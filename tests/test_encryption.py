@@ -5,9 +5,10 @@ from __future__ import annotations
 import io
 import json
 import os
+import subprocess
 
 import pytest
-from conftest import aws_client
+from conftest import REPO, Cli, aws_client, ffmpeg
 
 from worker.encryption import envelope, keys
 from worker.encryption.envelope import DecryptionError, WrongKey
@@ -170,3 +171,27 @@ def test_the_staff_roster_is_sealed_and_a_wrong_or_missing_key_is_refused(cli, t
     planted = cli("staff", "list", check=False, **env)
     assert planted.returncode == 1 and "not encrypted" in planted.stderr
     assert cli.json("staff", "seal", **env)["people"] == 0 and roster_file.read_bytes().startswith(envelope.MAGIC)
+
+
+def test_a_service_gets_its_passphrase_from_the_environment_or_a_descriptor(cli: Cli, tmp_path):
+    """Passphrase mode runs without a terminal: EVIDENCE_PASSPHRASE, or EVIDENCE_PASSPHRASE_FD (never argv)."""
+    clip = tmp_path / "clip.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=s=160x120:r=10:d=1", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(clip))
+    mode = {"EVIDENCE_ENCRYPTION__KEY_SOURCE": "passphrase"}
+    evidence_id = cli.json("ingest", clip, **mode, EVIDENCE_PASSPHRASE="correct horse")["ingested"][0]["evidence_id"]
+
+    def through_a_descriptor(phrase: str) -> subprocess.CompletedProcess:
+        read, write = os.pipe()
+        os.write(write, f"{phrase}\n".encode())
+        os.close(write)
+        try:
+            return subprocess.run(cli.command("show", evidence_id, "--json"), cwd=REPO, capture_output=True,
+                                  text=True, timeout=60, pass_fds=(read,), stdin=subprocess.DEVNULL,
+                                  env={**cli.env, **mode, "EVIDENCE_PASSPHRASE_FD": str(read)})
+        finally:
+            os.close(read)
+
+    shown = through_a_descriptor("correct horse")
+    assert shown.returncode == 0 and json.loads(shown.stdout)["evidence_id"] == evidence_id
+    wrong = through_a_descriptor("wrong horse")
+    assert wrong.returncode == 2 and "passphrase" in wrong.stderr and "Traceback" not in wrong.stderr

@@ -194,3 +194,18 @@ def test_custody_names_a_role_never_the_account_or_host(cli: Cli, tmp_path: Path
     assert "field team 2" in (cli.home / "store" / other / "custody.jsonl").read_text()
     done = cli("status", check=False, EVIDENCE_OPERATOR="archivist\u202e3")
     assert done.returncode != 0 and "U+202E" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_commands_onto_existing_paths_or_without_a_region_fail_in_one_line(cli: Cli, tmp_path: Path):
+    cli("keys", "init-test-ca", "--out", tmp_path / "ca")
+    cli("keys", "init-storage-key", "--out", tmp_path / "master.key")
+    for args in (("keys", "init-test-ca", "--out", tmp_path / "ca"),
+                 ("keys", "init-storage-key", "--out", tmp_path / "master.key")):
+        done = cli(*args, check=False)
+        assert done.returncode == 2 and "already exists; nothing was overwritten" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+    cli.env.pop("AWS_DEFAULT_REGION", None)
+    cli.env.pop("AWS_REGION", None)
+    done = cli("admin", "init-s3", check=False, EVIDENCE_STORE__BACKEND="s3", EVIDENCE_STORE__BUCKET="evidence",
+               AWS_CONFIG_FILE=str(tmp_path / "none"))
+    assert done.returncode == 2 and "no AWS region" in done.stderr and "Traceback" not in done.stderr, done.stderr

@@ -333,3 +333,19 @@ def test_enrolment_takes_only_jpeg_or_png_whatever_the_name_says(shared_data, tm
     disguised.write_bytes(data.tobytes())
     done = cli("staff", "enroll", "someone", str(disguised), check=False)
     assert done.returncode == 1 and "not a JPEG or PNG" in done.stderr
+
+
+def test_enrolment_refuses_a_photo_declaring_too_many_pixels_before_decoding_it(tmp_path, cli):
+    """A 65000x65000 JPEG header or a 20000x20000 PNG is refused from its header, whatever imported OpenCV."""
+    sof = b"\xff\xc0\x00\x11\x08" + (65000).to_bytes(2, "big") * 2 + b"\x03\x01\x22\x00\x02\x11\x01\x03\x11\x01"
+    jpeg = tmp_path / "huge.jpg"
+    jpeg.write_bytes(b"\xff\xd8" + b"\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00" + sof + b"\xff\xd9")
+    ok, small = cv2.imencode(".png", np.zeros((40, 40, 3), dtype=np.uint8))
+    data = bytearray(small.tobytes())
+    data[16:24] = (20000).to_bytes(4, "big") * 2
+    png = tmp_path / "huge.png"
+    png.write_bytes(bytes(data))
+    for photo, size in ((jpeg, "65000x65000"), (png, "20000x20000")):
+        done = cli("staff", "enroll", "someone", str(photo), check=False)
+        assert done.returncode == 1 and f"declares {size} pixels" in done.stderr and "Traceback" not in done.stderr
+    assert cli.json("staff", "list")["staff"] == {}

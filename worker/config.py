@@ -23,6 +23,8 @@ from worker.labels import check_label
 
 ENV_PREFIX = "EVIDENCE_"
 ENV_CONFIG = "EVIDENCE_CONFIG"
+# Not settings: how a storage passphrase reaches a service (never on the command line, where any account sees it).
+ENV_PASSPHRASE, ENV_PASSPHRASE_FD = "EVIDENCE_PASSPHRASE", "EVIDENCE_PASSPHRASE_FD"
 
 
 class _Section(BaseModel):
@@ -259,7 +261,7 @@ def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[tup
     data: dict[str, Any] = {}
     sources: dict[tuple[str, ...], str] = {}
     for name, value in environ.items():
-        if not name.startswith(ENV_PREFIX) or name == ENV_CONFIG:
+        if not name.startswith(ENV_PREFIX) or name in (ENV_CONFIG, ENV_PASSPHRASE, ENV_PASSPHRASE_FD):
             continue
         path = tuple(part.lower() for part in name[len(ENV_PREFIX):].split("__"))
         node = data

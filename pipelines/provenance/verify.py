@@ -143,6 +143,11 @@ def verify(path: Path, anchors_pem: str | None = None, original: Path | None = N
                              else f"the file cannot be read as signed MP4: {text}"))
         report["trust"] = "no_manifest" if missing else "invalid"
         return report
+    except (KeyError, ValueError, TypeError) as exc:   # a store c2pa reads but whose active manifest is gone
+        checks.append(_check("manifest present", False, f"the file's C2PA manifest store is damaged ({exc}); "
+                                                         "it cannot be verified"))
+        report["trust"] = "invalid"
+        return report
     codes = [status.get("code", "") for status in store.get("validation_status", [])]
     checks.append(_check("manifest present", True, f"active manifest {store.get('active_manifest')}"))
     signature = active.get("signature_info") or {}

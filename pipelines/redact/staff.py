@@ -13,14 +13,11 @@ none matched. Names never reach this module: only embeddings.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
-
-os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", "50000000")  # read by OpenCV at its first decode
 
 from pipelines.errors import StepError
 from pipelines.redact.detect import Box
@@ -139,9 +136,37 @@ class EnrolmentError(StepError):
     retryable = False
 
 
+def declared_size(data: bytes) -> tuple[int, int]:
+    """(width, height) a PNG's header or a JPEG's frame header declares; (0, 0) when none is found.
+
+    Read before any decoder sees the picture: OpenCV's own pixel limit is
+    read once, when it is first imported, and whoever imported it first
+    decides whether it holds.
+    """
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return (int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")) if len(data) >= 24 else (0, 0)
+    at = 2
+    while at + 4 <= len(data):
+        if data[at] != 0xFF:
+            return 0, 0
+        marker = data[at + 1]
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:   # markers with no length
+            at += 2
+            continue
+        length = int.from_bytes(data[at + 2:at + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):   # a frame header: SOF0 to SOF15
+            header = data[at + 5:at + 9]
+            return (int.from_bytes(header[2:4], "big"), int.from_bytes(header[0:2], "big")) if len(header) == 4 \
+                else (0, 0)
+        if marker == 0xDA or length < 2:   # image data before any frame header: not a picture to trust
+            return 0, 0
+        at += 2 + length
+    return 0, 0
+
+
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 _IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")
-_MAX_PHOTO_PIXELS = int(os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"])
+_MAX_PHOTO_PIXELS = 50_000_000   # OpenCV's own limit, where it holds, is set in pipelines/__init__.py
 _ENROL_SCORE = 0.6
 _ENROL_WIDTH = 1280
 _VIDEO_SAMPLES = 10
@@ -207,6 +232,10 @@ def _read_photo(path: Path) -> np.ndarray:
     data = path.read_bytes()
     if not data.startswith(_IMAGE_MAGIC):
         raise EnrolmentError(f"{path.name}: not a JPEG or PNG photo (convert it, or enrol from a video)")
+    width, height = declared_size(data)
+    if width * height > _MAX_PHOTO_PIXELS or not width or not height:
+        raise EnrolmentError(f"{path.name}: the photo declares {width}x{height} pixels; more than "
+                             f"{_MAX_PHOTO_PIXELS} are not decoded (scale it down first)")
     image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise EnrolmentError(f"{path.name}: the photo cannot be decoded (damaged, or over "

@@ -66,6 +66,9 @@ def aws_client(service: str, *, region: str | None, endpoint_url: str | None):
     import boto3  # only deployments on AWS-speaking services pay for importing it
     from botocore.config import Config
 
+    if not (region or endpoint_url or boto3.session.Session().region_name):
+        raise ConfigError(f"no AWS region for {service}: set the region in the settings ([store] region, "
+                          "[queue] region, [encryption] kms_region) or AWS_DEFAULT_REGION")
     return boto3.client(service, region_name=region, endpoint_url=endpoint_url,
                         config=Config(retries={"max_attempts": 10, "mode": "standard"}, connect_timeout=10,
                                       read_timeout=60))

@@ -84,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BROKEN_PIPE
     except NotFound as exc:
         return _fail(EXIT_NOT_FOUND, exc)
+    except FileExistsError as exc:   # keys, certificates, exports: this software never overwrites a file
+        return _fail(EXIT_USAGE, f"{exc.filename} already exists; nothing was overwritten: name a new path")
     except (JobError, ConfigError, ValueError) as exc:
         return _fail(EXIT_USAGE, exc)
     except (EvidenceError, ModelError, StepError) as exc:

@@ -8,10 +8,11 @@ passphrase, or the KMS key) in escrow, apart from the machines.
 
 from __future__ import annotations
 
+import functools
 import getpass
 import os
 
-from worker.config import Settings
+from worker.config import ENV_PASSPHRASE, ENV_PASSPHRASE_FD, Settings
 from worker.encryption import keys
 from worker.encryption.envelope import MasterKey
 from worker.errors import ConfigError
@@ -29,6 +30,24 @@ def load(settings: Settings) -> MasterKey | None:
     return _loaded[which]
 
 
+@functools.lru_cache(maxsize=1)   # a descriptor is read once, and closed
+def _given_passphrase() -> str | None:
+    """The passphrase a service was given: EVIDENCE_PASSPHRASE, or read (one line) from the open file
+    descriptor EVIDENCE_PASSPHRASE_FD names (a systemd credential, a pipe); None if neither is set."""
+    if ENV_PASSPHRASE in os.environ:
+        return os.environ[ENV_PASSPHRASE]
+    fd = os.environ.get(ENV_PASSPHRASE_FD)
+    if fd is None:
+        return None
+    if not fd.isdigit():
+        raise ConfigError(f"{ENV_PASSPHRASE_FD} must be the number of an open file descriptor, not {fd!r}")
+    try:
+        with os.fdopen(int(fd), "r", encoding="utf-8", closefd=True) as handle:
+            return handle.readline(4096).rstrip("\r\n")
+    except OSError as exc:
+        raise ConfigError(f"{ENV_PASSPHRASE_FD}={fd}: the passphrase cannot be read ({exc.strerror})") from None
+
+
 def _load(settings: Settings) -> MasterKey | None:
     e = settings.encryption
     try:
@@ -40,7 +59,7 @@ def _load(settings: Settings) -> MasterKey | None:
             return keys.from_key_file(e.key_file)
         if e.key_source == "passphrase":
             salt = settings.home / PASSPHRASE_SALT
-            phrase = os.environ.get("EVIDENCE_PASSPHRASE")
+            phrase = _given_passphrase()
             if phrase is None and os.isatty(0):
                 phrase = getpass.getpass("evidence storage passphrase: ")
                 if not salt.exists() and getpass.getpass("the same again (first use): ") != phrase:
