@@ -141,7 +141,8 @@ def run_one(contender: str, path: Path, reference: str, model_dir: str) -> dict:
         duration = transcript["duration_s"]
         facts = transcribe.summary(transcript)
         extra = {key: facts[key] for key in ("segments", "speech_s", "covered_s", "unaccounted_s", "needs_human_s")}
-        spans = [(s["start"], s["end"]) for s in transcript["segments"] if s["status"] in ("machine", "machine_flagged")]
+        spans = [(s["start"], s["end"]) for s in transcript["segments"]
+                 if s["status"] in ("machine", "machine_flagged")]
     else:
         model = WhisperModel(model_dir, device="cpu", compute_type="int8")
         audio = decode_audio(str(path), sampling_rate=16000)

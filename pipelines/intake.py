@@ -15,7 +15,7 @@ INTAKE = Pipeline(
     version="5",
     steps=(
         Step("probe", probe.run),
-        Step("transcribe", transcribe.run, version=transcribe.VERSION, reads=("probe.has_audio",),
+        Step("transcribe", transcribe.run, version=transcribe.VERSION, reads=("probe.has_audio", "probe.duration_s"),
              fingerprint=transcribe.fingerprint),
         Step("redact", redact.run, version=redact.VERSION, reads=("probe.has_video", "probe.video"),
              fingerprint=redact.fingerprint),

@@ -84,7 +84,7 @@ def russian_set(folder: Path) -> list[tuple[str, np.ndarray]]:
             for name, text in sorted(references(folder).items())]
 
 
-def transcribe(path: Path, folder: Path, registry, languages=("ru",), **overrides) -> dict:
+def transcribe(path: Path, folder: Path, registry, languages=("ru",), facts=None, **overrides) -> dict:
     """The transcribe step of the intake pipeline, with its defaults, on one file: transcript.json's content."""
     from pipelines.intake import INTAKE
     from pipelines.pipeline import StepContext
@@ -93,7 +93,8 @@ def transcribe(path: Path, folder: Path, registry, languages=("ru",), **override
     params = {key.split(".", 1)[1]: p.default for key, p in INTAKE.params.items() if key.startswith("transcribe.")}
     folder.mkdir(exist_ok=True)
     context = StepContext(evidence_id="", original=path, workdir=folder, params={**params, **overrides},
-                          facts={"probe": {"has_audio": True}}, models=registry, languages=tuple(languages))
+                          facts={"probe": facts or {"has_audio": True}}, models=registry,
+                          languages=tuple(languages))
     return json.loads(step.run(context).files["transcript.json"].read_text())
 
 

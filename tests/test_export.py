@@ -190,4 +190,5 @@ def test_the_transcript_excerpt_is_retimed_and_keeps_its_markers():
     assert "[needs human transcription 00:00:02–00:00:04, Chechen?]" in text
     vtt = formats.vtt(part)
     assert vtt.startswith("WEBVTT\n\nNOTE\nMachine-made transcript") and "2 machine-made" in vtt
-    assert "00:00:09.000 --> 00:00:10.000\n[cut at the clip's edge] [machine, unverified: whisper-base; check] конец" in vtt
+    assert ("00:00:09.000 --> 00:00:10.000\n[cut at the clip's edge] [machine, unverified: whisper-base; check] "
+            "конец") in vtt

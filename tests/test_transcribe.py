@@ -7,13 +7,13 @@ import shutil
 from pathlib import Path
 
 import jiwer
-import numpy as np
 import pytest
 from conftest import SAMPLE_VIDEO, Cli, ffmpeg
 from speech_fixtures import join, normalise, russian_set, spoken, tiny_ctc_model
 from speech_fixtures import transcribe as transcribe_file
 
 from models.registry import ModelDamaged, ModelMissing, Registry
+from pipelines.errors import RejectedInput
 
 GERMAN = ("Guten Tag. Ich heiße Anna und ich wohne seit vielen Jahren in Berlin. Heute ist das Wetter schön, "
           "und wir gehen am Nachmittag in den Park.")
@@ -189,3 +189,16 @@ def test_a_worker_refuses_to_start_with_a_configured_model_that_is_not_a_model(c
     config.write_text(f'[transcribe.models.ce]\nkind = "ctc-onnx"\npath = "{tmp_path / "not-a-model"}"\n')
     done = cli("worker", "--once", check=False, EVIDENCE_CONFIG=str(config))
     assert done.returncode == 1 and "lacks model.onnx" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_sound_far_longer_than_the_file_declares_is_refused_without_filling_the_disk(models: Registry,
+                                                                                     tmp_path: Path):
+    """A container can declare 10 s and hold hours: what is written is bounded by what the probe found."""
+    long = tmp_path / "long.m4a"
+    ffmpeg("-f", "lavfi", "-i", "anoisesrc=color=pink:amplitude=0.1:sample_rate=16000:duration=200", "-c:a", "aac",
+           "-b:a", "16k", str(long))
+    with pytest.raises(RejectedInput, match="runs past 75 s, far longer than the 10 s the file declares"):
+        transcribe_file(long, tmp_path / "out", models, facts={"has_audio": True, "duration_s": 10.0})
+    assert not (tmp_path / "out" / "audio.s16le").exists()
+    honest = transcribe_file(long, tmp_path / "honest", models, facts={"has_audio": True, "duration_s": 200.0})
+    assert honest["duration_s"] == pytest.approx(200, abs=1)

@@ -88,7 +88,7 @@ def uncovered(speech: Sequence[Span], segments: Sequence[Mapping[str, Any]],
 
 def overlaps(segments: Sequence[Mapping[str, Any]]) -> list[Span]:
     ordered = sorted((s["start"], s["end"]) for s in segments)
-    return [(b[0], a[1]) for a, b in zip(ordered, ordered[1:]) if b[0] < a[1] - _EPSILON_S]
+    return [(b[0], a[1]) for a, b in zip(ordered, ordered[1:], strict=False) if b[0] < a[1] - _EPSILON_S]
 
 
 def close(speech: Sequence[Span], segments: Sequence[Mapping[str, Any]],

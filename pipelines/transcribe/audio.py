@@ -20,17 +20,35 @@ from pipelines.sniff import sniff_container
 SAMPLE_RATE = 16000
 
 
-def extract(original: Path, out: Path, tools: Tools) -> np.memmap:
-    """The first audio stream of ``original`` as int16 samples in ``out``; RejectedInput if it cannot be decoded."""
+def most_seconds(declared_s: float | None) -> float | None:
+    """How much sound a recording declaring ``declared_s`` may hold before it is taken for a liar."""
+    return None if not declared_s else 1.5 * declared_s + 60
+
+
+def extract(original: Path, out: Path, tools: Tools, declared_s: float | None = None) -> np.memmap:
+    """The first audio stream of ``original`` as int16 samples in ``out``; RejectedInput if it cannot be decoded,
+    or if it holds far more sound than the ``declared_s`` seconds the probe found.
+
+    A container can declare ten seconds and hold three hours; what is
+    written here is bounded by what was declared (``most_seconds``), so
+    such a file is refused instead of filling the disk.
+    """
     container = sniff_container(original)
+    limit = most_seconds(declared_s)
     stream = ffmpeg.input(ffmpeg_cli.media_url(original), **ffmpeg_cli.input_options(container.demuxer, tools))
+    bound = {"t": f"{limit + 1:.3f}"} if limit else {}
     stream = stream.output(f"file:{Path(out).resolve()}", map="0:a:0", ac=1, ar=SAMPLE_RATE, f="s16le",
-                           acodec="pcm_s16le", vn=None, sn=None, dn=None)
+                           acodec="pcm_s16le", vn=None, sn=None, dn=None, **bound)
     args = stream.global_args("-hide_banner", "-nostdin", "-v", "error", "-n").compile(cmd=tools.ffmpeg)
     done = ffmpeg_cli.run_tool(args, tools)
     if done.returncode != 0:
         raise RejectedInput(f"the audio cannot be decoded: {ffmpeg_cli.error_summary(done.stderr)}")
-    if Path(out).stat().st_size < 2:
+    size = Path(out).stat().st_size
+    if limit and size > limit * SAMPLE_RATE * 2:
+        Path(out).unlink()
+        raise RejectedInput(f"the sound runs past {limit:.0f} s, far longer than the {declared_s:g} s the file "
+                            "declares: refused as misleading")
+    if size < 2:
         return np.zeros(0, dtype=np.int16)
     return np.memmap(out, dtype=np.int16, mode="r")
 

@@ -113,4 +113,4 @@ def stretches(parts: Sequence[Identified | None], seconds: Sequence[float],
             leans.append(lean)
         leans[-1] = lean
         current = lean
-    return [(first, last, lean) for first, last, lean in zip(cuts, [*cuts[1:], len(parts)], leans)]
+    return [(first, last, lean) for first, last, lean in zip(cuts, [*cuts[1:], len(parts)], leans, strict=False)]

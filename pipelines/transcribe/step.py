@@ -178,7 +178,8 @@ def transcribe_file(ctx: StepContext) -> dict[str, Any]:
             "models": {lang: model.record() for lang, model in models.items()}}
     if not (ctx.facts.get("probe") or {}).get("has_audio", True):
         return {**base, "audio": False, "duration_s": 0.0, "segments": [], "speech": []}
-    samples = audio.extract(ctx.original, ctx.workdir / "audio.s16le", ctx.tools)
+    samples = audio.extract(ctx.original, ctx.workdir / "audio.s16le", ctx.tools,
+                            (ctx.facts.get("probe") or {}).get("duration_s"))
     found = vad.speech(samples, threshold=p["vad_threshold"], max_region_s=p["chunk_s"])
     spans = chunks.group(found.regions, max_s=p["chunk_s"], gap_s=p["merge_gap_s"])
     device, compute_type = whisper.resolve_device(p["device"])

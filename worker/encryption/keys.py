@@ -69,7 +69,8 @@ def from_key_file(path: Path) -> MasterKey:
 def from_passphrase(passphrase: str, settings_file: Path) -> MasterKey:
     """The key a passphrase gives under the salt in ``settings_file`` (made on first use); MasterKeyError if wrong."""
     if not passphrase:
-        raise MasterKeyError("the passphrase is empty: set EVIDENCE_PASSPHRASE (or EVIDENCE_PASSPHRASE_FD) or type it when asked")
+        raise MasterKeyError("the passphrase is empty: set EVIDENCE_PASSPHRASE (or EVIDENCE_PASSPHRASE_FD) or type "
+                             "it when asked")
     if settings_file.exists() or settings_file.is_symlink():
         try:
             saved = json.loads(settings_file.read_text())
