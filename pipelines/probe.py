@@ -20,6 +20,7 @@ import itertools
 import json
 import statistics
 from collections.abc import Mapping
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -171,6 +172,21 @@ def _layout_warnings(path: Path, container: Container) -> list[str]:
             " they are kept in the original but are not part of the recording"]
 
 
+def _aspect(text: Any, quarter_turn: bool) -> str:
+    """"N:D" of a stream's sample aspect ratio, upright; "1:1" when it is unset ("0:1", "N/A")."""
+    try:
+        num, den = (int(part) for part in str(text).split(":"))
+        ratio = Fraction(num, den)
+    except (ValueError, ZeroDivisionError):
+        return "1:1"
+    if ratio == 0:
+        return "1:1"
+    if not Fraction(1, 16) <= ratio <= 16:
+        raise RejectedInput(f"the video's pixels are {num}:{den} as wide as high: no camera records that")
+    ratio = 1 / ratio if quarter_turn else ratio
+    return f"{ratio.numerator}:{ratio.denominator}"
+
+
 def _duration(report: Mapping[str, Any]) -> float:
     candidates = [_float((report.get("format") or {}).get("duration"))]
     candidates += [_float(s.get("duration")) for s in report.get("streams", [])]
@@ -271,6 +287,9 @@ def probe_file(path: Path, params: Mapping[str, Any], tools: Tools = DEFAULT_TOO
             "display_height": width if quarter_turn else height,
             "pix_fmt": stream.get("pix_fmt"),
             "rotation": rotation,
+            # Pixels are not always square (anamorphic video): the picture a person sees is this much wider
+            # than its pixels, in upright orientation (a quarter turn swaps the axes).
+            "sample_aspect_ratio": _aspect(stream.get("sample_aspect_ratio"), quarter_turn),
             "frame_rate": _rate(stream.get("r_frame_rate")),
             "avg_frame_rate": _rate(stream.get("avg_frame_rate")),
             "variable_frame_rate": _variable_frame_rate(path, container, tools),

@@ -349,3 +349,23 @@ def test_enrolment_refuses_a_photo_declaring_too_many_pixels_before_decoding_it(
         done = cli("staff", "enroll", "someone", str(photo), check=False)
         assert done.returncode == 1 and f"declares {size} pixels" in done.stderr and "Traceback" not in done.stderr
     assert cli.json("staff", "list")["staff"] == {}
+
+
+@pytest.mark.parametrize("squeeze, sar", [("scale=128:512", "4:1"), ("scale=512:128", "1:4")])
+def test_anamorphic_video_is_masked_in_the_picture_people_see_and_keeps_its_shape(shared_data, tmp_path,
+                                                                                   squeeze, sar):
+    """Pixels four times as wide (or high) as they are stored: faces squeezed in the stored picture."""
+    source = tmp_path / "anamorphic.mp4"
+    ffmpeg("-i", str(shared_data / "video" / "talking-head-d0.mp4"), "-vf", f"{squeeze},setsar={sar.replace(':', '/')}",
+           "-c:v", "libx264", "-pix_fmt", "yuv420p", "-an", str(source))
+    seen = audit.leaks(source, YUNET, DEFAULT_TOOLS, tmp_path, display=(512, 512))
+    assert len({x["frame"] for x in seen}) > 50, "the picture people see shows the face"
+    result = run_redact(source, tmp_path / "work")
+    out = result["files"]["redacted.mp4"]
+    shown = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
+                            "stream=width,height,sample_aspect_ratio", "-of", "json", str(out)],
+                           capture_output=True, text=True, check=True).stdout
+    stream = json.loads(shown)["streams"][0]
+    assert (stream["width"], stream["height"], stream["sample_aspect_ratio"]) == (
+        *(int(n) for n in squeeze.removeprefix("scale=").split(":")), sar)
+    assert audit.leaks(out, YUNET, DEFAULT_TOOLS, tmp_path, display=(512, 512)) == []

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.metadata
 import time
 from array import array
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,10 @@ def redact_file(ctx: StepContext, out: Path) -> dict[str, Any]:
     detector = detect.Detector(detect.networks(p["detector"], paths, p["min_score"]), tiles=p["tiles"])
     video_facts = (ctx.facts.get("probe") or {}).get("video") or {}
     width, height = video_facts.get("display_width"), video_facts.get("display_height")
+    # Anamorphic video: faces are found in the picture a person sees (pixels made square), and their boxes
+    # mapped back to the stored pixels, which are masked and keep their aspect ratio in the output.
+    sar = Fraction(video_facts.get("sample_aspect_ratio", "1:1").replace(":", "/"))
+    display = _square_pixels(width, height, sar) if width and height else None
     matcher = staff.Matcher(installed[staff.MODEL_NAME].path, ctx.staff, p["match_distance"]) \
         if p["policy"] == "staff" else None
     estimate = _frame_estimate(ctx)
@@ -101,7 +106,7 @@ def redact_file(ctx: StepContext, out: Path) -> dict[str, Any]:
 
     # Pass 1: detect and link. Under the staff policy the matcher needs full-size faces, so frames come
     # in at full size and are scaled down here; otherwise ffmpeg scales them (cheaper).
-    size = detect.detection_size(width, height, p["detect_scale"], p["tiles"]) if width and height else None
+    size = detect.detection_size(*display, p["detect_scale"], p["tiles"]) if display else None
     scaled_by_ffmpeg = size if size and size != (width, height) and matcher is None else None
     linker = track.Linker(p["max_gap_frames"])
     pts = array("q")
@@ -114,14 +119,18 @@ def redact_file(ctx: StepContext, out: Path) -> dict[str, Any]:
                                 f"duration and frame rate give (about {estimate}): refused as misleading")
         image = frame.image
         full_w, full_h = (width, height) if scaled_by_ffmpeg else (image.shape[1], image.shape[0])
-        small = image
-        if not scaled_by_ffmpeg and size and size != (image.shape[1], image.shape[0]):
-            small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        seen = small = image   # seen: the whole picture as a person sees it; small: what the detector gets
+        if not scaled_by_ffmpeg:
+            if sar != 1:
+                seen = small = cv2.resize(image, _square_pixels(full_w, full_h, sar), interpolation=cv2.INTER_LINEAR)
+            if size and size != (seen.shape[1], seen.shape[0]):
+                small = cv2.resize(seen, size, interpolation=cv2.INTER_AREA)
         fx, fy = full_w / small.shape[1], full_h / small.shape[0]
-        boxes = track.merge_same_faces([b.scaled(fx, fy) for b in detector(small)])
+        boxes = track.merge_same_faces([b.scaled(fx, fy) for b in detector(small)])   # in stored pixels
         assigned = linker.add(frame.index, boxes)
         if matcher is not None:
-            matcher.observe(frame.index, image, assigned)
+            sx, sy = seen.shape[1] / full_w, seen.shape[0] / full_h
+            matcher.observe(frame.index, seen, [(t, b.scaled(sx, sy)) for t, b in assigned])
         pts.append(frame.pts)
         time_base = frame.time_base
         width, height = full_w, full_h
@@ -152,7 +161,8 @@ def redact_file(ctx: StepContext, out: Path) -> dict[str, Any]:
                                     f"{frame.index}): refusing to write frames that were not checked")
             if encoder is None:
                 encoder = video.Encoder(silent, width, height, frame.time_base, ctx.tools, crf=p["crf"],
-                                        preset=p["preset"], log=ctx.workdir / "encode.log", pix_fmt=pix_fmt)
+                                        preset=p["preset"], log=ctx.workdir / "encode.log", pix_fmt=pix_fmt,
+                                        sar=sar)
             regions = [box for _number, box in next(plans)]
             masks.draw(frame.image, regions, shape=p["shape"], style=p["style"], scale=p["mask_scale"], rng=rng)
             masked_frames += bool(regions)
@@ -199,6 +209,14 @@ def redact_file(ctx: StepContext, out: Path) -> dict[str, Any]:
         if moments else []
     return {"facts": facts, "warnings": warnings, "report_path": report_path,
             "models": {name: model.record() for name, model in installed.items()}}
+
+
+def _square_pixels(width: int, height: int, sar: Fraction) -> tuple[int, int]:
+    """The size of a picture of ``width`` x ``height`` pixels of aspect ``sar`` once its pixels are square
+    (the short side stretched, never a side shrunk), in even numbers."""
+    if sar >= 1:
+        return max(2, round(width * sar / 2) * 2), height
+    return width, max(2, round(height / sar / 2) * 2)
 
 
 def _frame_estimate(ctx: StepContext) -> int:

@@ -117,7 +117,7 @@ class Encoder:
     """Writes frames, with the timestamps they came with, to an H.264 MP4 with no metadata of the original."""
 
     def __init__(self, out: Path, width: int, height: int, time_base: Fraction, tools: Tools, *,
-                 crf: int, preset: str, log: Path, pix_fmt: str = BGR):
+                 crf: int, preset: str, log: Path, pix_fmt: str = BGR, sar: Fraction = Fraction(1)):
         self.tools = tools
         self.log = log
         # 4:2:0 needs even dimensions; an odd-sized picture keeps its size in 4:4:4 instead of being padded.
@@ -129,6 +129,7 @@ class Encoder:
             pix_fmt=coded, threads=str(tools.threads), fps_mode="passthrough", enc_time_base="-1",
             video_track_timescale=str(time_base.denominator), map_metadata="-1", map_chapters="-1",
             fflags="+bitexact", **{"flags:v": "+bitexact"}, f="mp4",
+            **({"vf": f"setsar={sar.numerator}/{sar.denominator}"} if sar != 1 else {}),
         )
         args = stream.global_args("-hide_banner", "-nostdin", "-v", "error", "-n", "-copyts").compile(
             cmd=tools.ffmpeg)
