@@ -192,3 +192,18 @@ def test_the_transcript_excerpt_is_retimed_and_keeps_its_markers():
     assert vtt.startswith("WEBVTT\n\nNOTE\nMachine-made transcript") and "2 machine-made" in vtt
     assert ("00:00:09.000 --> 00:00:10.000\n[cut at the clip's edge] [machine, unverified: whisper-base; check] "
             "конец") in vtt
+
+
+def test_only_a_run_whose_masking_meets_the_release_floor_is_exported(item, cli, tmp_path):
+    """A reprocess with a detection threshold of 0.95 masks far fewer faces: its video may not leave."""
+    weak = cli.json("reprocess", item["id"], "--set", "redact.min_score=0.95")["run_id"]
+    cli("worker", "--once", timeout=300)
+    asks = ["export", item["id"], "--from", "00:00:01", "--to", "00:00:02", "--recipient", "Court"]
+    refused = cli(*asks, "--run", weak, "--out", tmp_path / "weak", check=False)
+    assert refused.returncode == 2 and f"run {weak}" in refused.stderr and "may not be released" in refused.stderr
+    assert "redact.min_score = 0.95 where [release] asks for at most 0.15" in refused.stderr
+    assert not (tmp_path / "weak").exists()
+    facts = cli.json(*asks, "--out", tmp_path / "out")   # the newest releasable run, named in the report
+    assert facts["source"]["run_id"] == item["run"]["run_id"] != weak
+    stricter = cli(*asks, "--out", tmp_path / "floor", check=False, EVIDENCE_RELEASE__MAX_MIN_SCORE="0.1")
+    assert stricter.returncode == 2 and "nor may any of its 2 masked runs" in stricter.stderr

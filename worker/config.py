@@ -112,6 +112,16 @@ class TranscribeSettings(BaseModel):
     threads: int = Field(0, ge=0, le=256, description="threads of model inference on the CPU (0: every core)")
 
 
+class ReleaseSettings(_Section):
+    """The floor a run's masking must meet before export cuts a clip from it (worker.release)."""
+
+    policies: tuple[str, ...] = Field(("all", "staff"), description="masking policies whose videos may leave")
+    max_min_score: float = Field(0.15, description="the highest detection threshold a released run may have used")
+    min_detect_scale: float = Field(0.5, description="the smallest share of the width its detector may have seen")
+    min_mask_scale: float = Field(2.0, description="the tightest masks (of the detected box) it may have drawn")
+    min_pad_frames: int = Field(8, description="the fewest frames masked before and after each face track")
+
+
 class SigningSettings(_Section):
     certificate_chain: Path | None = Field(None, description="PEM chain, signing certificate first")
     private_key: Path | None = Field(None, description="PEM private key of that certificate (ES256, PS256, Ed25519)")
@@ -166,6 +176,7 @@ class Settings(_Section):
     transcribe: TranscribeSettings = TranscribeSettings()
     redact: RedactSettings = RedactSettings()
     signing: SigningSettings = SigningSettings()
+    release: ReleaseSettings = ReleaseSettings()
     encryption: EncryptionSettings = EncryptionSettings()
     replicas: list[ReplicaSettings] = Field(default_factory=list, description="off-site copies, kept level")
 

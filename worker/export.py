@@ -34,7 +34,8 @@ from pipelines.provenance.credentials import Credentials
 from pipelines.provenance.step import SOFTWARE
 from pipelines.provenance.verify import verify
 from pipelines.transcribe import formats
-from worker import custody, verified
+from worker import custody, release, verified
+from worker.config import ReleaseSettings
 from worker.directory import Directory
 from worker.errors import ConfigError, IntegrityError, JobError, NotFound
 from worker.labels import check_label
@@ -78,16 +79,32 @@ def _check_request(request: Request) -> None:
         raise ValueError(f"{request.out} exists and is not an empty folder: name a new folder for the export")
 
 
-def _source_run(store: EvidenceStore, request: Request, runs: verified.Runs) -> Mapping[str, Any] | None:
-    """The verified run to cut from: the one asked for, else the newest with a masked video."""
+def _source_run(request: Request, runs: verified.Runs, chain: custody.ChainReport,
+                floor: ReleaseSettings) -> Mapping[str, Any] | None:
+    """The verified run to cut from: the one asked for, else the newest releasable one with a masked video.
+
+    ExportRefused, with the reasons, when a masked clip is asked for and the
+    run (the one named, or every run with a masked video) is not releasable.
+    """
     if request.run_id:
         chosen = [r for r in runs.records if r["run_id"] == request.run_id]
         if not chosen:
             problem = runs.problems.get(request.run_id, "no committed run with that id")
             raise NotFound(f"run {request.run_id} of {request.evidence_id[:12]}: {problem}")
-        return chosen[0]
-    masked = [r for r in runs.records if MASKED in (r.get("outputs") or {})]
-    return masked[-1] if masked else (runs.records[-1] if runs.records else None)
+        masked = chosen if MASKED in (chosen[0].get("outputs") or {}) else []
+    else:
+        masked = [r for r in runs.records if MASKED in (r.get("outputs") or {})]
+    if request.unredacted or not masked:
+        return masked[-1] if masked else (runs.records[-1] if runs.records else None)
+    reasons = {r["run_id"]: release.problems(r, chain, floor) for r in masked}
+    releasable = [r for r in masked if not reasons[r["run_id"]]]
+    if releasable:
+        return releasable[-1]
+    newest = masked[-1]["run_id"]
+    raise ExportRefused(f"run {newest} of {request.evidence_id[:12]} may not be released: "
+                        f"{'; '.join(reasons[newest])}" + ("" if request.run_id else
+                                                            f" (nor may any of its {len(masked)} masked runs)")
+                        + "; reprocess it with settings that meet [release]")
 
 
 def _transcript(store: EvidenceStore, evidence_id: str, runs: verified.Runs,
@@ -133,7 +150,7 @@ def _how_to_verify(clip_name: str) -> list[dict[str, str]]:
 
 
 def export(store: EvidenceStore, request: Request, *, credentials: Credentials, anchors_pem: str | None,
-           tools: Tools, work_root: Path, actor: str) -> dict[str, Any]:
+           tools: Tools, work_root: Path, actor: str, floor: ReleaseSettings) -> dict[str, Any]:
     """Make the export folder; return the report's facts (also written as verification-report.json)."""
     _check_request(request)
     if not anchors_pem:
@@ -144,7 +161,7 @@ def export(store: EvidenceStore, request: Request, *, credentials: Credentials, 
     chain = store.custody(evidence_id)
     _check_item(store, evidence_id, record, chain)
     runs = verified.runs(store, evidence_id, chain)
-    run = _source_run(store, request, runs)
+    run = _source_run(request, runs, chain, floor)
     masked = run is not None and MASKED in (run.get("outputs") or {})
     if not request.unredacted and not masked:
         raise ExportRefused(f"item {evidence_id[:12]} has no masked video" + (f" in run {run['run_id']}" if run else "")

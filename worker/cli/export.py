@@ -52,7 +52,8 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
                       recipient=args.recipient, out=args.out, run_id=args.run, unredacted=args.unredacted,
                       authorised_by=args.authorised_by, reason=args.reason)
     facts = export(store, request, credentials=credentials, anchors_pem=signing.anchors(settings),
-                   tools=settings.tools, work_root=settings.work_dir, actor=settings.actor)
+                   tools=settings.tools, work_root=settings.work_dir, actor=settings.actor,
+                   floor=settings.release)
     if args.json:
         print_json({"out": str(args.out), **facts})
         return EXIT_OK

@@ -1,0 +1,40 @@
+"""Which runs may leave the building: a masked video is released only from a run whose masking is at least
+as strict as the configured floor ([release]) and that custody asked for.
+
+A run made with weaker settings (a higher detection threshold, masks drawn
+tighter, the `none` policy), whether by a careless reprocess or a job
+written straight into the queue, stays in the store as evidence of what was
+done, but `export` will not cut a clip from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from worker import custody
+from worker.config import ReleaseSettings
+from worker.jobs import requested_job_ids
+
+
+def problems(run: Mapping[str, Any], chain: custody.ChainReport, floor: ReleaseSettings) -> list[str]:
+    """Why ``run``'s masked video may not be released; empty when it may."""
+    params = run.get("params") or {}
+    found = []
+    policy = params.get("redact.policy")
+    if policy not in floor.policies:
+        found.append(f"masking policy {policy!r} is not one of [release] policies {list(floor.policies)}")
+    for key, limit, stricter in (("redact.min_score", floor.max_min_score, "at most"),
+                                 ("redact.detect_scale", floor.min_detect_scale, "at least"),
+                                 ("redact.mask_scale", floor.min_mask_scale, "at least"),
+                                 ("redact.pad_frames", floor.min_pad_frames, "at least")):
+        value = params.get(key)
+        weaker = value is None or (value > limit if stricter == "at most" else value < limit)
+        if weaker:
+            found.append(f"{key} = {value} where [release] asks for {stricter} {limit}")
+    asked = requested_job_ids(chain)
+    jobs = {str((e.get("details") or {}).get("job_id")) for e in chain.events
+            if e.get("event") == custody.RUN_COMMITTED and (e.get("details") or {}).get("run_id") == run["run_id"]}
+    if not jobs & asked:
+        found.append("no request in custody asked for the job that made it")
+    return found
