@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import time
@@ -68,8 +69,9 @@ def test_nothing_readable_on_a_seized_home_a_nas_or_a_bucket_and_a_restore_passe
 
     store = LocalStore(cli.home / "store", key=keys.from_key_file(key_file))
     [run] = store.run_records(evidence_id)
-    transcript = store.read_output(evidence_id, run.record["run_id"], "transcript.txt").decode()
-    words = [w for w in transcript.replace(".", " ").split() if len(w) >= 6]
+    segments = json.loads(store.read_output(evidence_id, run.record["run_id"], "transcript.json"))["segments"]
+    transcript = " ".join(s["text"] for s in segments)   # what was said, not the notes around it
+    words = [w for w in transcript.replace(".", " ").replace(",", " ").split() if len(w) >= 6]
     assert words, f"the speech was not transcribed: {transcript!r}"
     media = video.read_bytes()
     needles = [m.encode() for m in MARKERS] + [evidence_id.encode(), media[len(media) // 2:len(media) // 2 + 64]]
@@ -108,11 +110,14 @@ def _sealed_item(tmp_path: Path, key) -> tuple[LocalStore, str, bytes]:
     out = tmp_path / "out"
     out.mkdir(exist_ok=True)
     (out / "transcript.txt").write_text("слова свидетеля")
-    started = store.append_custody(stored.evidence_id, custody.RUN_STARTED, "t", {"run_id": "intake-x"})
+    store.append_custody(stored.evidence_id, custody.JOB_ENQUEUED, "t", {"job_id": "job-x", "run_id": "intake-x"})
+    started = store.append_custody(stored.evidence_id, custody.RUN_STARTED, "t", {"run_id": "intake-x",
+                                                                                  "job_id": "job-x"})
     committed = store.commit_run(stored.evidence_id, "intake-x", {"transcript.txt": out / "transcript.txt"},
                                  {"run_id": "intake-x", "custody_anchor": started["hash"]})
     store.append_custody(stored.evidence_id, custody.RUN_COMMITTED, "t", {
-        "run_id": "intake-x", "outputs": committed.record["outputs"], "record_sha256": committed.sha256})
+        "run_id": "intake-x", "job_id": "job-x", "outputs": committed.record["outputs"],
+        "record_sha256": committed.sha256})
     return store, stored.evidence_id, data
 
 
