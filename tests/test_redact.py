@@ -369,3 +369,34 @@ def test_anamorphic_video_is_masked_in_the_picture_people_see_and_keeps_its_shap
     assert (stream["width"], stream["height"], stream["sample_aspect_ratio"]) == (
         *(int(n) for n in squeeze.removeprefix("scale=").split(":")), sar)
     assert audit.leaks(out, YUNET, DEFAULT_TOOLS, tmp_path, display=(512, 512)) == []
+
+
+def test_a_staff_member_after_a_cut_in_a_strangers_place_is_masked_whatever_the_frame_rate(shared_data, tmp_path,
+                                                                                         cli):
+    """A stranger for 96 frames, a cut to an enrolled staff member in the same place for 24, the stranger again.
+    Tracks end at the cut and faces are compared every 0.2 s of media time, at 25 fps as at 5 fps."""
+    enrol_frames = tmp_path / "enrol"
+    enrol_frames.mkdir()
+    ffmpeg("-i", str(shared_data / "video" / "talking-head-d0.mp4"), "-vf", "select='not(mod(n,15))'",
+           "-fps_mode", "passthrough", str(enrol_frames / "face-%02d.png"))
+    cli.json("staff", "enroll", "field lawyer", *sorted(enrol_frames.glob("*.png")))
+    pair, _ = _side_by_side(shared_data, tmp_path)
+    stranger = tmp_path / "stranger.png"   # the right half of the pair: a face where the staff face will be
+    for fps in (25, 5):
+        clip = tmp_path / f"cut-{fps}.mp4"
+        ffmpeg("-loop", "1", "-t", f"{96 / 25}", "-i", str(stranger),
+               "-i", str(shared_data / "video" / "talking-head-d0.mp4"), "-loop", "1", "-t", "1", "-i", str(stranger),
+               "-filter_complex", "[0:v]fps=25,format=yuv420p[a];[1:v]trim=end_frame=24,setpts=PTS-STARTPTS,"
+               "fps=25,format=yuv420p[b];[2:v]fps=25,format=yuv420p[c];[a][b][c]concat=n=3:v=1:a=0,"
+               f"fps={fps}[v]", "-map", "[v]", "-c:v", "libx264", "-crf", "12", str(clip))
+        result = run_redact(clip, tmp_path / f"work-{fps}", staff=Roster(cli.home).embeddings(), policy="staff")
+        assert result["facts"]["shot_cuts"] >= 2
+        frames = decoded(result["files"]["redacted.mp4"], tmp_path)
+        times = [float(t) for t in frame_times(result["files"]["redacted.mp4"])]
+        staff_frames = [f for f, t in zip(frames, times, strict=True) if 96 / 25 + 0.01 < t < 120 / 25 - 0.01]
+        assert staff_frames and all(masked_share(f, 150, 150, 200, 200) > 0.9 for f in staff_frames), fps
+        strangers = [f for f, t in zip(frames, times, strict=True) if t < 2.0]   # before the staff track's pad
+        shown = sum(masked_share(f, 150, 150, 200, 200) < 0.1 for f in strangers)
+        assert shown >= 0.8 * len(strangers), "the stranger stays visible where compared"
+        review = json.loads(Path(result["files"]["redaction-report.json"]).read_text())["review"]
+        assert any("matched no one" in reason for moment in review for reason in moment["reasons"])

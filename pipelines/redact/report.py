@@ -11,7 +11,7 @@ Tracks are numbered; no name ever appears here.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from fractions import Fraction
 from typing import Any
 
@@ -57,11 +57,14 @@ def review_moments(tracks: Sequence[Track], pts: Sequence[int], time_base: Fract
     return _merged(found)
 
 
-def cleared_moments(tracks: Sequence[Track], pts: Sequence[int], time_base: Fraction) -> list[dict[str, Any]]:
-    """Under the staff policy: each track left unmasked because the matcher cleared it, for a person to confirm."""
-    return [{"start_s": _seconds(pts, time_base, t.first), "end_s": _seconds(pts, time_base, t.last),
-             "reasons": ["left unmasked: the staff matcher cleared this face"], "tracks": [t.number]}
-            for t in tracks]
+def cleared_moments(showing: Mapping[int, Sequence[tuple[int, int]]], pts: Sequence[int],
+                    time_base: Fraction) -> list[dict[str, Any]]:
+    """Under the staff policy: each stretch of a face left unmasked because the matcher found no one enrolled
+    in it, with its times, for a person to confirm."""
+    return [{"start_s": _seconds(pts, time_base, first), "end_s": _seconds(pts, time_base, last),
+             "reasons": ["left unmasked: compared with the enrolled staff every 0.2 s and matched no one"],
+             "tracks": [number]}
+            for number, stretches in showing.items() for first, last in stretches]
 
 
 def merged(moments: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -2,18 +2,19 @@
 
 dlib's ResNet turns an aligned face into 128 numbers; two faces of one
 person lie closer than about 0.6 (measured here 0.17-0.42 for the same
-person, 0.57-0.95 for others). A track is compared on faces sampled over its
-whole life (every 5 frames at first, then every 25: a track can pass from
-one person to another who steps into the same place). Any sample that
-matches an enrolled person masks the whole track; a track is cleared only
-when enough of its faces were big, sharp and frontal enough to compare and
-none matched. Names never reach this module: only embeddings.
+person, 0.57-0.95 for others). A track's faces are compared at least every
+0.2 s of media time over its whole life (a track can pass from one person to
+another who steps into the same place; tracks end at shot cuts). Any sample
+that matches an enrolled person masks the whole track; of the others, only
+the stretches between comparisons that found a face big, sharp and frontal
+enough and no one enrolled stay unmasked. Names never reach this module:
+only embeddings.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import cv2
@@ -24,9 +25,7 @@ from pipelines.redact.detect import Box
 from pipelines.redact.track import Track
 
 MODEL_NAME = "dlib-face-recognition"
-EARLY_SAMPLES = 5           # the first faces of a track are compared every EARLY_SPACING frames,
-EARLY_SPACING = 5
-LATE_SPACING = 25           # the rest every LATE_SPACING frames, to its end
+SAMPLE_S = 0.2              # every face is compared at least this often, in media time (not frames)
 FRONTAL = (0.3, 0.7)        # nose tip between the outer eye corners, as a share of their distance
 MIN_CLEARING_SAMPLES = 2    # comparable faces a track needs before it can be cleared
 MIN_FACE_PX = 40            # shorter side: smaller faces cannot be compared reliably
@@ -77,7 +76,16 @@ def roster_digest(roster: Sequence[np.ndarray]) -> str:
 
 
 class Matcher:
-    """Compares faces of each track during detection, then decides which tracks to mask."""
+    """Compares every face of each track with the roster at least every SAMPLE_S of media time, then decides
+    which stretches of which tracks may stay unmasked.
+
+    Fail closed: a track is masked whole once any of its faces matches
+    someone enrolled; of the rest, a stretch stays unmasked only between two
+    comparisons that found no one enrolled and are at most SAMPLE_S apart
+    (and after the last, when the track ends within SAMPLE_S of it). A
+    comparison the quality gate refuses (small, blurred, turned away), or a
+    stretch the detector lost for longer, masks.
+    """
 
     def __init__(self, folder: Path, roster: Sequence[np.ndarray], distance: float):
         if not roster:
@@ -86,43 +94,42 @@ class Matcher:
         self.embedder = Embedder(folder)
         self.roster = [np.atleast_2d(np.asarray(person, dtype=np.float32)) for person in roster]
         self.distance = distance
-        self.compared: dict[int, int] = {}     # track -> faces compared (big, sharp, frontal)
         self.matched: set[int] = set()
-        self._taken: dict[int, int] = {}       # track -> samples taken, usable or not
-        self._last: dict[int, int] = {}
+        self.samples: dict[int, list[tuple[int, float, bool | None]]] = {}  # track -> (frame, s, stranger?)
 
-    def observe(self, frame: int, image: np.ndarray, assigned: Sequence[tuple[Track, Box]]) -> None:
+    def observe(self, frame: int, seconds: float, image: np.ndarray, assigned: Sequence[tuple[Track, Box]]) -> None:
         for track, box in assigned:
             number = track.number
-            if number in self.matched:
+            taken = self.samples.setdefault(number, [])
+            if number in self.matched or (taken and seconds - taken[-1][1] < SAMPLE_S - 1e-6):
                 continue
-            spacing = EARLY_SPACING if self._taken.get(number, 0) < EARLY_SAMPLES else LATE_SPACING
-            if frame - self._last.get(number, -spacing) < spacing:
-                continue
-            self._last[number] = frame
-            self._taken[number] = self._taken.get(number, 0) + 1
             embedding = self.embedder.embed(image, box)
-            if embedding is None:
-                continue
-            self.compared[number] = self.compared.get(number, 0) + 1
-            if self._matches(embedding):
+            if embedding is not None and self._matches(embedding):
                 self.matched.add(number)
+            taken.append((frame, seconds, None if embedding is None else number not in self.matched))
 
     def _matches(self, embedding: np.ndarray) -> bool:
         return any(float(np.min(np.linalg.norm(person - embedding, axis=1))) < self.distance
                    for person in self.roster)
 
-    def decide(self, tracks: Sequence[Track]) -> dict[int, bool]:
-        """Track number -> mask it. Masked: any sample matched, or too few could be compared."""
+    def decide(self, tracks: Sequence[Track], seconds: Callable[[int], float]) -> dict[int, list[tuple[int, int]]]:
+        """Track number -> the stretches (first, last frame) that stay unmasked; an empty list masks it all."""
         self.outcome: dict[int, str] = {}
+        found: dict[int, list[tuple[int, int]]] = {}
         for track in tracks:
-            if track.number in self.matched:
-                self.outcome[track.number] = "matched"
-            elif self.compared.get(track.number, 0) < MIN_CLEARING_SAMPLES:
-                self.outcome[track.number] = "not clearable"
-            else:
-                self.outcome[track.number] = "cleared"
-        return {number: outcome != "cleared" for number, outcome in self.outcome.items()}
+            samples = self.samples.get(track.number, [])
+            stretches: list[tuple[int, int]] = []
+            if track.number not in self.matched and sum(bool(s) for _, _, s in samples) >= MIN_CLEARING_SAMPLES:
+                for (frame, at, stranger), (after, then, also) in zip(samples, samples[1:], strict=False):
+                    if stranger and also and then - at <= SAMPLE_S + 1e-6:
+                        stretches.append((frame, after))
+                frame, at, stranger = samples[-1]
+                if stranger and frame < track.last and seconds(track.last) - at <= SAMPLE_S + 1e-6:
+                    stretches.append((frame, track.last))
+            found[track.number] = _joined(stretches)
+            self.outcome[track.number] = "matched" if track.number in self.matched else \
+                "cleared" if found[track.number] else "not clearable"
+        return found
 
     def counts(self) -> dict[str, int]:
         found = {"matched": 0, "not clearable": 0, "cleared": 0}
@@ -130,6 +137,16 @@ class Matcher:
             found[outcome] += 1
         return {"tracks_matched_staff": found["matched"], "tracks_masked_uncertain": found["not clearable"],
                 "tracks_cleared": found["cleared"]}
+
+
+def _joined(stretches: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for first, last in stretches:
+        if out and first <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], last))
+        else:
+            out.append((first, last))
+    return out
 
 
 class EnrolmentError(StepError):

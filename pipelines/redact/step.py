@@ -24,7 +24,7 @@ import numpy as np
 from pipelines import ffmpeg_cli
 from pipelines.errors import RejectedInput
 from pipelines.pipeline import Param, StepContext, StepResult
-from pipelines.redact import detect, masks, report, staff, track, video
+from pipelines.redact import detect, masks, report, shots, staff, track, video
 
 VERSION = "1"
 POLICIES = ("all", "staff", "none")
@@ -109,6 +109,7 @@ def redact_file(ctx: StepContext, out: Path) -> dict[str, Any]:
     size = detect.detection_size(*display, p["detect_scale"], p["tiles"]) if display else None
     scaled_by_ffmpeg = size if size and size != (width, height) and matcher is None else None
     linker = track.Linker(p["max_gap_frames"])
+    cuts = shots.Cuts()
     pts = array("q")
     time_base = None
     # A file may declare a short duration and hold hours of frames; the probe's limits rest on what it declares.
@@ -127,10 +128,13 @@ def redact_file(ctx: StepContext, out: Path) -> dict[str, Any]:
                 small = cv2.resize(seen, size, interpolation=cv2.INTER_AREA)
         fx, fy = full_w / small.shape[1], full_h / small.shape[0]
         boxes = track.merge_same_faces([b.scaled(fx, fy) for b in detector(small)])   # in stored pixels
+        if cuts(small):
+            linker.cut()
         assigned = linker.add(frame.index, boxes)
         if matcher is not None:
             sx, sy = seen.shape[1] / full_w, seen.shape[0] / full_h
-            matcher.observe(frame.index, seen, [(t, b.scaled(sx, sy)) for t, b in assigned])
+            matcher.observe(frame.index, float(frame.pts * frame.time_base), seen,
+                            [(t, b.scaled(sx, sy)) for t, b in assigned])
         pts.append(frame.pts)
         time_base = frame.time_base
         width, height = full_w, full_h
@@ -138,9 +142,10 @@ def redact_file(ctx: StepContext, out: Path) -> dict[str, Any]:
     detect_s = time.monotonic() - began
     frame_count = len(pts)
     tracks = linker.tracks
-    masked = {t.number: True for t in tracks}
+    showing: dict[int, list[tuple[int, int]]] = {}   # the staff policy's cleared stretches, by track
     if matcher is not None:
-        masked = matcher.decide(tracks)
+        showing = matcher.decide(tracks, lambda index: float(pts[index] * time_base))
+    masked = {t.number: showing.get(t.number) != [(t.first, t.last)] for t in tracks}
     to_mask = [t for t in tracks if masked[t.number]]
 
     # Pass 2: mask every frame and encode it with its own timestamp.
@@ -151,7 +156,7 @@ def redact_file(ctx: StepContext, out: Path) -> dict[str, Any]:
     rendered = 0
     masked_frames = 0
     try:
-        plans = track.masks(to_mask, frame_count, p["pad_frames"])
+        plans = track.masks(to_mask, frame_count, p["pad_frames"], showing)
         # Planar 4:2:0 straight through when the sides allow it: no colour conversion either way.
         planar = width % 2 == 0 and height % 2 == 0
         pix_fmt, shape = (video.I420, (height * 3 // 2, width)) if planar else (video.BGR, (height, width, 3))
@@ -183,13 +188,12 @@ def redact_file(ctx: StepContext, out: Path) -> dict[str, Any]:
     render_s = time.monotonic() - began_render
 
     moments = report.review_moments(to_mask, pts, time_base, width, height, p["pad_frames"])
-    if matcher is not None:  # a cleared track is where a wrong decision would show a staff member's face
-        cleared = [t for t in tracks if not masked[t.number]]
-        moments = report.merged(moments + report.cleared_moments(cleared, pts, time_base))
+    if matcher is not None:  # a cleared stretch is where a wrong decision would show a staff member's face
+        moments = report.merged(moments + report.cleared_moments(showing, pts, time_base))
     facts = {
         "policy": p["policy"], "detector": p["detector"], "frames": frame_count, "width": width, "height": height,
         "tracks": len(tracks), "tracks_masked": len(to_mask), "frames_with_masks": masked_frames,
-        "review_moments": len(moments), "audio": audio, "voice": p["voice"],
+        "review_moments": len(moments), "audio": audio, "voice": p["voice"], "shot_cuts": cuts.count,
         "frames_per_s": round(frame_count / total_s, 2) if total_s else None,
     }
     if matcher is not None:

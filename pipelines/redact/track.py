@@ -11,7 +11,7 @@ box the detector was sure of. Only boxes are kept, never frames.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -122,6 +122,10 @@ class Linker:
         self.tracks: list[Track] = []
         self._active: list[Track] = []
 
+    def cut(self) -> None:
+        """A new shot starts: no face of the last one continues into it."""
+        self._active = []
+
     def add(self, frame: int, boxes: Sequence[Box]) -> list[tuple[Track, Box]]:
         """Links this frame's boxes to tracks (new ones where none continues); each box with its track."""
         self._active = [t for t in self._active if frame - t.last <= self.max_gap + 1]
@@ -180,8 +184,15 @@ def _coasting(anchor: Box, velocity: tuple[float, float], steps: int, backwards:
     return union(anchor, moved)
 
 
-def masks(tracks: Sequence[Track], frame_count: int, pad: int) -> Iterator[list[tuple[int, Box]]]:
-    """For each frame in order, the (track number, box) pairs to mask on it."""
+def masks(tracks: Sequence[Track], frame_count: int, pad: int,
+          unmasked: Mapping[int, Sequence[tuple[int, int]]] | None = None) -> Iterator[list[tuple[int, Box]]]:
+    """For each frame in order, the (track number, box) pairs to mask on it; ``unmasked``: by track number,
+    the stretches (first, last frame) of it left showing (the staff policy's cleared strangers)."""
+    unmasked = unmasked or {}
+
+    def showing(track: Track, frame: int) -> bool:
+        return any(first <= frame <= last for first, last in unmasked.get(track.number, ()))
+
     ordered = sorted(tracks, key=lambda t: t.first)
     starts = [max(t.first - pad, 0) for t in ordered]
     active: list[Track] = []
@@ -191,4 +202,5 @@ def masks(tracks: Sequence[Track], frame_count: int, pad: int) -> Iterator[list[
             active.append(ordered[nxt])
             nxt += 1
         active = [t for t in active if t.last + pad >= frame]
-        yield [(t.number, box) for t in active if (box := box_at(t, frame, pad)) is not None]
+        yield [(t.number, box) for t in active
+               if not showing(t, frame) and (box := box_at(t, frame, pad)) is not None]
