@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pipelines.redact import report
 from pipelines.redact.detect import Box
-from pipelines.redact.track import Linker, box_at, masks, merge_same_faces
+from pipelines.redact.track import Linker, Track, box_at, masks, merge_same_faces
 
 
 def _walk(frames, x_step=10.0, size=40.0):
@@ -62,3 +62,17 @@ def test_review_moments_name_tracks_that_end_inside_the_picture():
     reasons = {reason for moment in moments for reason in moment["reasons"]}
     assert "a face track ends inside the picture" in reasons and "a face track starts inside the picture" in reasons
     assert all(m["tracks"] == [1] for m in moments)
+
+
+def test_review_moments_are_one_per_track_with_sizes_and_say_when_an_unsure_box_masks_much():
+    first = _link(_walk(range(20, 30)), 100).tracks[0]
+    second = _link(_walk(range(22, 32)), 100).tracks[0]
+    second.number = 2
+    huge = [Box(100, 100, 900, 900, 0.16) for _ in range(3)]   # 800 px said at 0.16 in a 1920x1080 frame
+    third = Track(3, [40, 41, 42], huge)
+    moments = report.review_moments([first, second, third], list(range(0, 100 * 40, 40)), 1 / 1000, 1920, 1080,
+                                    pad=8)
+    assert all(len(m["tracks"]) == 1 for m in moments), "two tracks at the same time stay two moments"
+    assert {m["tracks"][0] for m in moments} == {1, 2, 3}
+    [big] = [m for m in moments if m["tracks"] == [3]]
+    assert big["face_px"] == [800, 800] and any("unsure detection (800 px)" in r for r in big["reasons"])

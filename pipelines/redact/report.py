@@ -4,8 +4,9 @@ Coverage is uncertain where a track ends (or starts) away from the frame's
 edge, before the recording ends: the face may have turned away from the
 detector rather than left the picture. Also where a track's detections
 flicker (long gaps that tracking filled) and where a face is so small that
-the detector scores it poorly. Those time ranges are the review moments.
-Tracks are numbered; no name ever appears here.
+the detector scores it poorly, and where an unsure detection masks much of
+the picture. Those time ranges, one per track and stretch with the face's
+size, are the review moments. Tracks are numbered; no name ever appears here.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ _EDGE = 0.04                # of the frame's side: a box this close to the edge 
 _FLICKER_GAP = 3            # missed frames in a row inside a track that make its coverage worth a look
 _SMALL_PX = 24              # faces smaller than this (shorter side, original pixels) score unreliably
 _MARGIN_S = 0.5             # added around each review moment
+_LARGE = 0.4                # of the frame's shorter side: a box this big masks much of the picture ...
+_UNSURE = 0.3               # ... and said at a score this low, it is worth a look
 
 
 def _seconds(pts: Sequence[int], time_base: Fraction, frame: int) -> float:
@@ -36,6 +39,7 @@ def _near_edge(box, width: int, height: int) -> bool:
 
 def review_moments(tracks: Sequence[Track], pts: Sequence[int], time_base: Fraction, width: int,
                    height: int, pad: int) -> list[dict[str, Any]]:
+    """One moment per track and stretch a person should look at, with its times and the face's size."""
     found: list[tuple[float, float, str, int]] = []
     last_frame = len(pts) - 1
 
@@ -54,7 +58,13 @@ def review_moments(tracks: Sequence[Track], pts: Sequence[int], time_base: Fract
         small = [f for f, b in zip(track.frames, track.boxes, strict=True) if min(b.width, b.height) < _SMALL_PX]
         if small:
             add(small[0], small[-1], "a face too small to score well", track.number)
-    return _merged(found)
+        large = [(f, b) for f, b in zip(track.frames, track.boxes, strict=True)
+                 if max(b.width, b.height) > _LARGE * min(width, height) and b.score < _UNSURE]
+        if large:
+            side = round(max(max(b.width, b.height) for _, b in large))
+            add(large[0][0], large[-1][0], f"an unsure detection ({side} px) masks a large part of the picture: safe, "
+                                           "but check it is a face", track.number)
+    return _merged(found, {t.number: t for t in tracks})
 
 
 def cleared_moments(showing: Mapping[int, Sequence[tuple[int, int]]], pts: Sequence[int],
@@ -67,26 +77,30 @@ def cleared_moments(showing: Mapping[int, Sequence[tuple[int, int]]], pts: Seque
             for number, stretches in showing.items() for first, last in stretches]
 
 
-def merged(moments: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Moments that overlap joined into one, their reasons and tracks together."""
+def merged(moments: list[dict[str, Any]], tracks: Sequence[Track] = ()) -> list[dict[str, Any]]:
+    """Moments of one track that overlap joined into one, their reasons together."""
     return _merged([(m["start_s"], m["end_s"], reason, number) for m in moments for reason in m["reasons"]
-                    for number in m["tracks"]])
+                    for number in m["tracks"]], {t.number: t for t in tracks})
 
 
-def _merged(found: list[tuple[float, float, str, int]]) -> list[dict[str, Any]]:
+def _merged(found: list[tuple[float, float, str, int]], tracks: Mapping[int, Track]) -> list[dict[str, Any]]:
+    # Per track: one moment naming a hundred tracks on a street scene is one nobody can act on.
     moments: list[dict[str, Any]] = []
-    for start, end, reason, number in sorted(found):
-        if moments and start <= moments[-1]["end_s"]:
-            last = moments[-1]
-            last["end_s"] = max(last["end_s"], end)
-            if reason not in last["reasons"]:
-                last["reasons"].append(reason)
-            if number not in last["tracks"]:
-                last["tracks"].append(number)
-        else:
-            moments.append({"start_s": round(start, 3), "end_s": round(end, 3), "reasons": [reason],
-                            "tracks": [number]})
-    return moments
+    last: dict[int, dict[str, Any]] = {}
+    for start, end, reason, number in sorted(found, key=lambda item: (item[3], item[0], item[1])):
+        moment = last.get(number)
+        if moment and start <= moment["end_s"]:
+            moment["end_s"] = max(moment["end_s"], round(end, 3))
+            if reason not in moment["reasons"]:
+                moment["reasons"].append(reason)
+            continue
+        moment = {"start_s": round(start, 3), "end_s": round(end, 3), "reasons": [reason], "tracks": [number]}
+        if number in tracks:
+            sides = [min(b.width, b.height) for b in tracks[number].boxes]
+            moment["face_px"] = [round(min(sides)), round(max(sides))]
+        moments.append(moment)
+        last[number] = moment
+    return sorted(moments, key=lambda m: (m["start_s"], m["tracks"]))
 
 
 def track_entries(tracks: Sequence[Track], pts: Sequence[int], time_base: Fraction, pad: int,

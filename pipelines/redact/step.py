@@ -189,7 +189,7 @@ def redact_file(ctx: StepContext, out: Path) -> dict[str, Any]:
 
     moments = report.review_moments(to_mask, pts, time_base, width, height, p["pad_frames"])
     if matcher is not None:  # a cleared stretch is where a wrong decision would show a staff member's face
-        moments = report.merged(moments + report.cleared_moments(showing, pts, time_base))
+        moments = report.merged(moments + report.cleared_moments(showing, pts, time_base), tracks)
     facts = {
         "policy": p["policy"], "detector": p["detector"], "frames": frame_count, "width": width, "height": height,
         "tracks": len(tracks), "tracks_masked": len(to_mask), "frames_with_masks": masked_frames,
