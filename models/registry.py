@@ -153,8 +153,11 @@ class Registry:
         for record in sorted(self.cache_dir.glob(f"*{INSTALLED_SUFFIX}")) if self.cache_dir.is_dir() else ():
             name = record.name[:-len(INSTALLED_SUFFIX)]
             if name not in self._specs:  # installed from a folder with 'evidence models install NAME --from DIR'
-                raw = tomllib.loads(record.read_text(encoding="utf-8"))
-                self._specs[name] = _spec({**raw, "name": name, "sources": [{"type": "folder"}]})
+                try:
+                    raw = tomllib.loads(record.read_text(encoding="utf-8"))
+                    self._specs[name] = _spec({**raw, "name": name, "sources": [{"type": "folder"}]})
+                except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, KeyError, ModelError):
+                    continue  # a damaged record leaves its model uninstalled (install it again), not every command
         self._verified: dict[tuple, dict[str, str]] = {}
 
     def specs(self) -> list[ModelSpec]:
