@@ -12,11 +12,11 @@ from pipelines.transcribe import step as transcribe
 
 INTAKE = Pipeline(
     name="intake",
-    version="5",
+    version="6",
     steps=(
-        Step("probe", probe.run),
-        Step("transcribe", transcribe.run, version=transcribe.VERSION, reads=("probe.has_audio", "probe.duration_s"),
-             fingerprint=transcribe.fingerprint),
+        Step("probe", probe.run, version="2"),
+        Step("transcribe", transcribe.run, version=transcribe.VERSION,
+             reads=("probe.has_audio", "probe.duration_s"), fingerprint=transcribe.fingerprint),
         Step("redact", redact.run, version=redact.VERSION, reads=("probe.has_video", "probe.video"),
              fingerprint=redact.fingerprint),
         Step("sign", sign.run, version=sign.VERSION, reads=("redact.tracks_masked",), fingerprint=sign.fingerprint,

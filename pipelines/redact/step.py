@@ -26,7 +26,7 @@ from pipelines.errors import RejectedInput
 from pipelines.pipeline import Param, StepContext, StepResult
 from pipelines.redact import detect, masks, report, shots, staff, track, video
 
-VERSION = "1"
+VERSION = "2"
 POLICIES = ("all", "staff", "none")
 PARAMS: dict[str, Param] = {
     "policy": Param("all", choices=POLICIES),           # whose faces: everyone's, enrolled staff's, nobody's
