@@ -99,6 +99,16 @@ def _from_huggingface(spec: ModelSpec, source: Source, target: Path, say: Callab
         say(f"{file_name}: {digest} (verified)")
 
 
+def _place(staged: Path, final: Path) -> None:
+    """A verified model folder moved into the cache in one rename, replacing what was there."""
+    for path in staged.iterdir():
+        path.chmod(0o444)  # weights are public; a cache shared by several accounts must be readable
+    staged.chmod(0o755)
+    if final.exists():
+        shutil.rmtree(final)
+    staged.rename(final)
+
+
 def install(registry: Registry, name: str, *, source_type: str | None = None,
             say: Callable[[str], None] = lambda _line: None) -> Installed:
     """Install ``name`` into the cache (or check a ``path`` model); the verified model."""
@@ -132,13 +142,7 @@ def install(registry: Registry, name: str, *, source_type: str | None = None,
             _from_huggingface(spec, source, staged, say)
         else:
             raise ModelError(f"model {name}: unknown source type {source.type!r}")
-        for path in staged.iterdir():
-            path.chmod(0o444)  # weights are public; a cache shared by several accounts must be readable
-        staged.chmod(0o755)
-        final = registry.location(spec)
-        if final.exists():
-            shutil.rmtree(final)
-        staged.rename(final)
+        _place(staged, registry.location(spec))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return registry.load(name)
@@ -201,17 +205,12 @@ def install_from(registry: Registry, name: str, folder: Path, *, kind: str | Non
                 raise ModelError(f"{path.name!r} in {folder} is not a plain file name; nothing was installed")
             say(f"copying {path.name} ({path.stat().st_size} bytes)")
             hashes[path.name] = _copy_hashed(path, staged / path.name)
-            (staged / path.name).chmod(0o444)  # weights are public; a cache shared by several accounts must read
-        staged.chmod(0o755)
         record = work / "record.toml"
         record.write_text("\n".join([f"kind = {_toml(kind)}", f"licence = {_toml(licence)}",
                                       f"description = {_toml(f'installed from {folder.resolve()}')}",
                                       "", "[files]", *(f"{_toml(n)} = {_toml(h)}" for n, h in hashes.items())])
                           + "\n", encoding="utf-8")
-        final = registry.cache_dir / name
-        if final.exists():
-            shutil.rmtree(final)
-        staged.rename(final)
+        _place(staged, registry.cache_dir / name)
         record.rename(registry.cache_dir / f"{name}{INSTALLED_SUFFIX}")  # last: a model whose hashes are kept
     finally:
         shutil.rmtree(work, ignore_errors=True)

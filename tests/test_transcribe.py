@@ -10,7 +10,7 @@ import jiwer
 import pytest
 from conftest import SAMPLE_VIDEO, Cli, ffmpeg
 from speech_fixtures import join, normalise, russian_set, spoken, tiny_ctc_model
-from speech_fixtures import transcribe as transcribe_file
+from speech_fixtures import transcribe as run
 
 from models.registry import ModelDamaged, ModelMissing, Registry
 from pipelines.errors import RejectedInput
@@ -28,10 +28,6 @@ def models() -> Registry:
     except ModelMissing as exc:
         pytest.fail(f"{exc} (the set-up command installs it)")
     return registry
-
-
-def run(path: Path, folder: Path, registry: Registry, languages=("ru",), **overrides) -> dict:
-    return transcribe_file(path, folder, registry, languages, **overrides)
 
 
 def text_between(transcript: dict, start: float, end: float) -> str:
@@ -198,7 +194,7 @@ def test_sound_far_longer_than_the_file_declares_is_refused_without_filling_the_
     ffmpeg("-f", "lavfi", "-i", "anoisesrc=color=pink:amplitude=0.1:sample_rate=16000:duration=200", "-c:a", "aac",
            "-b:a", "16k", str(long))
     with pytest.raises(RejectedInput, match="runs past 75 s, far longer than the 10 s the file declares"):
-        transcribe_file(long, tmp_path / "out", models, facts={"has_audio": True, "duration_s": 10.0})
+        run(long, tmp_path / "out", models, facts={"has_audio": True, "duration_s": 10.0})
     assert not (tmp_path / "out" / "audio.s16le").exists()
-    honest = transcribe_file(long, tmp_path / "honest", models, facts={"has_audio": True, "duration_s": 200.0})
+    honest = run(long, tmp_path / "honest", models, facts={"has_audio": True, "duration_s": 200.0})
     assert honest["duration_s"] == pytest.approx(200, abs=1)

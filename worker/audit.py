@@ -14,7 +14,7 @@ from typing import Any
 
 from worker import custody, verified
 from worker.errors import EvidenceError, IntegrityError, NotFound, QueueUnavailable
-from worker.jobs import requested_job_ids
+from worker.jobs import unrequested_runs
 from worker.progress import progress_bar
 from worker.queue import JobQueue
 from worker.requeue import lost_jobs
@@ -80,12 +80,9 @@ def _check_runs(store: EvidenceStore, item: ItemAudit, chain: custody.ChainRepor
                                   "lost (acknowledged)")
             else:
                 item.problems.append(f"run {run_id}: its 'run started' custody event is missing from the log")
-    asked = requested_job_ids(chain)
-    for event in chain.events:
-        details = event.get("details") if isinstance(event.get("details"), dict) else {}
-        if event.get("event") == custody.RUN_COMMITTED and str(details.get("job_id")) not in asked:
-            item.problems.append(f"run {details.get('run_id')}: committed by job {details.get('job_id')}, which "
-                                 "no request in custody asked for (a job put in the queue by hand, or forged)")
+    for run_id, job_id in unrequested_runs(chain).items():
+        item.problems.append(f"run {run_id}: committed by job {job_id}, which no request in custody asked for "
+                             "(a job put in the queue by hand, or forged)")
     leftovers = store.uncommitted_leftovers(item.evidence_id)
     item.notes += [f"uncommitted leftover of a crashed run: {path}" for path in leftovers]
 

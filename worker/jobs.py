@@ -84,7 +84,13 @@ def request_for(chain: custody.ChainReport, job: Job) -> dict | None:
     return None
 
 
-def requested_job_ids(chain: custody.ChainReport) -> set[str]:
-    """Every job id the chain shows was asked for."""
-    return {str((e.get("details") or {}).get("job_id")) for e in chain.events
-            if e.get("event") in (custody.JOB_ENQUEUED, custody.JOB_REQUEUED) and isinstance(e.get("details"), dict)}
+def unrequested_runs(chain: custody.ChainReport) -> dict[str, str]:
+    """Run id -> job id of every committed run whose job no request in the chain names."""
+    asked = {str((e.get("details") or {}).get("job_id")) for e in chain.events
+             if e.get("event") in (custody.JOB_ENQUEUED, custody.JOB_REQUEUED) and isinstance(e.get("details"), dict)}
+    found = {}
+    for event in chain.events:
+        details = event.get("details") if isinstance(event.get("details"), dict) else {}
+        if event.get("event") == custody.RUN_COMMITTED and str(details.get("job_id")) not in asked:
+            found[str(details.get("run_id"))] = str(details.get("job_id"))
+    return found

@@ -14,7 +14,7 @@ from typing import Any
 
 from worker import custody
 from worker.config import ReleaseSettings
-from worker.jobs import requested_job_ids
+from worker.jobs import unrequested_runs
 
 
 def problems(run: Mapping[str, Any], chain: custody.ChainReport, floor: ReleaseSettings) -> list[str]:
@@ -32,9 +32,8 @@ def problems(run: Mapping[str, Any], chain: custody.ChainReport, floor: ReleaseS
         weaker = value is None or (value > limit if stricter == "at most" else value < limit)
         if weaker:
             found.append(f"{key} = {value} where [release] asks for {stricter} {limit}")
-    asked = requested_job_ids(chain)
-    jobs = {str((e.get("details") or {}).get("job_id")) for e in chain.events
-            if e.get("event") == custody.RUN_COMMITTED and (e.get("details") or {}).get("run_id") == run["run_id"]}
-    if not jobs & asked:
+    committed = {str((e.get("details") or {}).get("run_id")) for e in chain.events
+                 if e.get("event") == custody.RUN_COMMITTED}
+    if run["run_id"] not in committed or run["run_id"] in unrequested_runs(chain):
         found.append("no request in custody asked for the job that made it")
     return found

@@ -165,16 +165,17 @@ class Engine:
         parts = [self._detect(frames[a:b]) if judged and length >= MIN_PART_S * SAMPLE_RATE and b > a else None
                  for (a, b), length in zip(spans, lengths, strict=True)]
         cut = stretches(parts, [length / SAMPLE_RATE for length in lengths], self.settings.language)
-        if len(cut) > 1:
-            return Heard(self._detect(frames[:max(spans[-1][1], 1)]), parts,
+        known = [(part, length) for part, length in zip(parts, lengths, strict=True) if part is not None]
+        mixed = combined([part for part, _ in known], [length for _, length in known],
+                         min_probability=self.settings.min_language_probability,
+                         min_margin=self.settings.min_language_margin)
+        if len(cut) > 1:   # each stretch is heard on its own; the chunk's own language decides nothing
+            return Heard(mixed, parts,
                          [(a, b, self._detect(frames[spans[a][0]:spans[b - 1][1]]) if lean is False else None)
                           for a, b, lean in cut])
-        known = [(part, length) for part, length in zip(parts, lengths, strict=True) if part is not None]
         if (known and all(part.sure == self.settings.language for part, _ in known)
                 and sum(length for _, length in known) >= _MOSTLY * at):
-            lang = combined([part for part, _ in known], [length for _, length in known],
-                            min_probability=self.settings.min_language_probability,
-                            min_margin=self.settings.min_language_margin)
+            lang = mixed
         else:
             lang = self._detect(frames[:max(spans[-1][1], 1)])
         return Heard(lang, parts)
