@@ -29,3 +29,9 @@ class OverMemoryCeiling(MediaToolError):
 
 class NoSpace(StepError):
     """A media tool could not write: the disk is full. An outage, retried once space is freed."""
+
+
+class MaskingLeak(StepError):
+    """The masked video still shows a face (the leak check found it): the same settings give the same video."""
+
+    retryable = False

@@ -12,7 +12,7 @@ from pipelines.transcribe import step as transcribe
 
 INTAKE = Pipeline(
     name="intake",
-    version="6",
+    version="7",
     steps=(
         Step("probe", probe.run, version="2"),
         Step("transcribe", transcribe.run, version=transcribe.VERSION,

@@ -195,13 +195,23 @@ def test_the_transcript_excerpt_is_retimed_and_keeps_its_markers():
 
 
 def test_only_a_run_whose_masking_meets_the_release_floor_is_exported(item, cli, tmp_path):
-    """A reprocess with a detection threshold of 0.95 masks far fewer faces: its video may not leave."""
-    weak = cli.json("reprocess", item["id"], "--set", "redact.min_score=0.95")["run_id"]
+    """A reprocess with a detection threshold of 0.95 masks far fewer faces: its own leak check fails the job;
+    kept for review instead, its video may not leave."""
+    cli.json("reprocess", item["id"], "--set", "redact.min_score=0.95")
+    cli("worker", "--once", timeout=300)
+    status = cli.json("status")
+    [dead] = status["dead_letters"]
+    assert "the leak check (centerface) found" in dead["reason"] and "was not kept" in dead["reason"]
+    assert dead["attempts"] == 1
+    assert [r["status"] for r in cli.json("show", item["id"])["runs"]] == ["committed", "failed"]
+    weak = cli.json("reprocess", item["id"], "--set", "redact.min_score=0.95",
+                    "--set", "redact.leak_check=review")["run_id"]
     cli("worker", "--once", timeout=300)
     asks = ["export", item["id"], "--from", "00:00:01", "--to", "00:00:02", "--recipient", "Court"]
     refused = cli(*asks, "--run", weak, "--out", tmp_path / "weak", check=False)
     assert refused.returncode == 2 and f"run {weak}" in refused.stderr and "may not be released" in refused.stderr
     assert "redact.min_score = 0.95 where [release] asks for at most 0.15" in refused.stderr
+    assert "its leak check found" in refused.stderr
     assert not (tmp_path / "weak").exists()
     facts = cli.json(*asks, "--out", tmp_path / "out")   # the newest releasable run, named in the report
     assert facts["source"]["run_id"] == item["run"]["run_id"] != weak

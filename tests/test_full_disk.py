@@ -149,3 +149,22 @@ def test_the_free_space_message_says_what_is_needed(tmp_path: Path):
     message = str(refused.value)
     assert "bytes are free" in message and f"{2**62:,} are needed" in message
     assert "at least 0" not in message and "min_free_bytes" not in message
+
+
+def test_a_run_that_fills_the_disk_by_itself_is_a_bad_file_not_an_outage(small_disk: Path, tmp_path: Path):
+    """Ten minutes of sound in half a megabyte: its transcription's audio (32 kB a second) fills the 16 MB disk
+    by itself. Pausing and retrying would fill it again for every other job: it is dead-lettered, once."""
+    source = tmp_path / "quiet.ogg"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "anoisesrc=a=0.001:r=16000:d=600", "-ac", "1",
+                    "-c:a", "libopus", "-b:a", "6k", str(source)], check=True)
+    assert source.stat().st_size < 600_000
+    cli = Cli(small_disk / "home")
+    [item] = cli.json("ingest", source)["ingested"]
+    stopped = cli("worker", "--once", check=False, timeout=300)
+    assert "Traceback" not in stopped.stderr, stopped.stderr
+    status = cli.json("status")
+    assert status["queue"]["queued"] == 0 and status["queue"]["dead"] == 1, status["queue"]
+    [dead] = status["dead_letters"]
+    assert "filled the disk by itself" in dead["reason"] and dead["attempts"] == 1, dead
+    assert list((small_disk / "home" / "work").iterdir()) == []   # its partial output is gone: the disk has room
+    assert cli.json("audit")["ok"]                                 # and the original is stored, intact

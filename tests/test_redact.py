@@ -16,7 +16,7 @@ from conftest import ffmpeg
 
 from models.registry import Registry
 from pipelines import registry as pipelines
-from pipelines.errors import RejectedInput
+from pipelines.errors import MaskingLeak, RejectedInput
 from pipelines.pipeline import DEFAULT_TOOLS, StepContext
 from pipelines.probe import probe_file
 from pipelines.redact import audit, detect, masks, video
@@ -115,6 +115,36 @@ def test_no_face_is_left_for_an_independent_audit(shared_data, tmp_path, clip):
     result = run_redact(source, tmp_path / "work")
     leaks = [x for x in _leaks(result["files"]["redacted.mp4"], tmp_path) if _not_the_crest(x)]
     assert leaks == []
+    # The step's own leak check (the other family, CenterFace) agrees, on a frame at least every 0.2 s,
+    # and does not take the masks it looks at (face-shaped ellipses) for faces.
+    check = result["facts"]["leak_check"]
+    frames = result["facts"]["frames"]
+    assert check["detector"] == "centerface" and check["passed"] and check["faces_found"] == 0
+    assert check["frames_checked"] >= frames / 25 / 0.2 - 1
+
+
+def test_the_leak_check_fails_a_weakly_masked_video_or_lists_its_faces_for_review(shared_data, tmp_path):
+    """Masking at a detection threshold of 0.95 leaves most faces showing: the check, with the other detector
+    family, must catch them where a person can find them, and the independent audit must confirm them."""
+    source = shared_data / "video" / "street-walkers-1080p.mp4"
+    with pytest.raises(MaskingLeak, match=r"the leak check \(centerface\) found \d+ face\(s\) showing"):
+        run_redact(source, tmp_path / "fail", min_score=0.95)
+    review = run_redact(source, tmp_path / "review", min_score=0.95, leak_check="review", leak_every_s=0.0)
+    check = review["facts"]["leak_check"]
+    assert not check["passed"] and check["faces_found"] > 0 and check["frames_checked"] == review["facts"]["frames"]
+    assert any("export will not release this run" in w for w in review["warnings"])
+    body = json.loads(review["files"]["redaction-report.json"].read_text())
+    hits = body["leak_check"]["hits"]
+    moments = [m for m in body["review"] if "the leak check found a face showing after masking" in m["reasons"]]
+    assert moments and all(m["face_px"][0] > 0 for m in moments)
+    # The hits are faces: YuNet, at full size on the same frames, finds a face where most of them are.
+    audited = _leaks(review["files"]["redacted.mp4"], tmp_path)
+    confirmed = [h for h in hits if any(a["frame"] == h["frame"] and _overlap(a["box"], h["box"]) for a in audited)]
+    assert len(confirmed) >= 0.5 * len(hits), (len(confirmed), len(hits))
+
+
+def _overlap(a: list[int], b: list[int]) -> bool:
+    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
 
 
 def test_gap_filling_covers_frames_the_detector_missed(shared_data, tmp_path, monkeypatch):

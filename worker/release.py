@@ -1,5 +1,6 @@
 """Which runs may leave the building: a masked video is released only from a run whose masking is at least
-as strict as the configured floor ([release]) and that custody asked for.
+as strict as the configured floor ([release]), whose own leak check found no face showing, and that custody
+asked for.
 
 A run made with weaker settings (a higher detection threshold, masks drawn
 tighter, the `none` policy), whether by a careless reprocess or a job
@@ -32,6 +33,12 @@ def problems(run: Mapping[str, Any], chain: custody.ChainReport, floor: ReleaseS
         weaker = value is None or (value > limit if stricter == "at most" else value < limit)
         if weaker:
             found.append(f"{key} = {value} where [release] asks for {stricter} {limit}")
+    leak_check = (((run.get("facts") or {}).get("redact") or {}).get("leak_check")) or {}
+    if not leak_check:
+        found.append("its masked video had no leak check (made before redact step 3)")
+    elif not leak_check.get("passed"):
+        found.append(f"its leak check found {leak_check.get('faces_found')} face(s) showing after masking "
+                     "(see the run's redaction-report.json)")
     committed = {str((e.get("details") or {}).get("run_id")) for e in chain.events
                  if e.get("event") == custody.RUN_COMMITTED}
     if run["run_id"] not in committed or run["run_id"] in unrequested_runs(chain):

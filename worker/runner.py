@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import platform
+import shutil
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -29,7 +30,7 @@ from worker.jobs import request_for
 from worker.progress import progress_bar
 from worker.queue import Job
 from worker.reuse import earlier, input_key, reuse
-from worker.space import DiskFull, ensure_free, is_disk_full
+from worker.space import DiskFull, ensure_free, is_disk_full, judged, written_bytes
 from worker.store import EvidenceStore
 from worker.timestamps import utc_now
 from worker.workdirs import private_workdir, remove_abandoned
@@ -108,9 +109,19 @@ class Runner:
                 "job_id": job.id, "attempt": job.attempts,
             })
         committed = None
+        free_at_start = shutil.disk_usage(self.work_dir).free
         try:
             with private_workdir(self.work_dir, rid) as workdir:
-                record, files = self._run_steps(job, evidence, pipeline, params, rid, workdir, started)
+                try:
+                    record, files = self._run_steps(job, evidence, pipeline, params, rid, workdir, started)
+                except Exception as exc:
+                    if not is_disk_full(exc):
+                        raise
+                    size = int(evidence.get("size") or 0)
+                    verdict = judged(exc, written_bytes(workdir) - size, free_at_start, size)
+                    if verdict is exc:
+                        raise
+                    raise verdict from exc
                 if lease_lost is not None and lease_lost.is_set():
                     raise LeaseLost("the job's lease was lost during the run; another worker may be running it")
                 with protect():

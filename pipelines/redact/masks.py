@@ -72,6 +72,16 @@ def _draw_i420(image: np.ndarray, boxes: list[Box], shape: str, style: str, scal
         _paint(v, half, shape, scale, 128)
 
 
+def covered(box: Box, masked: Iterable[Box], *, shape: str, scale: float) -> float:
+    """The share of ``box``'s pixels that the masks of the boxes ``masked`` cover."""
+    x0, y0 = int(np.floor(box.x0)), int(np.floor(box.y0))
+    width, height = max(int(np.ceil(box.x1)) - x0, 1), max(int(np.ceil(box.y1)) - y0, 1)
+    stencil = np.zeros((height, width), dtype=np.uint8)
+    for region_box in masked:
+        _paint(stencil, region_box.scaled(1, 1, -x0, -y0), shape, scale, 1)
+    return float(stencil.mean())
+
+
 def _noise(plane: np.ndarray, boxes: list[Box], shape: str, scale: float, rng: np.random.Generator,
            low: int, high: int) -> None:
     """Coarse blocks of random values (per channel, if ``plane`` has channels) inside the regions."""

@@ -77,6 +77,25 @@ def cleared_moments(showing: Mapping[int, Sequence[tuple[int, int]]], pts: Seque
             for number, stretches in showing.items() for first, last in stretches]
 
 
+def leak_moments(hits: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The leak check's finds, hits less than a second apart joined, with the face's size: each is a face
+    showing in the masked video."""
+    moments: list[dict[str, Any]] = []
+    for hit in sorted(hits, key=lambda h: h["seconds"]):
+        side = min(hit["box"][2], hit["box"][3])
+        if moments and hit["seconds"] - moments[-1]["end_s"] < 1.0:
+            moment = moments[-1]
+            moment["end_s"] = hit["seconds"]
+            moment["face_px"] = [min(moment["face_px"][0], side), max(moment["face_px"][1], side)]
+            if len(moment["boxes"]) < 5:   # where to look; the report's leak_check lists every hit
+                moment["boxes"].append(hit["box"])
+            continue
+        moments.append({"start_s": hit["seconds"], "end_s": hit["seconds"], "tracks": [],
+                        "reasons": ["the leak check found a face showing after masking"],
+                        "face_px": [side, side], "boxes": [hit["box"]]})
+    return moments
+
+
 def merged(moments: list[dict[str, Any]], tracks: Sequence[Track] = ()) -> list[dict[str, Any]]:
     """Moments of one track that overlap joined into one, their reasons together."""
     return _merged([(m["start_s"], m["end_s"], reason, number) for m in moments for reason in m["reasons"]

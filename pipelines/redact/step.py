@@ -22,11 +22,11 @@ import cv2
 import numpy as np
 
 from pipelines import ffmpeg_cli
-from pipelines.errors import RejectedInput
+from pipelines.errors import MaskingLeak, RejectedInput
 from pipelines.pipeline import Param, StepContext, StepResult
-from pipelines.redact import detect, masks, report, shots, staff, track, video
+from pipelines.redact import audit, detect, masks, report, shots, staff, track, video
 
-VERSION = "2"
+VERSION = "3"
 POLICIES = ("all", "staff", "none")
 PARAMS: dict[str, Param] = {
     "policy": Param("all", choices=POLICIES),           # whose faces: everyone's, enrolled staff's, nobody's
@@ -44,12 +44,17 @@ PARAMS: dict[str, Param] = {
                                          "slow", "slower", "veryslow")),
     "voice": Param("keep", choices=("keep", "disguise")),
     "match_distance": Param(0.6, minimum=0.2, maximum=0.9),  # staff: dlib distance under which faces match
+    # The leak check (pipelines.redact.audit): the other detector family on the masked frames. A face it finds
+    # fails the step ("fail") or, with "review", is listed for a person and the run is never released.
+    "leak_check": Param("fail", choices=("fail", "review")),
+    "leak_scale": Param(0.75, minimum=0.5, maximum=1.0),  # of the width it sees: finer than detect_scale's default
+    "leak_every_s": Param(0.2, minimum=0.0, maximum=0.2),  # media time between checked frames (0: every frame)
 }
 
 
 def model_names(params) -> list[str]:
     kinds = ("yunet", "centerface") if params["detector"] == "ensemble" else (params["detector"],)
-    names = [detect.MODEL_NAMES[kind] for kind in kinds]
+    names = [detect.MODEL_NAMES[kind] for kind in dict.fromkeys(kinds + (audit.OTHER_FAMILY[params["detector"]],))]
     if params["policy"] == "staff":
         names.append(staff.MODEL_NAME)
     return names
@@ -92,7 +97,8 @@ def redact_file(ctx: StepContext, out: Path) -> dict[str, Any]:
     paths = {kind: installed[name].path / "model.onnx" for kind, name in detect.MODEL_NAMES.items()
              if name in installed}
     cv2.setNumThreads(max(ctx.tools.cpu_threads, 1) if ctx.tools.cpu_threads else cv2.getNumThreads())
-    detector = detect.Detector(detect.networks(p["detector"], paths, p["min_score"]), tiles=p["tiles"])
+    threads = ctx.tools.cpu_threads
+    detector = detect.Detector(detect.networks(p["detector"], paths, p["min_score"], threads), tiles=p["tiles"])
     video_facts = (ctx.facts.get("probe") or {}).get("video") or {}
     width, height = video_facts.get("display_width"), video_facts.get("display_height")
     # Anamorphic video: faces are found in the picture a person sees (pixels made square), and their boxes
@@ -155,6 +161,11 @@ def redact_file(ctx: StepContext, out: Path) -> dict[str, Any]:
     encoder = None
     rendered = 0
     masked_frames = 0
+    other = audit.OTHER_FAMILY[p["detector"]]
+    check = audit.LeakCheck(detect.networks(other, paths, audit.CHECK_MIN_SCORE, threads)[0],
+                            display or (width, height), p["leak_scale"], p["leak_every_s"], shape=p["shape"],
+                            mask_scale=p["mask_scale"])
+    shown = _shown_boxes(tracks, showing)
     try:
         plans = track.masks(to_mask, frame_count, p["pad_frames"], showing)
         # Planar 4:2:0 straight through when the sides allow it: no colour conversion either way.
@@ -171,6 +182,9 @@ def redact_file(ctx: StepContext, out: Path) -> dict[str, Any]:
             regions = [box for _number, box in next(plans)]
             masks.draw(frame.image, regions, shape=p["shape"], style=p["style"], scale=p["mask_scale"], rng=rng)
             masked_frames += bool(regions)
+            seconds = float(frame.pts * frame.time_base)
+            if check.due(seconds):
+                check.submit(frame.index, seconds, frame.image, planar, regions, shown(frame.index))
             encoder.write(frame.pts, frame.image)
             rendered += 1
             _progress(ctx, frame_count + rendered, frame_count)
@@ -178,7 +192,9 @@ def redact_file(ctx: StepContext, out: Path) -> dict[str, Any]:
             raise RejectedInput(f"the video gave {rendered} frames the second time and {frame_count} the first: "
                                 "refusing to write a video whose frames were not all checked")
         encoder.close()
+        hits = check.finish()
     except BaseException:
+        check.close()
         if encoder is not None:
             encoder.abort()
         raise
@@ -190,11 +206,15 @@ def redact_file(ctx: StepContext, out: Path) -> dict[str, Any]:
     moments = report.review_moments(to_mask, pts, time_base, width, height, p["pad_frames"])
     if matcher is not None:  # a cleared stretch is where a wrong decision would show a staff member's face
         moments = report.merged(moments + report.cleared_moments(showing, pts, time_base), tracks)
+    moments = sorted(moments + report.leak_moments(hits), key=lambda m: (m["start_s"], m["tracks"]))
+    leak_facts = {"detector": other, "scale": p["leak_scale"], "every_s": p["leak_every_s"],
+                  "frames_checked": check.frames_checked, "faces_found": len(hits), "passed": not hits,
+                  "network_s": round(check.busy_s, 2)}
     facts = {
         "policy": p["policy"], "detector": p["detector"], "frames": frame_count, "width": width, "height": height,
         "tracks": len(tracks), "tracks_masked": len(to_mask), "frames_with_masks": masked_frames,
         "review_moments": len(moments), "audio": audio, "voice": p["voice"], "shot_cuts": cuts.count,
-        "frames_per_s": round(frame_count / total_s, 2) if total_s else None,
+        "frames_per_s": round(frame_count / total_s, 2) if total_s else None, "leak_check": leak_facts,
     }
     if matcher is not None:
         facts["staff"] = matcher.counts()
@@ -206,13 +226,34 @@ def redact_file(ctx: StepContext, out: Path) -> dict[str, Any]:
         "models": {name: model.record() for name, model in installed.items()},
         "tracks_detail": report.track_entries(tracks, pts, time_base, p["pad_frames"], masked),
         "review": moments,
+        "leak_check": {**leak_facts, "size": list(check.size), "min_score": audit.CHECK_MIN_SCORE,
+                       "hits": hits[:1000]},   # faces_found counts them all
     }
     report_path = ctx.workdir / "redaction-report.json"
     report_path.write_text(report.dumps(body), encoding="utf-8")
     warnings = [f"{len(moments)} moment(s) where face coverage is uncertain: see redaction-report.json"] \
         if moments else []
+    if hits:
+        at = ", ".join(f"{m['start_s']:.1f} s" for m in report.leak_moments(hits)[:5])
+        said = (f"the leak check ({other}) found {len(hits)} face(s) showing after masking, at {at}")
+        if p["leak_check"] == "fail":
+            raise MaskingLeak(f"{said}: the masked video was not kept. Reprocess with stricter masking "
+                              "(--set redact.detector=ensemble, or a higher redact.detect_scale), or with "
+                              "--set redact.leak_check=review to keep it for a person to check (never released)")
+        warnings.append(f"{said}: kept for review; export will not release this run")
     return {"facts": facts, "warnings": warnings, "report_path": report_path,
             "models": {name: model.record() for name, model in installed.items()}}
+
+
+def _shown_boxes(tracks, showing: dict[int, list[tuple[int, int]]]):
+    """For a frame index, the boxes of faces the policy leaves showing there (the staff policy's strangers),
+    which the leak check does not count as leaks."""
+    stretches = [(t, first, last) for t in tracks for first, last in showing.get(t.number, ())]
+
+    def shown(frame: int) -> list[detect.Box]:
+        return [box for t, first, last in stretches if first <= frame <= last
+                and (box := track.box_at(t, frame, 0)) is not None]
+    return shown
 
 
 def _square_pixels(width: int, height: int, sar: Fraction) -> tuple[int, int]:
