@@ -15,7 +15,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import onnx
 import onnxruntime as ort
 
 DETECTORS = ("yunet", "centerface", "ensemble")
@@ -76,6 +75,8 @@ class CenterFace:
     """
 
     def __init__(self, model: Path, min_score: float, threads: int = 0):
+        import onnx   # here, not at the top: importing it takes 0.7 s, which every command would pay
+
         self._proto = onnx.load(str(model))
         weights = {init.name for init in self._proto.graph.initializer}
         inputs = [i for i in self._proto.graph.input if i.name not in weights]
@@ -97,6 +98,8 @@ class CenterFace:
             options.intra_op_num_threads = self._threads
             options.inter_op_num_threads = 1
             options.log_severity_level = 3
+            # Idle threads that spin take the cores the decoder, the encoder and the other network need.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             self._sessions[(net_w, net_h)] = ort.InferenceSession(
                 self._proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
         return self._sessions[(net_w, net_h)]
