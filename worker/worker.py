@@ -167,7 +167,7 @@ class Worker:
 
     def _ingest_upload(self, job: Job) -> Outcome:
         """An object uploaded under the upload prefix, stored as an original (streamed, hashed) and its
-        intake queued; the uploaded object itself is left where it is (see the README on expiring it)."""
+        intake queued; the uploaded object itself is left where it is (see docs/aws.md on expiring it)."""
         if self.uploads is None:
             raise JobError("an upload event arrived, but this worker has no S3 client to read uploads with")
         bucket, key = str(job.params.get("bucket")), str(job.params.get("key"))

@@ -207,7 +207,7 @@ def mux_audio(video: Path, original: Path, out: Path, tools: Tools, *, voice: st
 
 def _disguise() -> dict:
     """Pitch raised by a factor drawn anew for every run and recorded nowhere (a fixed, published factor
-    would simply be undone), at the same speed: the words stay clear. Not anonymisation: see the README."""
+    would simply be undone), at the same speed: the words stay clear. Not anonymisation: see docs/processing.md."""
     factor = random.SystemRandom().uniform(1.25, 1.45)
     return {"af": f"rubberband=pitch={factor:.4f}", "acodec": "aac", "b:a": "192k"}
 

@@ -41,7 +41,7 @@ def _names(settings: Settings, only: str | None) -> list[str]:
     if only:
         return [settings.replica(only).name]
     if not settings.replicas:
-        raise ConfigError("no [[replicas]] are configured: see the README, 'Off-site replicas'")
+        raise ConfigError("no [[replicas]] are configured: see docs/storage.md, 'Replicas'")
     return [replica.name for replica in settings.replicas]
 
 
