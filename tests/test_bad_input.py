@@ -38,7 +38,8 @@ def test_bad_files_are_stored_dead_lettered_with_reasons_and_still_audit_clean(c
     report = cli.json("ingest", *[path for path, _ in files.values()])
     assert report["failed"] == []
     ids = {Path(item["source"]).name: item["evidence_id"] for item in report["ingested"]}
-    cli("worker", "--once")
+    done = cli("worker", "--once", check=False)
+    assert done.returncode == 1 and "jobs were dead-lettered" in done.stderr   # a script can tell
 
     status = cli.json("status")
     assert status["queue"]["dead"] == len(files) and status["queue"]["queued"] == 0
@@ -94,7 +95,7 @@ def test_a_hostile_file_name_is_stored_safely_and_processed(cli: Cli, tmp_path: 
 
 def test_a_hung_media_tool_is_retried_then_dead_lettered(cli: Cli):
     evidence_id = cli.json("ingest", SAMPLE_VIDEO)["ingested"][0]["evidence_id"]
-    cli("worker", "--once", EVIDENCE_MEDIA__TIMEOUT_S="0.001")
+    assert cli("worker", "--once", check=False, EVIDENCE_MEDIA__TIMEOUT_S="0.001").returncode == 1
     [dead] = cli.json("status")["dead_letters"]
     assert dead["evidence_id"] == evidence_id
     assert dead["attempts"] == 2 and "ran longer than" in dead["reason"]
@@ -108,7 +109,7 @@ def test_every_dead_letter_can_be_retried_at_once_after_the_cause_is_fixed(cli: 
     other = tmp_path / "other.mp4"
     ffmpeg("-i", str(SAMPLE_VIDEO), "-t", "2", "-c", "copy", str(other))
     cli.json("ingest", SAMPLE_VIDEO, other)
-    cli("worker", "--once", EVIDENCE_MEDIA__TIMEOUT_S="0.001")  # a setting too tight for any file
+    assert cli("worker", "--once", check=False, EVIDENCE_MEDIA__TIMEOUT_S="0.001").returncode == 1  # too tight
     assert cli.json("status")["queue"]["dead"] == 2
     retried = cli.json("dead-letters", "--retry-all")["retried"]
     assert len(retried) == 2 and all(job["state"] == "queued" and job["attempts"] == 0 for job in retried)

@@ -198,7 +198,7 @@ def test_only_a_run_whose_masking_meets_the_release_floor_is_exported(item, cli,
     """A reprocess with a detection threshold of 0.95 masks far fewer faces: its own leak check fails the job;
     kept for review instead, its video may not leave."""
     cli.json("reprocess", item["id"], "--set", "redact.min_score=0.95")
-    cli("worker", "--once", timeout=300)
+    assert cli("worker", "--once", timeout=300, check=False).returncode == 1
     status = cli.json("status")
     [dead] = status["dead_letters"]
     assert "the leak check (centerface) found" in dead["reason"] and "was not kept" in dead["reason"]

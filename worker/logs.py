@@ -1,7 +1,11 @@
-"""Structured logs: one JSON object per line on stderr.
+"""Logs on stderr: one JSON object per line for machines, one readable line for a person at a terminal.
 
-Fields passed as ``extra={...}`` become keys of the object. Nothing
-restricted (GPS, device, creation time) is ever passed to a logger.
+Fields passed as ``extra={...}`` become keys of the object (``key=value``
+after the message in the human form). Nothing restricted (GPS, device,
+creation time) is ever passed to a logger. Python warnings of the libraries
+(pydantic, numpy, onnx) go through the same logger, and the native logs of
+OpenCV and onnxruntime, which write to stderr on their own, are limited to
+errors, so that a JSON log stays one object per line.
 """
 
 from __future__ import annotations
@@ -30,11 +34,36 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
+class HumanFormatter(logging.Formatter):
+    """``12:04:31 warning evidence.worker: job failed  job_id=… reason=…``, local time."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = "  ".join(f"{key}={value}" for key, value in vars(record).items() if key not in _STANDARD)
+        line = f"{time.strftime('%H:%M:%S', time.localtime(record.created))} {record.levelname.lower()} " \
+               f"{record.name}: {record.getMessage()}" + (f"  {fields}" if fields else "")
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
 
 
-def configure(level: str = "INFO") -> None:
+FORMATS = ("human", "json")
+
+
+def configure(level: str = "INFO", form: str | None = None) -> None:
+    """Log at ``level`` in ``form`` (``human``, ``json``; None: human on a terminal, JSON otherwise)."""
+    form = form or ("human" if sys.stderr.isatty() else "json")
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(HumanFormatter() if form == "human" else JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    logging.captureWarnings(True)
+    _quiet_native_logs()
+
+
+def _quiet_native_logs() -> None:
+    import cv2
+    import onnxruntime
+
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    onnxruntime.set_default_logger_severity(3)   # errors and worse

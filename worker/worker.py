@@ -77,6 +77,7 @@ class Worker:
         self.uploads = uploads          # opens an uploaded object (bucket, key) that an upload job names
         self.replicas = replicas
         self.disk_full = False          # the last job stopped on a full disk
+        self.dead_lettered = 0          # jobs that failed for good in this run of the worker
         self.stopping = threading.Event()
         self._signals = 0
         self._abortable = False   # inside a job, outside a store write
@@ -150,7 +151,10 @@ class Worker:
                 watcher.join(timeout=30)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-        log.info("worker stopped")
+        log.info("worker stopped", extra={"dead_lettered": self.dead_lettered})
+        if once and self.dead_lettered:
+            log.error("jobs were dead-lettered: see 'evidence status'", extra={"dead_lettered": self.dead_lettered})
+            return 1
         return 0
 
     def _requeue_lost_jobs(self) -> None:
@@ -237,6 +241,7 @@ class Worker:
                     log.error("could not give the job back", extra={**fields, "reason": str(failure)})
                 return
             state = self.queue.fail(job, reason, retryable=is_retryable(exc))
+            self.dead_lettered += state == DEAD
             level = logging.ERROR if state == DEAD else logging.WARNING
             log.log(level, "job failed", extra={**fields, "reason": reason, "state": state})
             self._replicate_later(job.evidence_id, job)   # its failure is in custody, which replicas keep too

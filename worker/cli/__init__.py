@@ -16,6 +16,7 @@ from worker.cli import admin, export, items, jobs, models, provenance, redact, r
 from worker.cli.output import EXIT_BROKEN_PIPE, EXIT_NOT_FOUND, EXIT_PROBLEM, EXIT_USAGE, printable
 from worker.config import load_settings
 from worker.errors import ConfigError, EvidenceError, JobError, NotFound
+from worker.logs import FORMATS
 from worker.logs import configure as configure_logs
 
 DESCRIPTION = """\
@@ -36,9 +37,11 @@ Everyday use:
 EPILOG = """\
 settings: --config FILE or EVIDENCE_CONFIG (TOML), then EVIDENCE_* variables
   (EVIDENCE_HOME=/srv/evidence, EVIDENCE_QUEUE__MAX_ATTEMPTS=3). See 'evidence config show'.
-exit status: 0 done; 1 done, but something failed, an audit found a problem or the disk is full;
+exit status: 0 done; 1 done, but something failed (worker --once: a job was dead-lettered), an audit
+  found a problem or the disk is full;
   2 bad usage or settings; 3 no such evidence item or job; 141 the output pipe closed early.
---json output is one JSON document on stdout; logs are JSON lines on stderr.
+--json output is one JSON document on stdout; logs go to stderr, readable lines on a terminal and JSON
+  lines otherwise (--log-format, -q, -v before the command: evidence -v worker --once).
 """
 
 
@@ -49,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", help="TOML settings file (default: $EVIDENCE_CONFIG)")
     parser.add_argument("--version", action="version", version=f"evidence-worker {__version__}")
+    parser.add_argument("--log-format", choices=FORMATS,
+                        help="logs on stderr: human (the default on a terminal) or json (the default otherwise)")
+    loudness = parser.add_mutually_exclusive_group()
+    loudness.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    loudness.add_argument("-v", "--verbose", action="store_true", help="log debugging detail too")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help_text: str, description: str | None = None) -> argparse.ArgumentParser:
@@ -73,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         pipelines.configure(settings.step_defaults)
     except (ConfigError, ParameterError) as exc:
         return _fail(EXIT_USAGE, exc)
-    configure_logs(settings.log_level)
+    configure_logs("WARNING" if args.quiet else "DEBUG" if args.verbose else settings.log_level, args.log_format)
     try:
         code = args.handler(settings, args)
         sys.stdout.flush()  # inside the try: a reader that went away is handled here, not at exit
