@@ -50,7 +50,7 @@ def test_ingest_worker_show_audit(cli: Cli):
     record = json.loads((run_dir / "run.json").read_text())
     assert record["pipeline"] == "intake" and record["tools"]["ffprobe"].startswith("ffprobe version")
     assert [step["name"] for step in record["steps"]] == ["probe", "transcribe", "redact", "sign"]
-    assert set(record["models"]["redact"]) == {"yunet-2023mar"}
+    assert set(record["models"]["redact"]) == {"yunet-2023mar", "centerface"}   # centerface: the leak check
     assert record["steps"][0]["duration_s"] > 0
     assert "restricted" not in json.dumps(record["facts"])
 

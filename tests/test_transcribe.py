@@ -153,6 +153,19 @@ def test_intake_transcribes_and_reuses_the_transcript_when_only_probe_changes(cl
     assert probe_only["outputs"]["transcript.json"] == first["outputs"]["transcript.json"]
     assert "reused_from" not in next(s for s in beam["steps"] if s["name"] == "transcribe")
     assert probe_only["models"]["transcribe"]["ru"]["files"]["model.bin"].startswith("d01c3014")
+    # Masking, the slowest step, is reused too: the stored masked video (signed) is signed afresh for the new
+    # run (new bytes, the same pictures) and verifies on its own, back to the original.
+    for record in (probe_only, beam):
+        masking = next(s for s in record["steps"] if s["name"] == "redact")
+        assert masking["reused_from"] in (first["run_id"], probe_only["run_id"])   # the newer of the two, if any
+        assert "reused_from" not in next(s for s in record["steps"] if s["name"] == "sign")
+        assert record["outputs"]["redacted.mp4"] != first["outputs"]["redacted.mp4"]
+        assert record["facts"]["redact"] == json.loads((cli.home / "store" / evidence_id / "runs" / first["run_id"]
+                                                        / "run.json").read_text())["facts"]["redact"]
+        signed = cli.home / "store" / evidence_id / "runs" / record["run_id"] / "redacted.mp4"
+        verdict = cli.json("verify", signed, "--original", cli.home / "store" / evidence_id / "original"
+                           / "original.mp4")
+        assert verdict["ok"] and verdict["original_sha256"] == evidence_id
     assert cli.json("audit")["ok"]
 
 

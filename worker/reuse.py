@@ -10,7 +10,7 @@ per step. ``--new-run`` (a nonce) computes every step afresh.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,16 +30,25 @@ def input_key(step: Step, context: StepContext) -> str:
     return hashlib.sha256(canonical_json(material)).hexdigest()
 
 
-def earlier(store: EvidenceStore, evidence_id: str, step: str, key: str) -> tuple[dict, dict] | None:
-    """(run record, its step entry) of the newest verified run whose ``step`` had this input key."""
+def earlier(store: EvidenceStore, evidence_id: str, step: str, key: str,
+            redone: Collection[str] = ()) -> tuple[dict, dict] | None:
+    """(run record, its step entry) of the newest verified run whose ``step`` had this input key.
+
+    An output a later step replaced (the masked video, stored signed) is stored only as that step made it.
+    It is reused only where that later step is in ``redone`` (steps this run will run again, or reuse by
+    their own key): the signing step then signs the reused video afresh for this run, so the slowest step,
+    masking, is not run again for a change elsewhere. Signing covers the video's content, not the earlier
+    manifest, which the new one replaces.
+    """
     runs = verified.runs(store, evidence_id, store.custody(evidence_id))
     for record in reversed(runs.records):
         entries = record.get("steps") or []
         for index, entry in enumerate(entries):
             if entry.get("name") == step and entry.get("input_key") == key:
-                # An output a later step replaced (the masked video, stored signed) is not this step's any more.
-                later = {name for other in entries[index + 1:] for name in other.get("outputs") or []}
-                if not later & set(entry.get("outputs") or []):
+                outputs = set(entry.get("outputs") or [])
+                replacers = {str(other.get("name")) for other in entries[index + 1:]
+                             if outputs & set(other.get("outputs") or [])}
+                if replacers <= set(redone):
                     return record, entry
     return None
 

@@ -200,7 +200,8 @@ class Runner:
                 )
                 began = time.monotonic()
                 key = input_key(step, context)
-                found = None if job.nonce else earlier(self.store, job.evidence_id, step.name, key)
+                found = None if job.nonce else earlier(self.store, job.evidence_id, step.name, key,
+                                                       redone={s.name for s in pipeline.steps if s.replaces})
                 log.info("step reused" if found else "step started",
                          extra={"job_id": job.id, "run_id": rid, "step": step.name,
                                 "reused_from": found[0]["run_id"] if found else None})
