@@ -10,7 +10,7 @@ per step. ``--new-run`` (a nonce) computes every step afresh.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +30,14 @@ def input_key(step: Step, context: StepContext) -> str:
     return hashlib.sha256(canonical_json(material)).hexdigest()
 
 
-def earlier(store: EvidenceStore, evidence_id: str, step: str, key: str,
+def finished(store: EvidenceStore, evidence_id: str) -> list[dict]:
+    """The item's committed runs, verified against custody: read once per job, asked once per step."""
+    return list(verified.runs(store, evidence_id, store.custody(evidence_id)).records)
+
+
+def earlier(records: Sequence[Mapping[str, Any]], step: str, key: str,
             redone: Collection[str] = ()) -> tuple[dict, dict] | None:
-    """(run record, its step entry) of the newest verified run whose ``step`` had this input key.
+    """(run record, its step entry) of the newest of the verified ``records`` whose ``step`` had this input key.
 
     An output a later step replaced (the masked video, stored signed) is stored only as that step made it.
     It is reused only where that later step is in ``redone`` (steps this run will run again, or reuse by
@@ -40,8 +45,7 @@ def earlier(store: EvidenceStore, evidence_id: str, step: str, key: str,
     masking, is not run again for a change elsewhere. Signing covers the video's content, not the earlier
     manifest, which the new one replaces.
     """
-    runs = verified.runs(store, evidence_id, store.custody(evidence_id))
-    for record in reversed(runs.records):
+    for record in reversed(records):
         entries = record.get("steps") or []
         for index, entry in enumerate(entries):
             if entry.get("name") == step and entry.get("input_key") == key:
@@ -49,7 +53,7 @@ def earlier(store: EvidenceStore, evidence_id: str, step: str, key: str,
                 replacers = {str(other.get("name")) for other in entries[index + 1:]
                              if outputs & set(other.get("outputs") or [])}
                 if replacers <= set(redone):
-                    return record, entry
+                    return dict(record), dict(entry)
     return None
 
 

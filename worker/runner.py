@@ -29,7 +29,7 @@ from worker.errors import JobError, LeaseLost, NotFound
 from worker.jobs import request_for
 from worker.progress import progress_bar
 from worker.queue import Job
-from worker.reuse import earlier, input_key, reuse
+from worker.reuse import earlier, finished, input_key, reuse
 from worker.space import DiskFull, ensure_free, is_disk_full, judged, written_bytes
 from worker.store import EvidenceStore
 from worker.timestamps import utc_now
@@ -184,6 +184,7 @@ class Runner:
         files: dict[str, Path] = {}
         facts: dict[str, Mapping[str, Any]] = {}
         signing = self.signing() if any(step.name == "sign" for step in pipeline.steps) else None
+        finished_runs = [] if job.nonce else finished(self.store, job.evidence_id)
         steps, warnings, tools, models = [], [], {}, {}
         with progress_bar(len(pipeline.steps), f"{pipeline.name} steps", unit="step") as bar:
             for step in pipeline.steps:
@@ -200,8 +201,7 @@ class Runner:
                 )
                 began = time.monotonic()
                 key = input_key(step, context)
-                found = None if job.nonce else earlier(self.store, job.evidence_id, step.name, key,
-                                                       redone={s.name for s in pipeline.steps if s.replaces})
+                found = earlier(finished_runs, step.name, key, redone={s.name for s in pipeline.steps if s.replaces})
                 log.info("step reused" if found else "step started",
                          extra={"job_id": job.id, "run_id": rid, "step": step.name,
                                 "reused_from": found[0]["run_id"] if found else None})

@@ -75,7 +75,8 @@ class CenterFace:
     """
 
     def __init__(self, model: Path, min_score: float, threads: int = 0):
-        import onnx   # here, not at the top: importing it takes 0.7 s, which every command would pay
+        # Imported here, not at the top: importing onnx takes 0.7 s, which every command would pay.
+        import onnx
 
         self._proto = onnx.load(str(model))
         weights = {init.name for init in self._proto.graph.initializer}
