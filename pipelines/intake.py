@@ -16,11 +16,12 @@ INTAKE = Pipeline(
     steps=(
         Step("probe", probe.run, version="2"),
         Step("transcribe", transcribe.run, version=transcribe.VERSION,
-             reads=("probe.has_audio", "probe.duration_s"), fingerprint=transcribe.fingerprint),
+             reads=("probe.has_audio", "probe.duration_s"), fingerprint=transcribe.fingerprint,
+             models=transcribe.model_names),
         Step("redact", redact.run, version=redact.VERSION, reads=("probe.has_video", "probe.video"),
-             fingerprint=redact.fingerprint),
+             fingerprint=redact.fingerprint, models=redact.model_names, needs=redact.needs),
         Step("sign", sign.run, version=sign.VERSION, reads=("redact.tracks_masked",), fingerprint=sign.fingerprint,
-             replaces=("redacted.mp4",)),
+             replaces=("redacted.mp4",), needs=lambda _params: frozenset({"signing"})),
     ),
     params={
         **{f"probe.{key}": param for key, param in probe.PARAMS.items()},

@@ -67,7 +67,10 @@ class Step:
     ``version`` changes whenever the step's code changes what it produces;
     ``reads`` names the earlier steps whose facts or outputs it uses;
     ``fingerprint`` returns anything else it depends on (the hashes of the
-    model files it would load).
+    model files it would load). ``models`` names the registry's models it
+    would load with the given parameters, and ``needs`` what else the worker
+    must hand it (``signing``: credentials; ``staff``: the enrolled staff's
+    embeddings), so that the worker asks the steps instead of knowing them.
     """
 
     name: str
@@ -76,6 +79,8 @@ class Step:
     reads: tuple[str, ...] = ()
     fingerprint: Callable[[StepContext], Mapping[str, Any]] | None = None
     replaces: tuple[str, ...] = ()      # outputs of earlier steps this step's outputs replace (a signed copy)
+    models: Callable[[Mapping[str, Any]], Sequence[str]] | None = None   # from the step's own parameters
+    needs: Callable[[Mapping[str, Any]], frozenset[str]] | None = None   # likewise: "signing", "staff"
 
 
 class ParameterError(ValueError):
@@ -163,6 +168,15 @@ class Pipeline:
     def step_params(self, step: Step, params: Mapping[str, Any]) -> dict[str, Any]:
         prefix = step.name + "."
         return {key[len(prefix):]: value for key, value in params.items() if key.startswith(prefix)}
+
+    def models(self, params: Mapping[str, Any]) -> list[str]:
+        """Every registry model a run with ``params`` would load, once each, in step order."""
+        names = [name for step in self.steps if step.models for name in step.models(self.step_params(step, params))]
+        return list(dict.fromkeys(names))
+
+    def needs(self, params: Mapping[str, Any]) -> frozenset[str]:
+        """What a run with ``params`` needs the worker to provide (see Step.needs)."""
+        return frozenset().union(*(step.needs(self.step_params(step, params)) for step in self.steps if step.needs))
 
 
 def canonical_json(value: Any) -> bytes:

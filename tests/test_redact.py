@@ -275,6 +275,14 @@ def test_staff_policy_masks_the_enrolled_face_only(shared_data, tmp_path, cli):
     report = Path(result["files"]["redaction-report.json"]).read_text()
     assert "field lawyer" not in report
 
+    # Through the worker: the step says it needs the roster, and the runner hands it over.
+    [item] = cli.json("ingest", pair, "--no-enqueue")["ingested"]
+    cli.json("reprocess", item["evidence_id"], "--set", "redact.policy=staff")
+    cli("worker", "--once", timeout=300)
+    [run] = cli.json("show", item["evidence_id"])["runs"]
+    facts = json.loads((Path(run["location"]) / "run.json").read_text())["facts"]["redact"]
+    assert facts["policy"] == "staff" and facts["staff"]["tracks_matched_staff"] >= 1
+
     cli("staff", "remove", "field lawyer")
     assert cli.json("staff", "list")["staff"] == {}
 

@@ -183,7 +183,9 @@ class Runner:
 
         files: dict[str, Path] = {}
         facts: dict[str, Mapping[str, Any]] = {}
-        signing = self.signing() if any(step.name == "sign" for step in pipeline.steps) else None
+        needs = pipeline.needs(params)
+        signing = self.signing() if "signing" in needs else None
+        staff = self.staff() if "staff" in needs else ()
         finished_runs = [] if job.nonce else finished(self.store, job.evidence_id)
         steps, warnings, tools, models = [], [], {}, {}
         with progress_bar(len(pipeline.steps), f"{pipeline.name} steps", unit="step") as bar:
@@ -194,7 +196,7 @@ class Runner:
                     evidence_id=job.evidence_id, original=original, workdir=step_dir,
                     params=pipeline.step_params(step, params), facts=dict(facts), tools=self.tools,
                     models=self.models, languages=tuple(evidence.get("languages") or ()), outputs=dict(files),
-                    staff=self.staff() if params.get("redact.policy") == "staff" else (),
+                    staff=staff,
                     signing=signing,
                     run_id=rid, pipeline=f"{pipeline.name}-v{pipeline.version}",
                     models_used={name: dict(used) for name, used in models.items()},

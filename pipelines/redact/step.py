@@ -60,6 +60,11 @@ def model_names(params) -> list[str]:
     return names
 
 
+def needs(params) -> frozenset[str]:
+    """The staff policy compares faces with the enrolled staff: the worker must hand their embeddings over."""
+    return frozenset({"staff"}) if params["policy"] == "staff" else frozenset()
+
+
 def fingerprint(ctx: StepContext) -> dict[str, Any]:
     if ctx.models is None:
         raise RuntimeError("the redact step needs the model registry")

@@ -23,6 +23,7 @@ import hashlib
 import importlib.metadata
 import importlib.util
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,11 @@ def other_models(text: str) -> dict[str, str]:
     """"ce=mms-che,kk=x" -> {"ce": "mms-che", "kk": "x"}."""
     pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
     return {lang.strip(): name.strip() for lang, name in pairs}
+
+
+def model_names(params: Mapping[str, Any]) -> list[str]:
+    """The registry's models a run with these parameters loads: the Whisper model, then one per language."""
+    return [params["model"], *other_models(params["models"]).values()]
 
 
 def _installed(ctx: StepContext) -> dict[str, Any]:

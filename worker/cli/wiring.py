@@ -49,14 +49,10 @@ def checked_models(settings: Settings) -> Registry:
     """The registry, with every model the intake pipeline would load loaded and verified now: a worker
     with a missing or broken model refuses to start with the reason, instead of failing every job later."""
     from pipelines import registry as pipelines
-    from pipelines.transcribe.step import other_models
 
-    defaults = pipelines.get("intake").defaults
+    intake = pipelines.get("intake")
     registry = models(settings)
-    from pipelines.redact.step import model_names
-
-    for name in [defaults["transcribe.model"], *other_models(defaults["transcribe.models"]).values(),
-                 *model_names({k.split(".", 1)[1]: v for k, v in defaults.items() if k.startswith("redact.")})]:
+    for name in intake.models(intake.defaults):
         registry.load(name)
     return registry
 
