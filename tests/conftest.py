@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -100,6 +101,27 @@ class Cli:
 @pytest.fixture
 def cli(home: Path) -> Cli:
     return Cli(home)
+
+
+@pytest.fixture(scope="session")
+def processed_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A home holding the sample video, ingested and run through the intake by the real command: made once
+    per session (a full intake takes about half a minute), read only through ``sample_item``'s copies."""
+    home = tmp_path_factory.mktemp("processed-sample") / "home"
+    made = Cli(home)
+    made.json("ingest", SAMPLE_VIDEO, "--case", "C-<b>17</b>")
+    made("worker", "--once", timeout=300)
+    return home
+
+
+@pytest.fixture
+def sample_item(processed_sample: Path, cli: Cli) -> dict:
+    """This test's own home, a copy of the processed sample's (modes kept; it holds no absolute path), so a
+    test may reprocess, tamper with or export from it freely: {"id", "run", "video" (the masked video)}."""
+    shutil.copytree(processed_sample, cli.home, symlinks=True)
+    [evidence_id] = [p.name for p in (cli.home / "store").iterdir() if len(p.name) == 64]
+    [run] = cli.json("show", evidence_id)["runs"]
+    return {"id": evidence_id, "run": run, "video": Path(run["location"]) / "redacted.mp4"}
 
 
 @pytest.fixture(scope="session")

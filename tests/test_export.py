@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLE_VIDEO, Cli
+from conftest import Cli
 from pypdf import PdfReader
 
 from pipelines.export.clip import Range
@@ -22,11 +22,8 @@ EXPECTED_FILES = ["SHA256SUMS", "clip.mp4", "transcript.txt", "transcript.vtt", 
 
 
 @pytest.fixture
-def item(cli: Cli) -> dict:
-    evidence_id = cli.json("ingest", SAMPLE_VIDEO, "--case", "C-<b>17</b>")["ingested"][0]["evidence_id"]
-    cli("worker", "--once", timeout=300)
-    [run] = cli.json("show", evidence_id)["runs"]
-    return {"id": evidence_id, "run": run, "video": Path(run["location"]) / "redacted.mp4"}
+def item(sample_item: dict) -> dict:
+    return sample_item
 
 
 def _frame_times(path: Path) -> list[float]:

@@ -18,12 +18,8 @@ from pipelines.provenance.verify import verify
 
 
 @pytest.fixture
-def signed_run(cli: Cli) -> dict:
-    evidence_id = cli.json("ingest", SAMPLE_VIDEO)["ingested"][0]["evidence_id"]
-    cli("worker", "--once", timeout=300)
-    [run] = cli.json("show", evidence_id)["runs"]
-    return {"id": evidence_id, "run": run, "video": Path(run["location"]) / "redacted.mp4",
-            "ca": cli.home / "signing" / "ca.pem"}
+def signed_run(sample_item: dict, cli: Cli) -> dict:
+    return {**sample_item, "ca": cli.home / "signing" / "ca.pem"}
 
 
 def _mdat_middle(data: bytes) -> int:

@@ -15,7 +15,7 @@ from test_hostile_fs import tagged_video
 from pipelines.pipeline import canonical_json
 
 
-def processed(cli: Cli, path: Path = SAMPLE_VIDEO) -> tuple[str, Path]:
+def processed(cli: Cli, path: Path) -> tuple[str, Path]:
     evidence_id = cli.json("ingest", path)["ingested"][0]["evidence_id"]
     cli("worker", "--once")
     [run] = cli.json("show", evidence_id)["runs"]
@@ -72,8 +72,8 @@ def test_restricted_facts_from_an_edited_probe_json_are_never_shown(cli: Cli, tm
     assert len(custody_lines(cli, evidence_id)) == events_before
 
 
-def test_facts_from_an_edited_run_json_are_never_shown(cli: Cli):
-    evidence_id, run_dir = processed(cli)
+def test_facts_from_an_edited_run_json_are_never_shown(cli: Cli, sample_item: dict):
+    evidence_id, run_dir = sample_item["id"], Path(sample_item["run"]["location"])
     record_path = run_dir / "run.json"
     unseal(record_path)
     record = json.loads(record_path.read_text())
@@ -90,8 +90,8 @@ def test_facts_from_an_edited_run_json_are_never_shown(cli: Cli):
 # -- rule 13 ------------------------------------------------------------------------------------------
 
 
-def test_a_committed_run_whose_folder_was_deleted_is_reported_as_such(cli: Cli):
-    evidence_id, run_dir = processed(cli)
+def test_a_committed_run_whose_folder_was_deleted_is_reported_as_such(cli: Cli, sample_item: dict):
+    evidence_id, run_dir = sample_item["id"], Path(sample_item["run"]["location"])
     run_dir.chmod(0o700)
     for path in run_dir.iterdir():
         path.unlink()
@@ -132,8 +132,8 @@ def test_audit_mentions_partial_uploads_of_killed_processes(cli: Cli):
     assert any(str(partial) in note for note in report["store"]["notes"]), report["store"]
 
 
-def test_a_run_whose_commit_event_is_gone_is_not_shown_as_running(cli: Cli):
-    evidence_id, _ = processed(cli)
+def test_a_run_whose_commit_event_is_gone_is_not_shown_as_running(cli: Cli, sample_item: dict):
+    evidence_id = sample_item["id"]
     log = cli.home / "store" / evidence_id / "custody.jsonl"
     log.chmod(0o600)
     lines = log.read_bytes().splitlines(keepends=True)
