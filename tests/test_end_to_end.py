@@ -59,9 +59,8 @@ def test_ingest_worker_show_audit(cli: Cli):
     assert cli.json("status")["queue"]["done"] == 1
 
 
-def test_same_file_again_is_a_logged_duplicate_and_changes_no_run(cli: Cli):
-    first = cli.json("ingest", SAMPLE_VIDEO)["ingested"][0]
-    cli("worker", "--once")
+def test_same_file_again_is_a_logged_duplicate_and_changes_no_run(cli: Cli, sample_item: dict):
+    first = {"evidence_id": sample_item["id"]}
     again = cli.json("ingest", SAMPLE_VIDEO, "--name", "renamed copy.mp4")["ingested"][0]
     assert again["evidence_id"] == first["evidence_id"] and again["duplicate"] is True
     cli("worker", "--once")  # the redelivered intake job finds its run committed: a no-op
@@ -73,9 +72,8 @@ def test_same_file_again_is_a_logged_duplicate_and_changes_no_run(cli: Cli):
     assert cli.json("status")["queue"]["done"] == 2
 
 
-def test_reprocess_makes_new_runs_beside_the_old_ones(cli: Cli):
-    evidence_id = cli.json("ingest", SAMPLE_VIDEO)["ingested"][0]["evidence_id"]
-    cli("worker", "--once")
+def test_reprocess_makes_new_runs_beside_the_old_ones(cli: Cli, sample_item: dict):
+    evidence_id = sample_item["id"]
     [first] = cli.json("show", evidence_id)["runs"]
     first_record = (Path(first["location"]) / "run.json").read_bytes()
 
@@ -120,9 +118,8 @@ def test_restricted_facts_are_shown_only_on_request_and_the_viewing_is_logged(cl
     assert custody_events(cli, evidence_id)[-1]["event"] == custody.RESTRICTED_VIEWED
 
 
-def test_audit_detects_a_tampered_original_output_and_custody_log(cli: Cli):
-    evidence_id = cli.json("ingest", SAMPLE_VIDEO)["ingested"][0]["evidence_id"]
-    cli("worker", "--once")
+def test_audit_detects_a_tampered_original_output_and_custody_log(cli: Cli, sample_item: dict):
+    evidence_id = sample_item["id"]
     item = cli.home / "store" / evidence_id
     original = item / "original" / "original.mp4"
     original.chmod(0o644)
@@ -146,7 +143,7 @@ def test_audit_detects_a_tampered_original_output_and_custody_log(cli: Cli):
 
     # A run on the damaged original stops at once, with the reason, and changes nothing.
     cli("reprocess", evidence_id, "--new-run")
-    cli("worker", "--once")
+    assert cli("worker", "--once", check=False).returncode == 1
     [dead] = cli.json("status")["dead_letters"]
     assert dead["attempts"] == 1 and "fails its SHA-256 check" in dead["reason"]
 
