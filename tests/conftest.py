@@ -104,6 +104,18 @@ def cli(home: Path) -> Cli:
 
 
 @pytest.fixture(scope="session")
+def tiny_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real recording (H.264 and AAC in MP4) of one second, 160x120: for tests of the plumbing around a
+    run (queues, retries, lost jobs), where what the steps find does not matter and a full-size intake
+    would only cost time."""
+    path = tmp_path_factory.mktemp("tiny") / "tiny.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=160x120:rate=10:duration=1", "-f", "lavfi", "-i",
+           "sine=frequency=440:duration=1", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest",
+           str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
 def processed_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A home holding the sample video, ingested and run through the intake by the real command: made once
     per session (a full intake takes about half a minute), read only through ``sample_item``'s copies."""

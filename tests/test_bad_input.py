@@ -93,8 +93,8 @@ def test_a_hostile_file_name_is_stored_safely_and_processed(cli: Cli, tmp_path: 
         [".incoming", ".in-use", first["evidence_id"], second["evidence_id"], third["evidence_id"]])
 
 
-def test_a_hung_media_tool_is_retried_then_dead_lettered(cli: Cli):
-    evidence_id = cli.json("ingest", SAMPLE_VIDEO)["ingested"][0]["evidence_id"]
+def test_a_hung_media_tool_is_retried_then_dead_lettered(cli: Cli, tiny_video: Path):
+    evidence_id = cli.json("ingest", tiny_video)["ingested"][0]["evidence_id"]
     assert cli("worker", "--once", check=False, EVIDENCE_MEDIA__TIMEOUT_S="0.001").returncode == 1
     [dead] = cli.json("status")["dead_letters"]
     assert dead["evidence_id"] == evidence_id
@@ -105,10 +105,11 @@ def test_a_hung_media_tool_is_retried_then_dead_lettered(cli: Cli):
     assert cli.json("status")["queue"] == {"queued": 0, "delayed": 0, "leased": 0, "done": 1, "dead": 0}
 
 
-def test_every_dead_letter_can_be_retried_at_once_after_the_cause_is_fixed(cli: Cli, tmp_path: Path):
+def test_every_dead_letter_can_be_retried_at_once_after_the_cause_is_fixed(cli: Cli, tmp_path: Path,
+                                                                          tiny_video: Path):
     other = tmp_path / "other.mp4"
-    ffmpeg("-i", str(SAMPLE_VIDEO), "-t", "2", "-c", "copy", str(other))
-    cli.json("ingest", SAMPLE_VIDEO, other)
+    ffmpeg("-i", str(tiny_video), "-t", "0.5", "-c", "copy", str(other))
+    cli.json("ingest", tiny_video, other)
     assert cli("worker", "--once", check=False, EVIDENCE_MEDIA__TIMEOUT_S="0.001").returncode == 1  # too tight
     assert cli.json("status")["queue"]["dead"] == 2
     retried = cli.json("dead-letters", "--retry-all")["retried"]

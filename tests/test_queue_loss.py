@@ -13,8 +13,8 @@ def drop_queue(cli: Cli) -> None:
         Path(f"{cli.home / 'queue.sqlite3'}{suffix}").unlink(missing_ok=True)
 
 
-def test_a_deleted_queue_loses_no_work(cli: Cli, tmp_path: Path):
-    job_id = cli.json("ingest", SAMPLE_VIDEO)["ingested"][0]["job_id"]
+def test_a_deleted_queue_loses_no_work(cli: Cli, tmp_path: Path, tiny_video: Path):
+    job_id = cli.json("ingest", tiny_video)["ingested"][0]["job_id"]
     drop_queue(cli)
     status = cli("status", "--json")
     assert "the job queue was just created, but the store already holds evidence" in status.stderr
@@ -35,8 +35,8 @@ def sample_id(cli: Cli) -> str:
     return next(p.name for p in (cli.home / "store").iterdir() if not p.name.startswith("."))
 
 
-def test_a_worker_starting_on_a_new_queue_requeues_lost_jobs_by_itself(cli: Cli):
-    job_id = cli.json("ingest", SAMPLE_VIDEO)["ingested"][0]["job_id"]
+def test_a_worker_starting_on_a_new_queue_requeues_lost_jobs_by_itself(cli: Cli, tiny_video: Path):
+    job_id = cli.json("ingest", tiny_video)["ingested"][0]["job_id"]
     drop_queue(cli)
     done = cli("worker", "--once")
     assert "does not hold: queueing it again" in done.stderr and job_id in done.stderr
