@@ -118,10 +118,10 @@ def main() -> int:
                                                               "little and JPEG-compressed at quality 40)")
     args = parser.parse_args()
     from models.registry import Registry
-    from pipelines.redact import detect
+    from pipelines.redact.spec import MODEL_NAMES
 
     registry = Registry()
-    paths = {kind: registry.load(name).path / "model.onnx" for kind, name in detect.MODEL_NAMES.items()}
+    paths = {kind: registry.load(name).path / "model.onnx" for kind, name in MODEL_NAMES.items()}
     faces = labelled_faces()
     rows = []
     for res, size in RESOLUTIONS.items():

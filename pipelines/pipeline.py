@@ -8,6 +8,7 @@ found. The runner does everything else.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -81,6 +82,16 @@ class Step:
     replaces: tuple[str, ...] = ()      # outputs of earlier steps this step's outputs replace (a signed copy)
     models: Callable[[Mapping[str, Any]], Sequence[str]] | None = None   # from the step's own parameters
     needs: Callable[[Mapping[str, Any]], frozenset[str]] | None = None   # likewise: "signing", "staff"
+
+
+def deferred(module: str, name: str) -> Callable[..., Any]:
+    """``module.name``, imported at its first call. A pipeline is declared with its steps' specs only, so
+    that checking settings or answering ``status`` loads no media library (half a second a command)."""
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+    call.__qualname__ = call.__name__ = f"{module}.{name}"
+    return call
 
 
 class ParameterError(ValueError):

@@ -10,14 +10,12 @@ SHA-256 of every other output of the run, which binds them to the video.
 from __future__ import annotations
 
 import importlib.metadata
-from typing import Any
 
 from models.registry import file_sha256
 from pipelines.errors import StepError
 from pipelines.pipeline import StepContext, StepResult
 from pipelines.provenance import manifest
 
-VERSION = "1"
 SOFTWARE = {"name": "evidence-worker", "version": importlib.metadata.version("evidence-worker")}
 _MIME = {"mp4/mov/3gp/m4a": "video/mp4", "matroska/webm": "video/x-matroska", "avi": "video/x-msvideo",
          "mpeg-ts (mts/m2ts)": "video/mp2t", "ogg": "video/ogg"}
@@ -25,11 +23,6 @@ _MIME = {"mp4/mov/3gp/m4a": "video/mp4", "matroska/webm": "video/x-matroska", "a
 
 class NoCredentials(StepError):
     retryable = False
-
-
-def fingerprint(ctx: StepContext) -> dict[str, Any]:
-    # The manifest names this run: a signature is never reused from another run.
-    return {"run_id": ctx.run_id}
 
 
 def run(ctx: StepContext) -> StepResult:

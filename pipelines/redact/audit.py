@@ -32,7 +32,6 @@ CHECK_MIN_SCORE = 0.5
 # A solid or noisy ellipse is itself face-shaped to a detector: a find mostly under the masks drawn on that
 # frame is the detector seeing a mask. A face with more than this share hidden shows no more than a sliver.
 _MASKED_SHARE = 0.6
-OTHER_FAMILY = {"yunet": "centerface", "centerface": "yunet", "ensemble": "yunet"}
 _PENDING = 2     # frames waiting for the checking thread: bounds memory, keeps the encoder busy meanwhile
 
 

@@ -17,8 +17,6 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
-DETECTORS = ("yunet", "centerface", "ensemble")
-MODEL_NAMES = {"yunet": "yunet-2023mar", "centerface": "centerface"}
 _TILE_OVERLAP = 0.15        # of a tile's side: a face on a seam is whole in one of the two tiles
 
 

@@ -17,8 +17,6 @@ import numpy as np
 
 from pipelines.redact.detect import Box
 
-SHAPES = ("ellipse", "box")
-STYLES = ("fill", "noise")
 _FILL_BGR = (128, 128, 128)
 _FILL_Y = 128               # the same grey in I420 (BT.601 limited range: 16 + 219 * 128/255 rounds to 126-128)
 _NOISE_BLOCK = 16           # pixels per noise block

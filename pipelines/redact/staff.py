@@ -24,7 +24,6 @@ from pipelines.errors import StepError
 from pipelines.redact.detect import Box
 from pipelines.redact.track import Track
 
-MODEL_NAME = "dlib-face-recognition"
 SAMPLE_S = 0.2              # every face is compared at least this often, in media time (not frames)
 FRONTAL = (0.3, 0.7)        # nose tip between the outer eye corners, as a share of their distance
 MIN_CLEARING_SAMPLES = 2    # comparable faces a track needs before it can be cleared

@@ -23,46 +23,9 @@ import numpy as np
 
 from pipelines import ffmpeg_cli
 from pipelines.errors import MaskingLeak, RejectedInput
-from pipelines.pipeline import Param, StepContext, StepResult
+from pipelines.pipeline import StepContext, StepResult
 from pipelines.redact import audit, detect, masks, report, shots, staff, track, video
-
-VERSION = "3"
-POLICIES = ("all", "staff", "none")
-PARAMS: dict[str, Param] = {
-    "policy": Param("all", choices=POLICIES),           # whose faces: everyone's, enrolled staff's, nobody's
-    "detector": Param("yunet", choices=detect.DETECTORS),
-    "detect_scale": Param(0.5, minimum=0.1, maximum=1.0),  # of the width the detector sees (1: full size)
-    "tiles": Param(1, minimum=1, maximum=4),            # 2: a 2x2 grid of overlapping tiles, for distant faces
-    "min_score": Param(0.15, minimum=0.05, maximum=0.95),  # low: a false mask is safe, a missed face is not
-    "max_gap_frames": Param(12, minimum=0, maximum=250),  # missed frames a track survives
-    "pad_frames": Param(8, minimum=0, maximum=250),     # masked before a track's first and after its last frame
-    "shape": Param("ellipse", choices=masks.SHAPES),
-    "style": Param("fill", choices=masks.STYLES),
-    "mask_scale": Param(2.0, minimum=1.5, maximum=4),  # of the detected box: hair and ears of a turned head
-    "crf": Param(18, minimum=0, maximum=51),            # x264 quality: 18 is visually near-lossless
-    "preset": Param("superfast", choices=("ultrafast", "superfast", "veryfast", "faster", "fast", "medium",
-                                         "slow", "slower", "veryslow")),
-    "voice": Param("keep", choices=("keep", "disguise")),
-    "match_distance": Param(0.6, minimum=0.2, maximum=0.9),  # staff: dlib distance under which faces match
-    # The leak check (pipelines.redact.audit): the other detector family on the masked frames. A face it finds
-    # fails the step ("fail") or, with "review", is listed for a person and the run is never released.
-    "leak_check": Param("fail", choices=("fail", "review")),
-    "leak_scale": Param(0.75, minimum=0.5, maximum=1.0),  # of the width it sees: finer than detect_scale's default
-    "leak_every_s": Param(0.2, minimum=0.0, maximum=0.2),  # media time between checked frames (0: every frame)
-}
-
-
-def model_names(params) -> list[str]:
-    kinds = ("yunet", "centerface") if params["detector"] == "ensemble" else (params["detector"],)
-    names = [detect.MODEL_NAMES[kind] for kind in dict.fromkeys(kinds + (audit.OTHER_FAMILY[params["detector"]],))]
-    if params["policy"] == "staff":
-        names.append(staff.MODEL_NAME)
-    return names
-
-
-def needs(params) -> frozenset[str]:
-    """The staff policy compares faces with the enrolled staff: the worker must hand their embeddings over."""
-    return frozenset({"staff"}) if params["policy"] == "staff" else frozenset()
+from pipelines.redact.spec import MODEL_NAMES, OTHER_FAMILY, STAFF_MODEL, model_names
 
 
 def fingerprint(ctx: StepContext) -> dict[str, Any]:
@@ -99,7 +62,7 @@ def redact_file(ctx: StepContext, out: Path) -> dict[str, Any]:
     """Mask ``ctx.original`` into ``out``; the report (also written to the step's folder) and the facts."""
     p = ctx.params
     installed = {name: ctx.models.load(name) for name in model_names(p)}
-    paths = {kind: installed[name].path / "model.onnx" for kind, name in detect.MODEL_NAMES.items()
+    paths = {kind: installed[name].path / "model.onnx" for kind, name in MODEL_NAMES.items()
              if name in installed}
     cv2.setNumThreads(max(ctx.tools.cpu_threads, 1) if ctx.tools.cpu_threads else cv2.getNumThreads())
     threads = ctx.tools.cpu_threads
@@ -110,7 +73,7 @@ def redact_file(ctx: StepContext, out: Path) -> dict[str, Any]:
     # mapped back to the stored pixels, which are masked and keep their aspect ratio in the output.
     sar = Fraction(video_facts.get("sample_aspect_ratio", "1:1").replace(":", "/"))
     display = _square_pixels(width, height, sar) if width and height else None
-    matcher = staff.Matcher(installed[staff.MODEL_NAME].path, ctx.staff, p["match_distance"]) \
+    matcher = staff.Matcher(installed[STAFF_MODEL].path, ctx.staff, p["match_distance"]) \
         if p["policy"] == "staff" else None
     estimate = _frame_estimate(ctx)
     began = time.monotonic()
@@ -166,7 +129,7 @@ def redact_file(ctx: StepContext, out: Path) -> dict[str, Any]:
     encoder = None
     rendered = 0
     masked_frames = 0
-    other = audit.OTHER_FAMILY[p["detector"]]
+    other = OTHER_FAMILY[p["detector"]]
     check = audit.LeakCheck(detect.networks(other, paths, audit.CHECK_MIN_SCORE, threads)[0],
                             display or (width, height), p["leak_scale"], p["leak_every_s"], shape=p["shape"],
                             mask_scale=p["mask_scale"])

@@ -11,8 +11,7 @@ from pathlib import Path
 from pipelines import registry as pipelines
 from pipelines.pipeline import StepContext
 from pipelines.probe import probe_file
-from pipelines.redact import staff as staff_faces
-from pipelines.redact.step import redact_file
+from pipelines.redact.spec import STAFF_MODEL
 from worker.cli.output import EXIT_OK, print_json, printable
 from worker.cli.wiring import models as registry
 from worker.config import Settings
@@ -65,6 +64,9 @@ def register(command) -> None:
 
 
 def cmd_redact(settings: Settings, args: argparse.Namespace) -> int:
+    # The media libraries: loaded for this command only.
+    from pipelines.redact.step import redact_file
+
     intake = pipelines.get("intake")
     overrides = {f"redact.{key}": value for key, _, value in (s.partition("=") for s in args.settings)}
     if args.policy:
@@ -143,9 +145,12 @@ def cmd_staff(settings: Settings, args: argparse.Namespace) -> int:
     if args.action == "enroll":
         models = registry(settings)
         detector = models.load("yunet-2023mar").path / "model.onnx"
-        embedder = models.load(staff_faces.MODEL_NAME).path
+        embedder = models.load(STAFF_MODEL).path
         with private_workdir(settings.work_dir, "enrol") as work:
-            found = staff_faces.enrolment_embeddings(args.files, detector, embedder, settings.tools, Path(work))
+            # OpenCV and dlib: loaded when enrolling only.
+            from pipelines.redact.staff import enrolment_embeddings
+
+            found = enrolment_embeddings(args.files, detector, embedder, settings.tools, Path(work))
         total = roster.enroll(args.name, found)
         report = {"name": args.name, "added": len(found), "faces": total}
         message = f"{printable(args.name)}: {len(found)} face(s) added, {total} in all"
