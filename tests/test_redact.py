@@ -441,3 +441,34 @@ def test_a_staff_member_after_a_cut_in_a_strangers_place_is_masked_whatever_the_
         assert shown >= 0.8 * len(strangers), "the stranger stays visible where compared"
         review = json.loads(Path(result["files"]["redaction-report.json"]).read_text())["review"]
         assert any("matched no one" in reason for moment in review for reason in moment["reasons"])
+
+
+def test_faces_of_about_20_px_are_masked_in_4k_under_the_defaults(shared_data, tmp_path):
+    """Rule: the detection scale follows the resolution, so the smallest face found is about 20 px in the
+    original whatever its size. Six labelled faces, scaled to 22-26 px high, on a 3840x2160 picture."""
+    boxes = labelled_boxes(shared_data / "faces")
+    canvas = np.full((2160, 3840, 3), 90, dtype=np.uint8)
+    canvas[:] = cv2.GaussianBlur(np.random.default_rng(7).integers(40, 200, canvas.shape, dtype=np.uint8), (0, 0), 3)
+    placed = []
+    for index, (name, faces) in enumerate(sorted(boxes.items())[:6]):
+        photo = cv2.imread(str(shared_data / "faces" / name))
+        x, y, w, h = faces[0]
+        margin = max(w, h) // 2
+        crop = photo[max(y - margin, 0):y + h + margin, max(x - margin, 0):x + w + margin]
+        height = 22 + index % 3 * 2
+        scale = height / h
+        small = cv2.resize(crop, (round(crop.shape[1] * scale), round(crop.shape[0] * scale)),
+                           interpolation=cv2.INTER_AREA)
+        left, top = 400 + index * 560, 700 + index % 2 * 600
+        canvas[top:top + small.shape[0], left:left + small.shape[1]] = small
+        fx, fy = left + round((x - max(x - margin, 0)) * scale), top + round((y - max(y - margin, 0)) * scale)
+        placed.append((fx, fy, round(w * scale), height))
+    still = tmp_path / "still.png"
+    cv2.imwrite(str(still), canvas)
+    clip = tmp_path / "4k.mp4"
+    ffmpeg("-loop", "1", "-i", str(still), "-t", "0.2", "-r", "25", "-c:v", "libx264", "-crf", "8",
+           "-pix_fmt", "yuv420p", str(clip))
+    result = run_redact(clip, tmp_path / "work")
+    for frame in decoded(result["files"]["redacted.mp4"], tmp_path):
+        shares = [round(masked_share(frame, *box), 2) for box in placed]
+        assert min(shares) >= 0.9, (placed, shares)
