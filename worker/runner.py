@@ -27,7 +27,7 @@ from worker import __version__, custody
 from worker.directory import Directory
 from worker.errors import JobError, LeaseLost, NotFound
 from worker.jobs import request_for
-from worker.progress import progress_bar
+from worker.progress import counted, progress_bar
 from worker.queue import Job
 from worker.reuse import earlier, finished, input_key, reuse
 from worker.space import DiskFull, ensure_free, is_disk_full, judged, written_bytes
@@ -187,44 +187,48 @@ class Runner:
         signing = self.signing() if "signing" in needs else None
         staff = self.staff() if "staff" in needs else ()
         finished_runs = [] if job.nonce else finished(self.store, job.evidence_id)
+        redone = {step.name for step in pipeline.steps if step.replaces}
         steps, warnings, tools, models = [], [], {}, {}
         with progress_bar(len(pipeline.steps), f"{pipeline.name} steps", unit="step") as bar:
             for step in pipeline.steps:
-                step_dir = workdir / step.name
-                step_dir.mkdir()
-                context = StepContext(
-                    evidence_id=job.evidence_id, original=original, workdir=step_dir,
-                    params=pipeline.step_params(step, params), facts=dict(facts), tools=self.tools,
-                    models=self.models, languages=tuple(evidence.get("languages") or ()), outputs=dict(files),
-                    staff=staff,
-                    signing=signing,
-                    run_id=rid, pipeline=f"{pipeline.name}-v{pipeline.version}",
-                    models_used={name: dict(used) for name, used in models.items()},
-                )
-                began = time.monotonic()
-                key = input_key(step, context)
-                found = earlier(finished_runs, step.name, key, redone={s.name for s in pipeline.steps if s.replaces})
-                log.info("step reused" if found else "step started",
-                         extra={"job_id": job.id, "run_id": rid, "step": step.name,
-                                "reused_from": found[0]["run_id"] if found else None})
-                result = reuse(self.store, job.evidence_id, *found, step_dir) if found else step.run(context)
-                duration = round(time.monotonic() - began, 3)
-                for name, path in result.files.items():
-                    if name in files and name not in step.replaces:
-                        raise StepError(f"step {step.name!r} returned output {name!r}, which an earlier step made")
-                    files[name] = Path(path)  # a replaced output (the unsigned video) is not stored
-                facts[step.name] = dict(result.facts)
-                warnings += [f"{step.name}: {text}" for text in result.warnings]
-                tools.update(result.tools)
-                if result.models:
-                    models[step.name] = dict(result.models)
-                entry = {"name": step.name, "duration_s": duration, "outputs": sorted(result.files), "input_key": key}
-                if found:
-                    entry["reused_from"] = found[0]["run_id"]
-                steps.append(entry)
-                log.info("step finished",
-                         extra={"job_id": job.id, "run_id": rid, "step": step.name, "duration_s": duration})
-                bar.update(1)
+                with counted(step.name, "part") as progress:   # the step's own bar, under the steps'
+                    step_dir = workdir / step.name
+                    step_dir.mkdir()
+                    context = StepContext(
+                        evidence_id=job.evidence_id, original=original, workdir=step_dir,
+                        params=pipeline.step_params(step, params), facts=dict(facts), tools=self.tools,
+                        models=self.models, languages=tuple(evidence.get("languages") or ()), outputs=dict(files),
+                        staff=staff,
+                        signing=signing,
+                        run_id=rid, pipeline=f"{pipeline.name}-v{pipeline.version}",
+                        models_used={name: dict(used) for name, used in models.items()},
+                        progress=progress,
+                    )
+                    began = time.monotonic()
+                    key = input_key(step, context)
+                    found = earlier(finished_runs, step.name, key, redone)
+                    log.info("step reused" if found else "step started",
+                             extra={"job_id": job.id, "run_id": rid, "step": step.name,
+                                    "reused_from": found[0]["run_id"] if found else None})
+                    result = reuse(self.store, job.evidence_id, *found, step_dir) if found else step.run(context)
+                    duration = round(time.monotonic() - began, 3)
+                    for name, path in result.files.items():
+                        if name in files and name not in step.replaces:
+                            raise StepError(f"step {step.name!r} returned output {name!r}, which an earlier step made")
+                        files[name] = Path(path)  # a replaced output (the unsigned video) is not stored
+                    facts[step.name] = dict(result.facts)
+                    warnings += [f"{step.name}: {text}" for text in result.warnings]
+                    tools.update(result.tools)
+                    if result.models:
+                        models[step.name] = dict(result.models)
+                    entry = {"name": step.name, "duration_s": duration, "outputs": sorted(result.files),
+                             "input_key": key}
+                    if found:
+                        entry["reused_from"] = found[0]["run_id"]
+                    steps.append(entry)
+                    log.info("step finished",
+                             extra={"job_id": job.id, "run_id": rid, "step": step.name, "duration_s": duration})
+                    bar.update(1)
         record = {
             "schema": 1,
             "evidence_id": job.evidence_id,

@@ -17,7 +17,7 @@ from worker.cli.wiring import models as registry
 from worker.config import Settings
 from worker.encryption import master
 from worker.intake import readable_name
-from worker.progress import progress_bar
+from worker.progress import counted
 from worker.staff import Roster
 from worker.workdirs import private_workdir
 
@@ -82,21 +82,13 @@ def cmd_redact(settings: Settings, args: argparse.Namespace) -> int:
     if not args.file.is_file():
         raise ValueError(f"{readable_name(str(args.file))[0]} is not a file")
     step_params = intake.step_params(step, params)
-    with private_workdir(settings.work_dir, "redact") as work, \
-            progress_bar(None, "masking", unit="frame") as bar:
+    with private_workdir(settings.work_dir, "redact") as work, counted("masking", "frame") as progress:
         # One private copy, read by every pass: a file changed between two passes must not mix into the output.
         original = Path(work) / "original"
         _copy_new(args.file, original)
         facts, _, _ = probe_file(original, intake.step_params(intake.steps[0], params), settings.tools)
         if not facts["has_video"]:
             raise ValueError(f"{readable_name(str(args.file))[0]} has no video stream: nothing to mask")
-        done = [0]
-
-        def progress(finished: int, total: int) -> None:
-            bar.total = total
-            bar.update(finished - done[0])
-            done[0] = finished
-
         context = StepContext(
             evidence_id="", original=original, workdir=Path(work), params=step_params,
             facts={"probe": facts}, tools=settings.tools, models=registry(settings), progress=progress,

@@ -14,7 +14,7 @@ from worker.cli.output import EXIT_OK, print_json, printable
 from worker.cli.wiring import models as registry
 from worker.config import Settings
 from worker.intake import parse_languages, readable_name
-from worker.progress import progress_bar
+from worker.progress import counted
 from worker.workdirs import private_workdir
 
 
@@ -40,14 +40,7 @@ def cmd_transcribe(settings: Settings, args: argparse.Namespace) -> int:
     step = next(s for s in intake.steps if s.name == "transcribe")
     out = args.out or Path(f"{args.file.name}.transcript")
     facts, _, _ = probe_file(args.file, intake.step_params(intake.steps[0], params), settings.tools)
-    with private_workdir(settings.work_dir, "transcribe") as work, \
-            progress_bar(None, "transcribing", unit="chunk") as bar:
-        done = [0]
-
-        def progress(finished: int, total: int) -> None:
-            bar.update(finished - done[0])
-            done[0] = finished
-
+    with private_workdir(settings.work_dir, "transcribe") as work, counted("transcribing", "chunk") as progress:
         context = StepContext(
             evidence_id="", original=args.file.resolve(), workdir=Path(work), params=intake.step_params(step, params),
             facts={"probe": facts}, tools=settings.tools, models=registry(settings),
