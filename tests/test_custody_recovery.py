@@ -53,7 +53,7 @@ def test_a_line_cut_by_someone_else_stays_a_problem_until_a_person_acknowledges_
     damaged = log.read_bytes()
     for _ in range(2):
         assert not audit(cli)["ok"]
-    cli("worker", "--once")
+    cli("worker", "--once", check=False)   # its job may fail on the damaged log; the log itself must not change
     assert log.read_bytes() == damaged, "a worker 'repaired' damage no interrupted write explains"
     assert not audit(cli)["ok"]
     refused = cli("reprocess", evidence_id, check=False)

@@ -50,7 +50,8 @@ def test_an_upload_is_stored_and_processed_with_no_cli_call(deployment, cli: Cli
            "params": {}, "nonce": None}
     for _ in range(2):
         deployment["sqs"].send_message(QueueUrl=url, MessageBody=json.dumps(job))
-    cli("worker", "--once", timeout=300, **env)
+    refused = cli("worker", "--once", timeout=300, check=False, **env)   # no request in custody asked for j1
+    assert refused.returncode == 1 and "custody holds no request" in refused.stderr
     shown = json.loads(cli("show", evidence_id, "--json", **env).stdout)
     assert [r["status"] for r in shown["runs"]] == ["committed"]
     listed = s3.list_objects_v2(Bucket=bucket, Prefix=f"{evidence_id}/custody/")["Contents"]
@@ -79,8 +80,8 @@ def test_bad_messages_are_dead_lettered_with_their_reason_and_the_worker_goes_on
            "wrong type": json.dumps({**forged_upload, "pipeline": "intake", "params": "abc"})}
     for body in bad.values():
         sqs.send_message(QueueUrl=url, MessageBody=body)
-    done = cli("worker", "--once", timeout=120, **env)
-    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    done = cli("worker", "--once", timeout=120, check=False, **env)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr   # 1: it dead-lettered them
     status = json.loads(cli("status", "--json", **env).stdout)
     reasons = " | ".join(job["reason"] for job in status["dead_letters"])
     assert status["queue"]["dead"] == len(bad)
