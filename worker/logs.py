@@ -5,7 +5,8 @@ after the message in the human form). Nothing restricted (GPS, device,
 creation time) is ever passed to a logger. Python warnings of the libraries
 (pydantic, numpy, onnx) go through the same logger, and the native logs of
 OpenCV and onnxruntime, which write to stderr on their own, are limited to
-errors, so that a JSON log stays one object per line.
+errors where they are set up (pipelines/__init__.py, each onnxruntime
+session), so that a JSON log stays one object per line.
 """
 
 from __future__ import annotations
@@ -58,12 +59,3 @@ def configure(level: str = "INFO", form: str | None = None) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.captureWarnings(True)
-    _quiet_native_logs()
-
-
-def _quiet_native_logs() -> None:
-    import cv2
-    import onnxruntime
-
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-    onnxruntime.set_default_logger_severity(3)   # errors and worse

@@ -53,8 +53,8 @@ class LeakCheck:
 
     def due(self, seconds: float) -> bool:
         """Whether the frame at ``seconds`` is one to check: the first, then one at least every ``every_s``."""
-        if self._next_s is not None and seconds < self._next_s:
-            return False
+        if self._next_s is not None and self._next_s - self.every_s <= seconds < self._next_s:
+            return False   # a timestamp that went back (a damaged file) is checked: never a stretch unlooked-at
         self._next_s = seconds + self.every_s
         return True
 

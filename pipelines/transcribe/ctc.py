@@ -67,6 +67,7 @@ def read_vocab(path: Path) -> list[str]:
 class Engine:
     def __init__(self, folder: Path, threads: int):
         options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3   # errors only: its warnings would land between JSON log lines
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         model = folder / "model.onnx" if (folder / "model.onnx").is_file() else folder / "model.int8.onnx"
