@@ -4,15 +4,22 @@ The package's manifest (``manifest.toml``) lists the models the project
 knows, each file with its SHA-256. Operators add their own in the settings
 (``[models.local.NAME]``: a kind and a ``path``, optionally the hashes of its
 files). Installed models live in one cache shared by every evidence home.
-Loading a model re-hashes its files against the manifest (once per process
-while the files stay unchanged); a missing or damaged model is an error that
-names the command that fixes it. Nothing here downloads anything.
+Loading a model checks its files against the manifest. A full re-hash runs
+once per install: its result is kept in the cache (a stamp per model) with
+each file's device, inode, size, modification and change times, and a later
+start trusts it while all of those are unchanged. Writing a file changes its
+change time, which no account can set back, so a replaced file is hashed
+again. ``evidence models verify`` and ``evidence audit`` always re-hash. A
+missing or damaged model is an error that names the command that fixes it.
+Nothing here downloads anything.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,6 +38,8 @@ REQUIRED_FILES: dict[str, tuple[str | tuple[str, ...], ...]] = {
     "face-embedder": ("dlib_face_recognition_resnet_model_v1.dat", "shape_predictor_68_face_landmarks.dat"),
 }
 INSTALLED_SUFFIX = ".model.toml"   # beside a model installed from a folder: its kind and its files' hashes
+STAMP_SUFFIX = ".verified.json"    # in the cache: the last full re-hash of a model's files, and their stat
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")   # a model name that is safe as a file name
 
 
 def lacking(kind: str, folder: Path) -> list[str]:
@@ -158,7 +167,7 @@ class Registry:
                     self._specs[name] = _spec({**raw, "name": name, "sources": [{"type": "folder"}]})
                 except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, KeyError, ModelError):
                     continue  # a damaged record leaves its model uninstalled (install it again), not every command
-        self._verified: dict[tuple, dict[str, str]] = {}
+        self._verified: dict[str, dict[str, str]] = {}   # by repr of the files' stat, this process
 
     def specs(self) -> list[ModelSpec]:
         return sorted(self._specs.values(), key=lambda spec: spec.name)
@@ -182,8 +191,9 @@ class Registry:
             return f"install it again with 'evidence models install {spec.name} --from DIR'"
         return f"run 'evidence models install {spec.name}'"
 
-    def load(self, name: str) -> Installed:
-        """The installed model ``name``, every file checked; ModelMissing or ModelDamaged otherwise."""
+    def load(self, name: str, *, rehash: bool = False) -> Installed:
+        """The installed model ``name``, every file checked; ModelMissing or ModelDamaged otherwise.
+        ``rehash``: hash every file even if a stamp says they are unchanged since the last full hash."""
         spec = self.spec(name)
         folder = self.location(spec)
         if not folder.is_dir():
@@ -194,20 +204,73 @@ class Registry:
                                f"{spec.kind} model, or not installed whole; {self.install_hint(spec)}")
         names = sorted(spec.files) if spec.files else sorted(
             p.name for p in folder.iterdir() if p.is_file() and not p.is_symlink())
-        key = (str(folder), tuple((n, *_stat_key(folder / n)) for n in names))
-        hashes = self._verified.get(key)
-        if hashes is None:
+        key = [str(folder), [[n, *_stat_key(folder / n)] for n in names]]
+        hashes = None if rehash else self._verified.get(repr(key)) or self._stamped(spec.name, key)
+        fresh = hashes is None
+        if fresh:
             hashes = {n: file_sha256(folder / n) for n in names}
-            bad = [n for n in names if spec.files and hashes[n] != spec.files[n]]
-            if bad:
-                raise ModelDamaged(
-                    f"model {name} in {folder}: {', '.join(bad)} does not match the SHA-256 the registry lists "
-                    f"(altered or damaged); {self.install_hint(spec)} to replace it"
-                )
-            self._verified[key] = hashes
+        bad = [n for n in names if spec.files and hashes.get(n) != spec.files[n]]
+        if bad:
+            raise ModelDamaged(
+                f"model {name} in {folder}: {', '.join(bad)} does not match the SHA-256 the registry lists "
+                f"(altered or damaged); {self.install_hint(spec)} to replace it"
+            )
+        self._verified[repr(key)] = hashes
+        if fresh:
+            self._stamp(spec.name, key, hashes)
         return Installed(spec, folder, hashes)
 
+    def _stamped(self, name: str, key: list) -> dict[str, str] | None:
+        """The hashes of the stamp for ``name`` if its files have not changed since (same stat), else None."""
+        if not _PLAIN_NAME.fullmatch(name):
+            return None
+        try:
+            fd = os.open(self.cache_dir / f"{name}{STAMP_SUFFIX}", os.O_RDONLY | os.O_NOFOLLOW)
+            with os.fdopen(fd, "rb") as handle:
+                stamp = json.loads(handle.read(2**20))
+            if stamp.get("key") != key or not isinstance(stamp.get("hashes"), dict):
+                return None
+            return {str(n): str(h) for n, h in stamp["hashes"].items()}
+        except (OSError, ValueError, AttributeError):
+            return None
 
-def _stat_key(path: Path) -> tuple[int, int, int]:
+    def _stamp(self, name: str, key: list, hashes: Mapping[str, str]) -> None:
+        """Keep a full re-hash for the next start; a cache this account cannot write only costs the re-hash."""
+        if not _PLAIN_NAME.fullmatch(name):
+            return
+        temporary = f".{name}{STAMP_SUFFIX}.{os.getpid()}"
+        try:
+            folder = os.open(self.cache_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError:
+            return
+        try:
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o444, dir_fd=folder)
+            os.fchmod(fd, 0o444)   # whatever the umask: every account that shares the cache reads it
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump({"key": key, "hashes": dict(hashes)}, handle)
+            os.replace(temporary, f"{name}{STAMP_SUFFIX}", src_dir_fd=folder, dst_dir_fd=folder)
+        except OSError:
+            try:
+                os.unlink(temporary, dir_fd=folder)
+            except OSError:
+                pass
+        finally:
+            os.close(folder)
+
+    def damaged(self) -> list[str]:
+        """Every installed model re-hashed: what is wrong with those that are there (a missing one is not
+        damage; a command that needs it says so)."""
+        found = []
+        for spec in self.specs():
+            try:
+                self.load(spec.name, rehash=True)
+            except ModelMissing:
+                continue
+            except ModelError as exc:
+                found.append(str(exc))
+        return found
+
+
+def _stat_key(path: Path) -> list[int]:
     info = path.stat()
-    return info.st_ino, info.st_size, info.st_mtime_ns
+    return [info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns]

@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from conftest import SAMPLE_VIDEO, Cli, ffmpeg
+from support import SAMPLE_VIDEO, Cli, ffmpeg
 
 
 def make_bad_files(folder: Path) -> dict[str, tuple[Path, str]]:
@@ -69,10 +69,10 @@ def test_a_directory_or_missing_path_is_refused_and_the_rest_is_stored(cli: Cli,
     assert [Path(item["source"]).name for item in report["ingested"]] == [SAMPLE_VIDEO.name]
 
 
-def test_a_hostile_file_name_is_stored_safely_and_processed(cli: Cli, tmp_path: Path):
+def test_a_hostile_file_name_is_stored_safely_and_processed(cli: Cli, tmp_path: Path, tiny_video: Path):
     name = "-i ..\nДопрос свидетеля; rm -rf ~.mp4"
     hostile = tmp_path / name
-    hostile.write_bytes(SAMPLE_VIDEO.read_bytes())
+    hostile.write_bytes(tiny_video.read_bytes())
     claimed = "../../../etc/cron.d/evidence\nx.mp4"
     first = cli.json("ingest", hostile)["ingested"][0]
     cli("worker", "--once")

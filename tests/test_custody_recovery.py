@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import REPO, SAMPLE_VIDEO, Cli
+from support import REPO, SAMPLE_VIDEO, Cli
 
 from worker import custody
 

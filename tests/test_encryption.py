@@ -8,7 +8,7 @@ import os
 import subprocess
 
 import pytest
-from conftest import REPO, Cli, aws_client, ffmpeg
+from support import REPO, Cli, aws_client, ffmpeg
 
 from worker.encryption import envelope, keys
 from worker.encryption.envelope import DecryptionError, WrongKey

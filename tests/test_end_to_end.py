@@ -6,7 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
-from conftest import SAMPLE_VIDEO, Cli, ffmpeg
+from support import SAMPLE_VIDEO, Cli, ffmpeg
 
 from worker import custody
 
@@ -104,9 +104,10 @@ def test_reprocess_refuses_unknown_pipelines_and_parameters(cli: Cli):
     assert cli.json("status")["queue"]["queued"] == 0
 
 
-def test_restricted_facts_are_shown_only_on_request_and_the_viewing_is_logged(cli: Cli, tmp_path: Path):
+def test_restricted_facts_are_shown_only_on_request_and_the_viewing_is_logged(cli: Cli, tmp_path: Path,
+                                                                            tiny_video: Path):
     tagged = tmp_path / "phone.mp4"
-    ffmpeg("-i", str(SAMPLE_VIDEO), "-t", "2", "-c", "copy", "-metadata", "location=+43.3180+045.6981/",
+    ffmpeg("-i", str(tiny_video), "-c", "copy", "-metadata", "location=+43.3180+045.6981/",
            str(tagged))
     evidence_id = cli.json("ingest", tagged)["ingested"][0]["evidence_id"]
     cli("worker", "--once")

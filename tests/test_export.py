@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import Cli
 from pypdf import PdfReader
+from support import Cli
 
 from pipelines.export.clip import Range
 from pipelines.export.excerpt import excerpt

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import REPO, SAMPLE_VIDEO, Cli
+from support import REPO, SAMPLE_VIDEO, Cli
 
 from worker import custody
 from worker.backends.local import LocalStore

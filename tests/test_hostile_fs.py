@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Cli, ffmpeg
+from support import Cli, ffmpeg
 from test_inbox import make_inbox
 
 from worker.backends.local import LocalStore

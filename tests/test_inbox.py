@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLE_VIDEO, Cli
+from support import SAMPLE_VIDEO, Cli
 
 from worker.backends.local import LocalStore
 from worker.backends.sqlite import SqliteQueue
@@ -116,7 +116,7 @@ def test_same_name_uploaded_twice_keeps_both_inbox_copies(tmp_path: Path, store,
 
 
 @pytest.mark.timeout(120)
-def test_worker_with_inbox_processes_uploads_automatically(cli: Cli, tmp_path: Path):
+def test_worker_with_inbox_processes_uploads_automatically(cli: Cli, tmp_path: Path, tiny_video: Path):
     inbox = tmp_path / "inbox"
     worker = cli.popen("worker", "--inbox", inbox, "--case", "C-9", "--languages", "ru")
     try:
@@ -124,7 +124,7 @@ def test_worker_with_inbox_processes_uploads_automatically(cli: Cli, tmp_path: P
         while not inbox.is_dir():
             assert time.monotonic() < deadline
             time.sleep(0.1)
-        (inbox / "upload.mp4").write_bytes(SAMPLE_VIDEO.read_bytes())
+        (inbox / "upload.mp4").write_bytes(tiny_video.read_bytes())
         deadline = time.monotonic() + 90
         while cli.json("status")["queue"]["done"] < 1:
             assert worker.poll() is None, worker.stderr.read()
@@ -133,7 +133,7 @@ def test_worker_with_inbox_processes_uploads_automatically(cli: Cli, tmp_path: P
     finally:
         worker.terminate()
         worker.wait(timeout=30)
-    evidence_id = hashlib.sha256(SAMPLE_VIDEO.read_bytes()).hexdigest()
+    evidence_id = hashlib.sha256(tiny_video.read_bytes()).hexdigest()
     shown = cli.json("show", evidence_id)
     assert shown["original"]["case"] == "C-9" and shown["original"]["languages"] == ["ru"]
     assert shown["runs"][0]["status"] == "committed"

@@ -8,7 +8,7 @@ import json
 import cv2
 import numpy as np
 import pytest
-from conftest import ffmpeg
+from support import ffmpeg
 from test_redact import _leaks, decoded, labelled_boxes, masked_share, run_redact
 
 from pipelines.errors import MaskingLeak

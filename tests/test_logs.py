@@ -12,7 +12,7 @@ import subprocess
 import termios
 from pathlib import Path
 
-from conftest import REPO, Cli, ffmpeg
+from support import REPO, Cli, ffmpeg
 
 
 def test_json_logs_are_one_object_per_line_with_nothing_native_in_between(cli: Cli, tmp_path: Path):

@@ -15,7 +15,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from conftest import REPO, SAMPLE_VIDEO, Cli, ffmpeg
+from support import REPO, SAMPLE_VIDEO, Cli, ffmpeg
 
 from pipelines import streams
 from pipelines.errors import OverMemoryCeiling, RejectedInput

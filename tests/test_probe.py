@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLE_VIDEO, ffmpeg
+from support import SAMPLE_VIDEO, ffmpeg
 
 from pipelines import ffmpeg_cli
 from pipelines.errors import MediaToolError, RejectedInput

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import c2pa
 import pytest
-from conftest import AWS_ENV, SAMPLE_VIDEO, Cli, aws_client, ffmpeg
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from support import AWS_ENV, SAMPLE_VIDEO, Cli, aws_client, ffmpeg
 
 from pipelines.provenance import credentials, manifest
 from pipelines.provenance.verify import verify

@@ -9,7 +9,7 @@ import time
 import uuid
 
 import pytest
-from conftest import aws_client
+from support import aws_client
 
 from worker.backends.sqlite import SqliteQueue
 from worker.backends.sqs import SqsQueue

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from conftest import REPO, SAMPLE_VIDEO, Cli
+from support import REPO, SAMPLE_VIDEO, Cli
 
 
 def drop_queue(cli: Cli) -> None:

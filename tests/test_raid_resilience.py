@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import AWS_ENV, SAMPLE_VIDEO, Cli, aws_client, ffmpeg
+from support import AWS_ENV, SAMPLE_VIDEO, Cli, aws_client, ffmpeg
 
 from worker import custody
 from worker.backends.local import LocalStore

@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import ffmpeg
+from support import ffmpeg
 
 from models.registry import Registry
 from pipelines import registry as pipelines

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLE_VIDEO, Cli
+from support import SAMPLE_VIDEO, Cli
 from test_hostile_fs import tagged_video
 
 from pipelines.pipeline import canonical_json

@@ -9,7 +9,7 @@ import time
 from contextlib import contextmanager
 
 import pytest
-from conftest import SAMPLE_VIDEO
+from support import SAMPLE_VIDEO
 
 from worker import custody, signing
 from worker.audit import audit_item

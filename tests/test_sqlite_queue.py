@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import REPO
+from support import REPO
 
 from worker.backends.sqlite import SqliteQueue
 from worker.queue import DEAD, DONE, LEASED, QUEUED

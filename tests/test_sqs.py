@@ -8,7 +8,7 @@ import time
 import uuid
 
 import pytest
-from conftest import AWS_ENV, SAMPLE_VIDEO, Cli, aws_client, ffmpeg
+from support import AWS_ENV, Cli, aws_client, ffmpeg
 
 
 @pytest.fixture
@@ -33,9 +33,9 @@ def _items(cli: Cli, env: dict) -> list[str]:
         "Contents", [])] if len(key.split("/")[0]) == 64]
 
 
-def test_an_upload_is_stored_and_processed_with_no_cli_call(deployment, cli: Cli):
+def test_an_upload_is_stored_and_processed_with_no_cli_call(deployment, cli: Cli, tiny_video):
     s3, env, bucket = deployment["s3"], deployment["env"], deployment["bucket"]
-    s3.upload_file(str(SAMPLE_VIDEO), bucket, "incoming/field interview 1.mp4")   # the key arrives as "+" encoded
+    s3.upload_file(str(tiny_video), bucket, "incoming/field interview 1.mp4")   # the key arrives as "+" encoded
     cli("worker", "--once", timeout=300, **env)
     [evidence_id] = set(_items(cli, env))
     shown = json.loads(cli("show", evidence_id, "--json", **env).stdout)
@@ -44,7 +44,7 @@ def test_an_upload_is_stored_and_processed_with_no_cli_call(deployment, cli: Cli
     assert run["status"] == "committed" and "redacted.mp4" in run["outputs"]
 
     # The same upload announced again, and the same job sent twice: one committed run, nothing lost.
-    s3.upload_file(str(SAMPLE_VIDEO), bucket, "incoming/copy.mp4")
+    s3.upload_file(str(tiny_video), bucket, "incoming/copy.mp4")
     url = deployment["sqs"].get_queue_url(QueueName=bucket)["QueueUrl"]
     job = {"schema": "evidence-worker/job/1", "job_id": "j1", "evidence_id": evidence_id, "pipeline": "intake",
            "params": {}, "nonce": None}
@@ -94,14 +94,14 @@ def _custody_events(s3, bucket: str, evidence_id: str) -> list[str]:
     return [json.loads(s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read())["event"] for o in listed]
 
 
-def test_two_workers_share_the_queue_and_a_killed_one_s_job_comes_back(deployment, cli: Cli, tmp_path):
+def test_two_workers_share_the_queue_and_a_killed_one_s_job_comes_back(deployment, cli: Cli, tmp_path, tiny_video):
     env = {**deployment["env"], "EVIDENCE_QUEUE__VISIBILITY_TIMEOUT_S": "4"}
     s3, bucket = deployment["s3"], deployment["bucket"]
     other = tmp_path / "other.mp4"
     ffmpeg("-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25:duration=3", "-f", "lavfi", "-i", "sine=duration=3",
            "-c:v", "libx264", "-c:a", "aac", "-shortest", str(other))
     ids = [json.loads(cli("ingest", path, "--json", **env).stdout)["ingested"][0]["evidence_id"]
-           for path in (SAMPLE_VIDEO, other)]
+           for path in (tiny_video, other)]
 
     # One worker is killed as soon as it holds a job: that job returns once its lease runs out.
     victim = cli.popen("worker", **env)

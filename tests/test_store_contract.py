@@ -9,7 +9,7 @@ import json
 import os
 
 import pytest
-from conftest import AWS_ENV, SAMPLE_VIDEO, Cli, aws_client
+from support import AWS_ENV, Cli, aws_client
 
 from worker import custody
 from worker.backends.local import LocalStore
@@ -112,11 +112,11 @@ def test_a_bucket_without_object_lock_is_refused_unless_allowed(aws_endpoint, tm
     assert S3Store(client, "evidence-unlocked", spool_dir=tmp_path, require_lock=False).exposure()
 
 
-def test_the_whole_intake_runs_against_s3(aws_endpoint, locked_bucket, cli: Cli):
+def test_the_whole_intake_runs_against_s3(aws_endpoint, locked_bucket, cli: Cli, tiny_video):
     env = {**AWS_ENV, "EVIDENCE_STORE__BACKEND": "s3", "EVIDENCE_STORE__BUCKET": locked_bucket,
            "EVIDENCE_STORE__ENDPOINT_URL": aws_endpoint, "EVIDENCE_STORE__REGION": "eu-central-1",
            "EVIDENCE_STORE__PREFIX": "team-a"}
-    evidence_id = json.loads(cli("ingest", SAMPLE_VIDEO, "--json", **env).stdout)["ingested"][0]["evidence_id"]
+    evidence_id = json.loads(cli("ingest", tiny_video, "--json", **env).stdout)["ingested"][0]["evidence_id"]
     cli("worker", "--once", timeout=300, **env)
     shown = json.loads(cli("show", evidence_id, "--json", **env).stdout)
     [run] = shown["runs"]

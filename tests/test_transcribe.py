@@ -8,9 +8,9 @@ from pathlib import Path
 
 import jiwer
 import pytest
-from conftest import SAMPLE_VIDEO, Cli, ffmpeg
 from speech_fixtures import join, normalise, russian_set, spoken, tiny_ctc_model
 from speech_fixtures import transcribe as run
+from support import SAMPLE_VIDEO, Cli, ffmpeg
 
 from models.registry import ModelDamaged, ModelMissing, Registry
 from pipelines.errors import RejectedInput
@@ -77,7 +77,7 @@ def mixed(tmp_path_factory, shared_data_module) -> tuple[Path, list]:
 
 @pytest.fixture(scope="module")
 def shared_data_module() -> Path:
-    from conftest import SHARED_DATA
+    from support import SHARED_DATA
     if not SHARED_DATA.is_dir():
         pytest.skip(f"test data folder {SHARED_DATA} (../shared/data) is not there")
     return SHARED_DATA

@@ -12,8 +12,8 @@ from pathlib import Path
 import jiwer
 import numpy as np
 import pytest
-from conftest import SHARED_DATA, Cli, ffmpeg
 from speech_fixtures import Placed, compose, normalise, russian_set, spoken, tiny_ctc_model, transcribe
+from support import SHARED_DATA, Cli, ffmpeg
 
 from models.registry import ModelDamaged, Registry
 from pipelines.transcribe import accounting, ctc

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, SAMPLE_VIDEO, Cli
+from support import REPO, SAMPLE_VIDEO, Cli
 from test_inbox import make_inbox, note, scan_until
 
 from worker import custody, writers

@@ -8,7 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from conftest import SAMPLE_VIDEO, Cli
+from support import SAMPLE_VIDEO, Cli
 
 from worker import custody
 

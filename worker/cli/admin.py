@@ -68,6 +68,8 @@ def _store_findings(settings: Settings, store: EvidenceStore) -> dict[str, list[
     problems += exposed(queue, Path(f"{queue}-wal"), Path(f"{queue}-shm"), settings.work_dir)
     notes = [f"partial upload left by a process that stopped mid-copy (the next worker start removes it): {path}"
              for path in store.partial_uploads()]
+    # Every start trusts a model's last full hash while its files' stat is unchanged; the audit re-hashes them.
+    problems += wiring.models(settings).damaged()
     return {"problems": problems, "notes": notes}
 
 

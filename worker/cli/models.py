@@ -34,9 +34,9 @@ def register(command) -> None:
     p.set_defaults(handler=cmd_models)
 
 
-def _state(models: Registry, name: str) -> tuple[str, str | None]:
+def _state(models: Registry, name: str, rehash: bool) -> tuple[str, str | None]:
     try:
-        models.load(name)
+        models.load(name, rehash=rehash)
         return "ok", None
     except ModelError as exc:
         return "missing" if type(exc).__name__ == "ModelMissing" else "damaged", str(exc)
@@ -72,7 +72,7 @@ def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
         return EXIT_OK
     rows = []
     for spec in models.specs():
-        state, problem = _state(models, spec.name)
+        state, problem = _state(models, spec.name, args.action == "verify")
         rows.append({"name": spec.name, "kind": spec.kind, "state": state, "problem": problem,
                      "path": str(models.location(spec)), "licence": spec.licence, "default": spec.default,
                      "sources": [source.type for source in spec.sources], "description": spec.description})
