@@ -81,7 +81,7 @@ def _replication(plain: Path, work: Path, key) -> dict[str, list[float]]:
 
     from worker.backends.local import LocalStore
     from worker.backends.s3 import S3Store
-    from worker.replication import replicate
+    from worker.processing.replication import replicate
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)   # one line per request otherwise
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)

@@ -37,10 +37,10 @@ from pipelines.pipeline import DEFAULT_TOOLS  # noqa: E402
 from pipelines.probe import DEFAULTS, _inventory, probe_file  # noqa: E402
 from pipelines.sniff import sniff_container  # noqa: E402
 from worker import custody  # noqa: E402
-from worker.backends.custody_file import CustodyFile  # noqa: E402
 from worker.backends.local import LocalStore  # noqa: E402
+from worker.backends.local.custody_file import CustodyFile  # noqa: E402
 from worker.backends.sqlite import SqliteQueue  # noqa: E402
-from worker.directory import Directory  # noqa: E402
+from worker.fs.directory import Directory  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from support import REPO, SAMPLE_VIDEO, Cli
 
-from worker import custody
+from worker.record import custody
 
 DIE_MID_APPEND = REPO / "tests" / "helpers" / "die_mid_append.py"
 

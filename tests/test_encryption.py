@@ -142,7 +142,7 @@ def test_a_master_key_held_by_kms_opens_only_through_kms(aws_endpoint, tmp_path)
 def test_the_staff_roster_is_sealed_and_a_wrong_or_missing_key_is_refused(cli, tmp_path):
     import numpy as np
 
-    from worker.staff import Roster, RosterError
+    from worker.processing.staff import Roster, RosterError
 
     key_file = tmp_path / "storage.key"
     printed = cli("keys", "init-storage-key", "--out", key_file).stdout

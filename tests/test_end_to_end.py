@@ -8,7 +8,7 @@ from pathlib import Path
 
 from support import SAMPLE_VIDEO, Cli, ffmpeg
 
-from worker import custody
+from worker.record import custody
 
 
 def custody_events(cli: Cli, evidence_id: str) -> list[dict]:

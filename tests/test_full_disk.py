@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from support import REPO, SAMPLE_VIDEO, Cli
 
-from worker import custody
 from worker.backends.local import LocalStore
 from worker.errors import CustodyError
-from worker.space import DiskFull
+from worker.fs.space import DiskFull
+from worker.record import custody
 
 PAGE = 4096
 DIE_MID_APPEND = REPO / "tests" / "helpers" / "die_mid_append.py"

@@ -17,8 +17,8 @@ from support import Cli, ffmpeg
 from test_inbox import make_inbox
 
 from worker.backends.local import LocalStore
-from worker.directory import LinkRefused
-from worker.workdirs import private_workdir
+from worker.fs.directory import LinkRefused
+from worker.fs.workdirs import private_workdir
 
 NOBODY = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--")
 

@@ -14,8 +14,8 @@ from support import SAMPLE_VIDEO, Cli
 from worker.backends.local import LocalStore
 from worker.backends.sqlite import SqliteQueue
 from worker.config import Settings
-from worker.inbox import Inbox
-from worker.intake import ingest_handle
+from worker.intake.inbox import Inbox
+from worker.intake.ingest import ingest_handle
 
 
 def make_inbox(folder: Path, store: LocalStore, queue: SqliteQueue, stable_s: float = 0.3) -> Inbox:

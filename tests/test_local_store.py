@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from worker import custody
 from worker.backends.local import LocalStore
 from worker.errors import CustodyError, IntegrityError
-from worker.space import DiskFull
+from worker.fs.space import DiskFull
+from worker.record import custody
 
 
 def hash_file(path: Path) -> tuple[str, int]:

@@ -15,7 +15,7 @@ from worker.backends.sqlite import SqliteQueue
 from worker.backends.sqs import SqsQueue
 from worker.encryption import keys
 from worker.encryption.sealing import PLAIN, Sealing
-from worker.queue import DEAD, QUEUED, JobQueue
+from worker.jobs.queue import DEAD, QUEUED, JobQueue
 
 EVIDENCE = "a" * 64
 

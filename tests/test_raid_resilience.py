@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from support import AWS_ENV, SAMPLE_VIDEO, Cli, aws_client, ffmpeg
 
-from worker import custody
 from worker.backends.local import LocalStore
-from worker.backends.local_rotation import rotate
+from worker.backends.local.rotation import rotate
 from worker.encryption import envelope, keys
 from worker.errors import ConfigError, IntegrityError
-from worker.replication import lag, replicate, restore
+from worker.processing.replication import lag, replicate, restore
+from worker.record import custody
 
 MARKERS = ["TITLEMARKER7731", "COMMENTMARKER7731", "FILEMARKER7731", "CASEMARKER7731", "COLLECTORMARKER7731",
            "NOTEMARKER7731"]
@@ -227,7 +227,7 @@ def test_a_replication_killed_mid_copy_resumes_without_duplicates(cli: Cli, tmp_
 
 
 def test_a_restore_stopped_half_way_is_finished_by_the_next_and_never_invents_an_intake(tmp_path: Path):
-    from worker.audit import audit_store
+    from worker.operations.audit import audit_store
 
     key = keys.master(os.urandom(32))
     primary, evidence_id, _ = _sealed_item(tmp_path, key)

@@ -21,7 +21,7 @@ from pipelines.pipeline import DEFAULT_TOOLS, StepContext
 from pipelines.probe import probe_file
 from pipelines.redact import audit, detect, masks, video
 from pipelines.redact import step as redact
-from worker.staff import Roster
+from worker.processing.staff import Roster
 
 YUNET = Path(redact.__file__).resolve().parents[2] / "models" / "bundled" / "yunet-2023mar" / "model.onnx"
 FILL = np.array(masks._FILL_BGR, dtype=np.int16)

@@ -11,14 +11,15 @@ from contextlib import contextmanager
 import pytest
 from support import SAMPLE_VIDEO
 
-from worker import custody, signing
-from worker.audit import audit_item
 from worker.backends.local import LocalStore
 from worker.backends.sqlite import SqliteQueue
 from worker.config import Settings
 from worker.errors import JobError, LeaseLost
-from worker.jobs import submit
-from worker.runner import Runner
+from worker.jobs.submit import submit
+from worker.operations.audit import audit_item
+from worker.processing import signing
+from worker.processing.runner import Runner
+from worker.record import custody
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from pathlib import Path
 from support import REPO
 
 from worker.backends.sqlite import SqliteQueue
-from worker.queue import DEAD, DONE, LEASED, QUEUED
+from worker.jobs.queue import DEAD, DONE, LEASED, QUEUED
 
 EVIDENCE = "a" * 64
 

@@ -11,13 +11,13 @@ import os
 import pytest
 from support import AWS_ENV, Cli, aws_client
 
-from worker import custody
 from worker.backends.local import LocalStore
 from worker.backends.s3 import S3Store
 from worker.encryption import keys
 from worker.errors import ConfigError, CustodyError, IntegrityError, NotFound
-from worker.replication import copy_item, lag
-from worker.store import EvidenceStore
+from worker.processing.replication import copy_item, lag
+from worker.record import custody
+from worker.record.store import EvidenceStore
 
 FOOTAGE = b"field footage " * 5000
 

@@ -17,10 +17,11 @@ import pytest
 from support import REPO, SAMPLE_VIDEO, Cli
 from test_inbox import make_inbox, note, scan_until
 
-from worker import custody, writers
 from worker.errors import BadSource
-from worker.inbox import Inbox
-from worker.intake import ingest, ingest_handle, open_source
+from worker.fs import writers
+from worker.intake.inbox import Inbox
+from worker.intake.ingest import ingest, ingest_handle, open_source
+from worker.record import custody
 
 PAUSING_WRITER = """
 import sys, time

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from support import SAMPLE_VIDEO, Cli
 
-from worker import custody
+from worker.record import custody
 
 
 def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 60) -> None:

@@ -113,7 +113,7 @@ class TranscribeSettings(BaseModel):
 
 
 class ReleaseSettings(_Section):
-    """The floor a run's masking must meet before export cuts a clip from it (worker.release)."""
+    """The floor a run's masking must meet before export cuts a clip from it (worker.operations.release)."""
 
     policies: tuple[str, ...] = Field(("all", "staff"), description="masking policies whose videos may leave")
     max_min_score: float = Field(0.15, description="the highest detection threshold a released run may have used")

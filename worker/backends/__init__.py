@@ -7,15 +7,16 @@ import os
 import stat
 from pathlib import Path
 
+from worker import aws
 from worker.backends.local import LocalStore
 from worker.backends.sqlite import SqliteQueue
 from worker.config import Settings, StoreSettings
-from worker.directory import PRIVATE_DIR, Directory
 from worker.encryption import master
 from worker.encryption.sealing import PLAIN, Sealing
 from worker.errors import ConfigError
-from worker.queue import JobQueue
-from worker.store import EvidenceStore
+from worker.fs.directory import PRIVATE_DIR, Directory
+from worker.jobs.queue import JobQueue
+from worker.record.store import EvidenceStore
 
 log = logging.getLogger("evidence.backends")
 
@@ -61,19 +62,6 @@ def secure_home(settings: Settings) -> None:
                                                                  "was": f"{mode:04o}", "now": "0700"})
 
 
-def aws_client(service: str, *, region: str | None, endpoint_url: str | None):
-    """A boto3 client that retries throttling and 5xx answers with backoff, with bounded waits."""
-    import boto3  # only deployments on AWS-speaking services pay for importing it
-    from botocore.config import Config
-
-    if not (region or endpoint_url or boto3.session.Session().region_name):
-        raise ConfigError(f"no AWS region for {service}: set the region in the settings ([store] region, "
-                          "[queue] region, [encryption] kms_region) or AWS_DEFAULT_REGION")
-    return boto3.client(service, region_name=region, endpoint_url=endpoint_url,
-                        config=Config(retries={"max_attempts": 10, "mode": "standard"}, connect_timeout=10,
-                                      read_timeout=60))
-
-
 def check_prefixes(settings: Settings) -> None:
     """Uploads and evidence kept apart: an expiry rule for uploads must never reach evidence, and the worker
     must never take its own writes for uploads."""
@@ -103,7 +91,7 @@ def _open(settings: Settings, s: StoreSettings, root: Path | None) -> EvidenceSt
         if not s.bucket:
             raise ConfigError("[store] backend = \"s3\" needs bucket")
         Directory.open(settings.work_dir, create=True).close()
-        return S3Store(aws_client("s3", region=s.region, endpoint_url=s.endpoint_url), s.bucket, prefix=s.prefix,
+        return S3Store(aws.client("s3", region=s.region, endpoint_url=s.endpoint_url), s.bucket, prefix=s.prefix,
                        retention_mode=s.retention_mode, retention_days=s.retention_days, legal_hold=s.legal_hold,
                        spool_dir=settings.work_dir, require_lock=not s.allow_unlocked_bucket,
                        sse_kms_key_id=s.sse_kms_key_id, key=master.load(settings))
@@ -125,7 +113,7 @@ def open_queue(settings: Settings, *, read_only: bool = False, sealing: Sealing 
         if not 1 <= q.visibility_timeout_s <= 43200:
             raise ConfigError("[queue] visibility_timeout_s must be 1 to 43200 (12 h, SQS's limit) with SQS")
 
-        client = aws_client("sqs", region=q.region, endpoint_url=q.endpoint_url)
+        client = aws.client("sqs", region=q.region, endpoint_url=q.endpoint_url)
         if not (q.queue_url or q.queue_name):
             raise ConfigError("[queue] backend = \"sqs\" needs queue_name or queue_url")
         try:
@@ -149,7 +137,7 @@ def open_uploads(settings: Settings):
     if settings.queue.backend != "sqs":
         return None
     s = settings.store
-    client = aws_client("s3", region=s.region, endpoint_url=s.endpoint_url)
+    client = aws.client("s3", region=s.region, endpoint_url=s.endpoint_url)
     def open_upload(bucket: str, key: str, version: str | None = None):
         # The version the event named: a camera's next VID_0001.mp4 must not stand in for this one.
         return client.get_object(Bucket=bucket, Key=key, **({"VersionId": version} if version else {}))["Body"]

@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.pipeline import canonical_json
-from worker.directory import PRIVATE_FILE, Directory
 from worker.encryption.sealing import PLAIN, Sealing
 from worker.errors import NotFound, QueueUnavailable
-from worker.queue import DEAD, DONE, LEASED, QUEUED, Job, JobQueue
+from worker.fs.directory import PRIVATE_FILE, Directory
+from worker.jobs.queue import DEAD, DONE, LEASED, QUEUED, Job, JobQueue
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (

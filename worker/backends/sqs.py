@@ -25,9 +25,10 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from worker.aws import error_code
 from worker.encryption.sealing import PLAIN, Sealing
 from worker.errors import EvidenceError, IntegrityError, NotFound, QueueUnavailable
-from worker.queue import DEAD, QUEUED, Job, JobQueue
+from worker.jobs.queue import DEAD, QUEUED, Job, JobQueue
 
 log = logging.getLogger("evidence.queue.sqs")
 
@@ -44,10 +45,6 @@ def _json(text: str) -> Any:
         return json.loads(text)
     except ValueError:
         return None
-
-
-def _code(exc: Exception) -> str:
-    return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
 
 
 class SqsQueue(JobQueue):
@@ -80,8 +77,8 @@ class SqsQueue(JobQueue):
         try:
             return getattr(self.client, name)(**kwargs)
         except Exception as exc:  # noqa: BLE001
-            if _code(exc) in ("ReceiptHandleIsInvalid", "InvalidParameterValue", "MessageNotInflight"):
-                raise LookupError(_code(exc)) from None
+            if error_code(exc) in ("ReceiptHandleIsInvalid", "InvalidParameterValue", "MessageNotInflight"):
+                raise LookupError(error_code(exc)) from None
             raise QueueUnavailable(f"SQS {name} failed: {exc}") from None
 
     def enqueue(self, evidence_id: str, pipeline: str, params: Mapping[str, Any] | None = None,

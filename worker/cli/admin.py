@@ -6,16 +6,16 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from worker.audit import audit_store
 from worker.backends import open_queue, open_store
 from worker.cli import wiring
 from worker.cli.items import describe_item, print_item
 from worker.cli.output import EXIT_OK, EXIT_PROBLEM, print_json, printable
 from worker.config import EncryptionSettings, Settings
 from worker.errors import JobError, QueueUnavailable
-from worker.intake import ingest
-from worker.permissions import exposed
-from worker.store import EvidenceStore
+from worker.fs.permissions import exposed
+from worker.intake.ingest import ingest
+from worker.operations.audit import audit_store
+from worker.record.store import EvidenceStore
 
 SAMPLE_VIDEO = Path(__file__).resolve().parents[1] / "samples" / "street-walkers-1080p.mp4"
 
@@ -124,11 +124,11 @@ def cmd_custody(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_admin(settings: Settings, args: argparse.Namespace) -> int:
-    from worker.backends import aws_client
-    from worker.backends.provision import init_s3
+    from worker import aws
+    from worker.backends.s3.provision import init_s3
 
-    s3 = aws_client("s3", region=settings.store.region, endpoint_url=settings.store.endpoint_url)
-    sqs = aws_client("sqs", region=settings.queue.region, endpoint_url=settings.queue.endpoint_url)
+    s3 = aws.client("s3", region=settings.store.region, endpoint_url=settings.store.endpoint_url)
+    sqs = aws.client("sqs", region=settings.queue.region, endpoint_url=settings.queue.endpoint_url)
     done = init_s3(settings, s3, sqs)
     if args.json:
         print_json({"done": done})

@@ -6,11 +6,11 @@ import argparse
 from pathlib import Path
 
 from pipelines.export.clip import RangeError, parse_time
-from worker import signing
 from worker.backends import open_store
 from worker.cli.output import EXIT_OK, print_json, printable
 from worker.config import Settings
-from worker.export import Request, export
+from worker.operations.export import Request, export
+from worker.processing import signing
 
 
 def _time(text: str) -> float:

@@ -9,15 +9,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from worker import custody, verified
 from worker.backends import open_store
 from worker.cli.output import EXIT_OK, EXIT_PROBLEM, print_json, printable
 from worker.cli.wiring import intake_options, store_and_queue
 from worker.config import Settings
 from worker.errors import EvidenceError, JobError
-from worker.intake import ingest, parse_languages, readable_name
-from worker.jobs import reprocess
-from worker.store import EvidenceStore
+from worker.intake.ingest import ingest, parse_languages, readable_name
+from worker.jobs.submit import reprocess
+from worker.record import custody, verified
+from worker.record.store import EvidenceStore
 
 
 def register(command) -> None:

@@ -9,14 +9,14 @@ import textwrap
 import threading
 from pathlib import Path
 
-from worker import signing
 from worker.backends import open_queue
 from worker.cli import wiring
 from worker.cli.output import EXIT_OK, EXIT_PROBLEM, print_json, printable
 from worker.config import Settings
 from worker.errors import EvidenceError
-from worker.queue import DEAD
-from worker.requeue import every_lost_job, requeue
+from worker.jobs.queue import DEAD
+from worker.jobs.requeue import every_lost_job, requeue
+from worker.processing import signing
 
 
 def register(command) -> None:

@@ -9,11 +9,11 @@ from pathlib import Path
 
 from pipelines.provenance import credentials
 from pipelines.provenance.verify import verify
-from worker import signing
 from worker.backends import open_store
 from worker.cli.output import EXIT_OK, EXIT_PROBLEM, print_json, printable
 from worker.config import Settings
 from worker.errors import ConfigError, IntegrityError, NotFound
+from worker.processing import signing
 
 
 def register(command) -> None:
@@ -114,12 +114,12 @@ def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _init_storage_key(settings: Settings, args: argparse.Namespace) -> int:
-    from worker.backends import aws_client
+    from worker import aws
     from worker.encryption import keys
 
     if args.kms_key_id:
         e = settings.encryption
-        keys.new_kms_key(args.out, aws_client("kms", region=e.kms_region, endpoint_url=e.kms_endpoint_url),
+        keys.new_kms_key(args.out, aws.client("kms", region=e.kms_region, endpoint_url=e.kms_endpoint_url),
                          args.kms_key_id)
         lines = ['key_source = "kms"', f'key_file = "{args.out.resolve()}"', f'kms_key_id = "{args.kms_key_id}"']
     else:
@@ -133,9 +133,9 @@ def _init_storage_key(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _rotate_storage_key(settings: Settings, args: argparse.Namespace) -> int:
-    from worker.backends.local_rotation import rotate
+    from worker.backends.local.rotation import rotate
     from worker.encryption import keys, master
-    from worker.staff import Roster, RosterError
+    from worker.processing.staff import Roster, RosterError
 
     old = master.load(settings)
     if old is None:

@@ -16,10 +16,10 @@ from worker.cli.output import EXIT_OK, print_json, printable
 from worker.cli.wiring import models as registry
 from worker.config import Settings
 from worker.encryption import master
-from worker.intake import readable_name
+from worker.fs.workdirs import private_workdir
+from worker.intake.ingest import readable_name
+from worker.processing.staff import Roster
 from worker.progress import counted
-from worker.staff import Roster
-from worker.workdirs import private_workdir
 
 
 def register(command) -> None:

@@ -9,8 +9,8 @@ from worker.backends import open_replica, open_store
 from worker.cli.output import EXIT_OK, EXIT_PROBLEM, print_json, printable
 from worker.config import Settings
 from worker.errors import ConfigError, EvidenceError
+from worker.processing.replication import Copied, lag, opened, replica_errors, replicate, restore, verify_replica
 from worker.progress import progress_bar
-from worker.replication import Copied, lag, opened, replica_errors, replicate, restore, verify_replica
 
 
 def register(command) -> None:

@@ -13,9 +13,9 @@ from pipelines.probe import probe_file
 from worker.cli.output import EXIT_OK, print_json, printable
 from worker.cli.wiring import models as registry
 from worker.config import Settings
-from worker.intake import parse_languages, readable_name
+from worker.fs.workdirs import private_workdir
+from worker.intake.ingest import parse_languages, readable_name
 from worker.progress import counted
-from worker.workdirs import private_workdir
 
 
 def register(command) -> None:

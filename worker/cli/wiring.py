@@ -7,18 +7,18 @@ import logging
 from pathlib import Path
 
 from models.registry import Registry
-from worker import signing
 from worker.backends import open_queue, open_replica, open_store, open_uploads
 from worker.config import Settings
 from worker.encryption import master
-from worker.inbox import Inbox
-from worker.intake import ingest_handle, parse_languages
-from worker.queue import JobQueue
-from worker.replication import Replicas
-from worker.runner import Runner
-from worker.staff import Roster
-from worker.store import EvidenceStore
-from worker.worker import Worker
+from worker.intake.inbox import Inbox
+from worker.intake.ingest import ingest_handle, parse_languages
+from worker.jobs.queue import JobQueue
+from worker.processing import signing
+from worker.processing.replication import Replicas
+from worker.processing.runner import Runner
+from worker.processing.staff import Roster
+from worker.processing.worker import Worker
+from worker.record.store import EvidenceStore
 
 log = logging.getLogger("evidence.cli")
 

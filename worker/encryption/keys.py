@@ -21,8 +21,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from worker.directory import Directory
 from worker.encryption.envelope import MasterKey
+from worker.fs.directory import Directory
 
 SCRYPT = {"n": 2**17, "r": 8, "p": 1}
 

@@ -12,6 +12,7 @@ import functools
 import getpass
 import os
 
+from worker import aws
 from worker.config import ENV_PASSPHRASE, ENV_PASSPHRASE_FD, Settings
 from worker.encryption import keys
 from worker.encryption.envelope import MasterKey
@@ -68,9 +69,8 @@ def _load(settings: Settings) -> MasterKey | None:
             return keys.from_passphrase(phrase or "", salt)
         if not (e.key_file and e.kms_key_id):
             raise ConfigError("[encryption] key_source = \"kms\" needs key_file (the KMS-wrapped key) and kms_key_id")
-        from worker.backends import aws_client
 
-        return keys.from_kms(e.key_file, aws_client("kms", region=e.kms_region, endpoint_url=e.kms_endpoint_url),
+        return keys.from_kms(e.key_file, aws.client("kms", region=e.kms_region, endpoint_url=e.kms_endpoint_url),
                              e.kms_key_id)
     except keys.MasterKeyError as exc:
         raise ConfigError(f"[encryption]: {exc}") from None

@@ -1,0 +1,1 @@
+"""Operations on what is stored: audit, export to recipients, and which runs may be released."""

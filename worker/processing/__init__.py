@@ -1,0 +1,1 @@
+"""Processing: the worker loop, the runner, reuse of finished steps, replication, signing, staff."""

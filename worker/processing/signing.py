@@ -1,0 +1,54 @@
+"""Which credentials this worker signs with: the [signing] settings, or a trial CA made once in the home.
+
+With no [signing] settings the worker still signs (a manifest that says
+"test CA, not for production" is better than none), with a CA and signer it
+creates under ``<home>/signing`` (0700, keys 0600) the first time. Whatever
+is configured is checked when loaded, so bad credentials stop a worker at
+its start, not in the middle of a run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipelines.provenance import credentials, kms
+from worker import aws
+from worker.config import Settings
+from worker.errors import ConfigError
+
+
+def test_ca_folder(settings: Settings) -> Path:
+    return settings.home / "signing"
+
+
+def load(settings: Settings) -> credentials.Credentials:
+    s = settings.signing
+    try:
+        if s.kms_key_id:
+            if s.private_key or not s.certificate_chain:
+                raise ConfigError("[signing] kms_key_id needs certificate_chain (the certificate issued for the "
+                                  "KMS key) and no private_key")
+            client = aws.client("kms", region=s.kms_region, endpoint_url=s.kms_endpoint_url)
+            return kms.credentials(s.certificate_chain, s.kms_key_id, client, anchors=s.trust_anchors,
+                                   timestamp_url=s.timestamp_url)
+        if s.certificate_chain or s.private_key:
+            if not (s.certificate_chain and s.private_key):
+                raise ConfigError("[signing] needs both certificate_chain and private_key")
+            return credentials.from_files(s.certificate_chain, s.private_key, s.trust_anchors, s.timestamp_url)
+        folder = test_ca_folder(settings)
+        paths = credentials.test_ca_paths(folder)
+        if not paths["key"].exists():
+            paths = credentials.make_test_ca(folder)
+        return credentials.from_files(paths["chain"], paths["key"], s.trust_anchors or paths["ca"])
+    except credentials.CredentialError as exc:
+        raise ConfigError(f"[signing]: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"[signing]: cannot read {exc.filename}: {exc.strerror}") from None
+
+
+def anchors(settings: Settings) -> str | None:
+    """The trust anchors 'verify' uses when none are given: the configured ones, or the trial CA's."""
+    if settings.signing.trust_anchors:
+        return Path(settings.signing.trust_anchors).read_text(encoding="ascii")
+    ca = test_ca_folder(settings) / "ca.pem"
+    return ca.read_text(encoding="ascii") if ca.exists() and not settings.signing.certificate_chain else None
