@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -62,11 +64,21 @@ def tiny_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def processed_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A home holding the sample video, ingested and run through the intake by the real command: made once
-    per session (a full intake takes about half a minute), read only through ``sample_item``'s copies."""
-    home = tmp_path_factory.mktemp("processed-sample") / "home"
-    made = Cli(home)
-    made.json("ingest", SAMPLE_VIDEO, "--case", "C-<b>17</b>")
-    made("worker", "--once", timeout=300)
+    per test session, by whichever parallel worker (pytest-xdist) asks first, and read only through
+    ``sample_item``'s copies (a full intake takes about half a minute)."""
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent   # the session's folder, above each worker's own
+    folder, home = shared / "processed-sample", shared / "processed-sample" / "home"
+    with open(shared / "processed-sample.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)   # the other workers wait for it, then read it
+        if not (folder / "done").exists():
+            shutil.rmtree(folder, ignore_errors=True)   # what a worker that failed half-way left
+            folder.mkdir()
+            made = Cli(home)
+            made.json("ingest", SAMPLE_VIDEO, "--case", "C-<b>17</b>")
+            made("worker", "--once", timeout=300)
+            (folder / "done").touch()
     return home
 
 

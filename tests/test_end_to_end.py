@@ -72,8 +72,9 @@ def test_same_file_again_is_a_logged_duplicate_and_changes_no_run(cli: Cli, samp
     assert cli.json("status")["queue"]["done"] == 2
 
 
-def test_reprocess_makes_new_runs_beside_the_old_ones(cli: Cli, sample_item: dict):
-    evidence_id = sample_item["id"]
+def test_reprocess_makes_new_runs_beside_the_old_ones(cli: Cli, tiny_video: Path):
+    evidence_id = cli.json("ingest", tiny_video)["ingested"][0]["evidence_id"]
+    cli("worker", "--once")
     [first] = cli.json("show", evidence_id)["runs"]
     first_record = (Path(first["location"]) / "run.json").read_bytes()
 

@@ -7,9 +7,9 @@ import shutil
 import threading
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
-from support import SAMPLE_VIDEO
 
 from worker.backends.local import LocalStore
 from worker.backends.sqlite import SqliteQueue
@@ -28,13 +28,14 @@ def runner(settings: Settings, store: LocalStore) -> Runner:
                   signing=lambda: signing.load(settings))
 
 
-def stored_sample(store: LocalStore) -> str:
-    with open(SAMPLE_VIDEO, "rb") as handle:
+def stored_sample(store: LocalStore, recording: Path) -> str:
+    with open(recording, "rb") as handle:
         return store.put_original(handle, intake={"original_name": "s.mp4"}, actor="t").evidence_id
 
 
-def test_a_job_redelivered_after_its_run_committed_is_a_no_op(store, queue: SqliteQueue, runner: Runner):
-    evidence_id = stored_sample(store)
+def test_a_job_redelivered_after_its_run_committed_is_a_no_op(store, queue: SqliteQueue, runner: Runner,
+                                                              tiny_video: Path):
+    evidence_id = stored_sample(store, tiny_video)
     submit(store, queue, evidence_id, "intake", {}, actor="t", reason="test")
     job = queue.lease(0.5)
     first = runner.run(job)
@@ -51,8 +52,8 @@ def test_a_job_redelivered_after_its_run_committed_is_a_no_op(store, queue: Sqli
     assert len(store.run_records(evidence_id)) == 1
 
 
-def test_a_run_whose_lease_was_lost_is_not_committed(store, queue: SqliteQueue, runner: Runner):
-    evidence_id = stored_sample(store)
+def test_a_run_whose_lease_was_lost_is_not_committed(store, queue: SqliteQueue, runner: Runner, tiny_video: Path):
+    evidence_id = stored_sample(store, tiny_video)
     submit(store, queue, evidence_id, "intake", {}, actor="t", reason="test")
     job = queue.lease(60)
     lost = threading.Event()
@@ -64,8 +65,9 @@ def test_a_run_whose_lease_was_lost_is_not_committed(store, queue: SqliteQueue, 
     assert not list(runner.work_dir.iterdir()), "the work folder holds an unredacted copy; it must go"
 
 
-def test_a_commit_whose_custody_event_was_lost_is_logged_on_redelivery(store, queue: SqliteQueue, runner: Runner):
-    evidence_id = stored_sample(store)
+def test_a_commit_whose_custody_event_was_lost_is_logged_on_redelivery(store, queue: SqliteQueue, runner: Runner,
+                                                                       tiny_video: Path):
+    evidence_id = stored_sample(store, tiny_video)
     job, rid = submit(store, queue, evidence_id, "intake", {}, actor="t", reason="test")
     leased = queue.lease(60)
     runner.run(leased)
@@ -83,8 +85,9 @@ def test_a_commit_whose_custody_event_was_lost_is_logged_on_redelivery(store, qu
     assert audit_item(store, queue, evidence_id, "t").ok
 
 
-def test_a_stop_signal_right_after_the_commit_does_not_mark_the_run_interrupted(store, queue, runner: Runner):
-    evidence_id = stored_sample(store)
+def test_a_stop_signal_right_after_the_commit_does_not_mark_the_run_interrupted(store, queue, runner: Runner,
+                                                                                tiny_video: Path):
+    evidence_id = stored_sample(store, tiny_video)
     submit(store, queue, evidence_id, "intake", {}, actor="t", reason="test")
     job = queue.lease(60)
 
@@ -100,8 +103,8 @@ def test_a_stop_signal_right_after_the_commit_does_not_mark_the_run_interrupted(
     assert events[-1] == custody.RUN_COMMITTED and custody.RUN_INTERRUPTED not in events
 
 
-def test_equivalent_parameters_make_one_job_and_one_run(store, queue: SqliteQueue):
-    evidence_id = stored_sample(store)
+def test_equivalent_parameters_make_one_job_and_one_run(store, queue: SqliteQueue, tiny_video: Path):
+    evidence_id = stored_sample(store, tiny_video)
     first, rid = submit(store, queue, evidence_id, "intake", {}, actor="t", reason="test")
     for same in ({"probe.decode_seconds": "3"}, {"probe.decode_seconds": 3}, {"probe.decode_seconds": "3.0"}):
         again, again_rid = submit(store, queue, evidence_id, "intake", same, actor="t", reason="test")
@@ -111,8 +114,9 @@ def test_equivalent_parameters_make_one_job_and_one_run(store, queue: SqliteQueu
     assert other.id != first.id and other_rid != rid and other.params == {"probe.decode_seconds": 4.0}
 
 
-def test_audit_notices_a_deleted_run_and_edited_intake_facts(store, queue: SqliteQueue, runner: Runner):
-    evidence_id = stored_sample(store)
+def test_audit_notices_a_deleted_run_and_edited_intake_facts(store, queue: SqliteQueue, runner: Runner,
+                                                             tiny_video: Path):
+    evidence_id = stored_sample(store, tiny_video)
     submit(store, queue, evidence_id, "intake", {}, actor="t", reason="test")
     outcome = runner.run(queue.lease(60))
     assert audit_item(store, queue, evidence_id, "t").ok
@@ -130,9 +134,9 @@ def test_audit_notices_a_deleted_run_and_edited_intake_facts(store, queue: Sqlit
 
 
 def test_a_job_custody_never_asked_for_is_refused_and_audit_flags_such_a_run(store, queue: SqliteQueue,
-                                                                              runner: Runner):
+                                                                              runner: Runner, tiny_video: Path):
     """A job message put straight into the queue (weaker masking asked for) is not run."""
-    evidence_id = stored_sample(store)
+    evidence_id = stored_sample(store, tiny_video)
     submit(store, queue, evidence_id, "intake", {}, actor="t", reason="test")
     forged, _ = queue.enqueue(evidence_id, "intake", {"redact.min_score": 0.95})
     twin, _ = queue.enqueue(evidence_id, "intake", {}, nonce="forged")   # a request's parameters, another run

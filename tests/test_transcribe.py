@@ -10,7 +10,7 @@ import jiwer
 import pytest
 from speech_fixtures import join, normalise, russian_set, spoken, tiny_ctc_model
 from speech_fixtures import transcribe as run
-from support import SAMPLE_VIDEO, Cli, ffmpeg
+from support import Cli, ffmpeg
 
 from models.registry import ModelDamaged, ModelMissing, Registry
 from pipelines.errors import RejectedInput
@@ -130,8 +130,8 @@ def test_a_tampered_or_missing_model_is_refused_with_the_fix(models: Registry, t
         Registry(local={"x": {"kind": "ctc-onnx", "path": str(not_a_model)}}).load("x")
 
 
-def test_intake_transcribes_and_reuses_the_transcript_when_only_probe_changes(cli: Cli):
-    evidence_id = cli.json("ingest", SAMPLE_VIDEO, "--languages", "ru")["ingested"][0]["evidence_id"]
+def test_intake_transcribes_and_reuses_the_transcript_when_only_probe_changes(cli: Cli, tiny_video: Path):
+    evidence_id = cli.json("ingest", tiny_video, "--languages", "ru")["ingested"][0]["evidence_id"]
     cli("worker", "--once")
     shown = cli.json("show", evidence_id)
     [first] = shown["runs"]

@@ -1,10 +1,10 @@
-"""One typed settings object: a TOML file, then EVIDENCE_* environment overrides.
+"""One typed settings object (pydantic-settings): a TOML file, then EVIDENCE_* environment overrides.
 
     EVIDENCE_CONFIG=/etc/evidence.toml      the file (or --config PATH)
     EVIDENCE_HOME=/srv/evidence             where the embedded default keeps its data
     EVIDENCE_QUEUE__MAX_ATTEMPTS=3          [queue] max_attempts = 3
 
-Every key is checked at start; an unknown or bad key is an error that names it.
+Every key is checked at start; an unknown or bad key is an error that names it and where it came from.
 """
 
 from __future__ import annotations
@@ -12,10 +12,20 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+    TomlConfigSettingsSource,
+)
 
 from pipelines.pipeline import Tools
 from worker.errors import ConfigError
@@ -164,9 +174,29 @@ class OperatorSettings(_Section):
         return None if name is None else check_label("[operator] name", name)
 
 
-class Settings(_Section):
+class _Environment(EnvSettingsSource):
+    """EVIDENCE_* variables from the mapping a load was given (the process's environment, or a test's)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]):
+        self._given = {name: value for name, value in environ.items() if name not in NOT_SETTINGS}
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {name.lower(): value for name, value in self._given.items()}
+
+
+# What one load reads: its environment and its TOML file (sources are chosen per class, not per call).
+_LOADING: ContextVar[tuple[Mapping[str, str], Path | None]] = ContextVar("loading")
+NOT_SETTINGS = (ENV_CONFIG, ENV_PASSPHRASE, ENV_PASSPHRASE_FD)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", case_sensitive=False,
+                                      extra="forbid", frozen=True)
+
     home: Path = Path("evidence-data")
-    operator: OperatorSettings = OperatorSettings()
+    # NoDecode: EVIDENCE_OPERATOR=name is a role's name, not JSON (the validator below makes it a section).
+    operator: Annotated[OperatorSettings, NoDecode] = OperatorSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     store: StoreSettings = StoreSettings()
     queue: QueueSettings = QueueSettings()
@@ -179,6 +209,17 @@ class Settings(_Section):
     release: ReleaseSettings = ReleaseSettings()
     encryption: EncryptionSettings = EncryptionSettings()
     replicas: list[ReplicaSettings] = Field(default_factory=list, description="off-site copies, kept level")
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        environ, toml_file = _LOADING.get((os.environ, None))
+        sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, _Environment(settings_cls, environ))
+        if toml_file is not None:
+            sources += (TomlConfigSettingsSource(settings_cls, toml_file=toml_file),)
+        return sources
 
     @field_validator("operator", mode="before")
     @classmethod
@@ -254,53 +295,28 @@ class Settings(_Section):
                 **{f"redact.{key}": value for key, value in (self.redact.model_extra or {}).items()}}
 
     def redacted(self) -> dict[str, Any]:
-        """The effective settings as JSON-able data, secrets replaced by asterisks."""
-        return _redact(self.model_dump(mode="python"))
+        """The effective settings as JSON-able data (no secret is a setting: keys and passphrases come from
+        files, descriptors or KMS, never from here)."""
+        return self.model_dump(mode="json")
 
 
-def _redact(value: Any) -> Any:
-    if isinstance(value, SecretStr):
-        return "**********" if value.get_secret_value() else ""
-    if isinstance(value, Mapping):
-        return {key: _redact(item) for key, item in value.items()}
-    if isinstance(value, Path):
-        return str(value)
-    return value
+def _unknown_top_level(environ: Mapping[str, str]) -> list[str]:
+    """EVIDENCE_* names that match no setting: pydantic-settings looks up the names it knows and would pass
+    over a misspelt one in silence (a misspelt nested key, EVIDENCE_QUEUE__MAX_ATTEMPS, it reports)."""
+    known = {name.upper() for name in Settings.model_fields}
+    return sorted(name for name in environ if name.startswith(ENV_PREFIX) and name not in NOT_SETTINGS
+                  and name[len(ENV_PREFIX):].split("__")[0].upper() not in known)
 
 
-def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
-    data: dict[str, Any] = {}
-    sources: dict[tuple[str, ...], str] = {}
-    for name, value in environ.items():
-        if not name.startswith(ENV_PREFIX) or name in (ENV_CONFIG, ENV_PASSPHRASE, ENV_PASSPHRASE_FD):
-            continue
-        path = tuple(part.lower() for part in name[len(ENV_PREFIX):].split("__"))
-        node = data
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"{name}: {'.'.join(path[:-1])} is a value, not a section")
-        node[path[-1]] = value
-        sources[path] = name
-    return data, sources
-
-
-def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = _merge(dict(merged[key]), value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def _describe(error: ValidationError, sources: Mapping[tuple[str, ...], str], origin: str) -> str:
+def _describe(error: ValidationError, environ: Mapping[str, str], origin: str) -> str:
+    given = {name.upper(): name for name in environ}
     lines = []
     for item in error.errors():
-        path = tuple(str(part) for part in item["loc"])
+        path = [str(part) for part in item["loc"]]
         key = ".".join(path)
-        where = sources.get(path, origin)
+        # The deepest EVIDENCE_ name on the error's path that was set is where the value came from.
+        where = next((given[name] for depth in range(len(path), 0, -1)
+                      if (name := ENV_PREFIX + "__".join(path[:depth]).upper()) in given), origin)
         message = "unknown setting" if item["type"] == "extra_forbidden" else item["msg"]
         lines.append(f"{key}: {message} (from {where})")
     return "invalid settings:\n  " + "\n  ".join(lines)
@@ -309,22 +325,28 @@ def _describe(error: ValidationError, sources: Mapping[tuple[str, ...], str], or
 def load_settings(config_path: Path | str | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     environ = os.environ if environ is None else environ
     path = config_path or environ.get(ENV_CONFIG)
-    data: dict[str, Any] = {}
-    origin = "defaults"
-    if path:
-        origin = str(path)
+    origin = str(path) if path else "defaults"
+    if path:  # read here first, for errors that say what is wrong with the file (the source reads it again)
         try:
-            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+            tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"config file {path} does not exist") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"config file {path} cannot be read: {exc}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    overrides, sources = _env_overrides(environ)
+    unknown = _unknown_top_level(environ)
+    if unknown:
+        raise ConfigError("invalid settings:\n  " + "\n  ".join(f"{name}: unknown setting (from the environment)"
+                                                                  for name in unknown))
+    loading = _LOADING.set((environ, Path(path) if path else None))
     try:
-        settings = Settings.model_validate(_merge(data, overrides))
+        settings = Settings()
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, sources, origin)) from None
+        raise ConfigError(_describe(exc, environ, origin)) from None
+    except SettingsError as exc:   # a value that should be JSON (a list, a table) and is not
+        raise ConfigError(f"invalid settings: {exc}") from None
+    finally:
+        _LOADING.reset(loading)
     # Resolve now: a worker that changes directory must not move its evidence.
     return settings.model_copy(update={"home": settings.home.expanduser().resolve()})
