@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import REPO, SAMPLE_VIDEO, Cli
+from support import REPO, SAMPLE_VIDEO, Cli, ffmpeg
 
 from worker.backends.local import LocalStore
 from worker.errors import CustodyError
@@ -117,9 +117,14 @@ def test_a_deleted_custody_log_is_never_rebuilt(tmp_path: Path):
     store.append_custody(stored.evidence_id, custody.AUDIT_RESULT, "t", {})
 
 
-def test_a_full_disk_pauses_the_worker_without_counting_attempts(small_disk: Path):
+def test_a_full_disk_pauses_the_worker_without_counting_attempts(small_disk: Path, tmp_path: Path):
+    recording = tmp_path / "short.mp4"   # four seconds at a high bit rate: small to process, too big to copy
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25:duration=4", "-f", "lavfi", "-i",
+           "sine=frequency=440:duration=4", "-c:v", "libx264", "-b:v", "4M", "-pix_fmt", "yuv420p", "-c:a", "aac",
+           "-shortest", str(recording))
+    assert recording.stat().st_size > 512 * 1024
     cli = Cli(small_disk / "home")
-    cli.json("ingest", SAMPLE_VIDEO)
+    cli.json("ingest", recording)
     fill(small_disk, leave_bytes=256 * 1024)  # SQLite can still write; the work copy of the original cannot
     stopped = cli("worker", "--once", check=False)
     assert stopped.returncode == 1, stopped.stderr

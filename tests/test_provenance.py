@@ -116,7 +116,7 @@ def test_a_kms_style_callback_signer_signs(tmp_path):
     assert calls and verify(signed, local.anchors_pem)["trust"] == "trusted"
 
 
-def test_the_worker_signs_with_a_key_that_stays_in_kms(aws_endpoint, cli, tmp_path):
+def test_the_worker_signs_with_a_key_that_stays_in_kms(aws_endpoint, cli, tmp_path, tiny_video):
     """The KMS is a real KMS-speaking server on loopback: the worker signs through kms.sign over HTTP."""
     from cryptography.hazmat.primitives import serialization
 
@@ -130,7 +130,7 @@ def test_the_worker_signs_with_a_key_that_stays_in_kms(aws_endpoint, cli, tmp_pa
     assert sorted(p.name for p in (tmp_path / "kms").iterdir()) == ["ca.pem", "signer-chain.pem"]  # no key file
     env = {**env, "EVIDENCE_SIGNING__CERTIFICATE_CHAIN": str(paths["chain"]),
            "EVIDENCE_SIGNING__TRUST_ANCHORS": str(paths["ca"])}
-    evidence_id = cli.json("ingest", SAMPLE_VIDEO)["ingested"][0]["evidence_id"]
+    evidence_id = cli.json("ingest", tiny_video)["ingested"][0]["evidence_id"]
 
     # A key id whose public half is not the certificate's stops the worker before any run.
     refused = cli("worker", "--once", check=False, EVIDENCE_SIGNING__KMS_KEY_ID=other, **env)
