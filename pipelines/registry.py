@@ -10,6 +10,8 @@ from pipelines.intake import INTAKE
 from pipelines.pipeline import ParameterError, Pipeline
 
 _PIPELINES: dict[str, Pipeline] = {INTAKE.name: INTAKE}
+# The worker's own job kinds (worker.jobs.queue.JobKind) travel in the same field as a pipeline's name.
+_TAKEN_BY_THE_WORKER = frozenset({"replicate", "upload"})
 
 
 class UnknownPipeline(KeyError):
@@ -19,6 +21,8 @@ class UnknownPipeline(KeyError):
 
 def register(pipeline: Pipeline) -> None:
     """Add a pipeline (a plug-in, or a test's); a name cannot be taken twice."""
+    if pipeline.name in _TAKEN_BY_THE_WORKER:
+        raise ValueError(f"{pipeline.name!r} names a worker's own jobs; a pipeline cannot take it")
     existing = _PIPELINES.get(pipeline.name)
     if existing is not None and existing is not pipeline:
         raise ValueError(f"a pipeline named {pipeline.name!r} is already registered")

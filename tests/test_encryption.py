@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import select
 import subprocess
+import time
 
 import pytest
 from support import REPO, Cli, aws_client, ffmpeg
@@ -195,3 +197,33 @@ def test_a_service_gets_its_passphrase_from_the_environment_or_a_descriptor(cli:
     assert shown.returncode == 0 and json.loads(shown.stdout)["evidence_id"] == evidence_id
     wrong = through_a_descriptor("wrong horse")
     assert wrong.returncode == 2 and "passphrase" in wrong.stderr and "Traceback" not in wrong.stderr
+
+
+def test_a_person_types_the_passphrase_once_per_command(cli: Cli, tmp_path):
+    """The command's root loads the master key once and hands it down: the worker, which opens the store, the
+    queue and the staff roster, asks a person at a terminal once, and runs the intake under that key."""
+    clip = tmp_path / "clip.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=s=160x120:r=10:d=1", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(clip))
+    mode = {"EVIDENCE_ENCRYPTION__KEY_SOURCE": "passphrase"}
+    evidence_id = cli.json("ingest", clip, **mode, EVIDENCE_PASSPHRASE="correct horse")["ingested"][0]["evidence_id"]
+    controller, terminal = os.openpty()
+    # No controlling terminal: getpass then prompts on stderr and reads the terminal on stdin, echo off.
+    worker = subprocess.Popen(cli.command("worker", "--once"), cwd=REPO, env={**cli.env, **mode}, stdin=terminal,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    os.close(terminal)
+    seen, answered, deadline = b"", 0, time.monotonic() + 240
+    try:
+        while worker.poll() is None and time.monotonic() < deadline:
+            if select.select([worker.stderr], [], [], 0.2)[0]:
+                seen += os.read(worker.stderr.fileno(), 65536)
+            while seen.count(b"passphrase: ") > answered:   # answered only once asked: getpass flushes input
+                answered += 1
+                os.write(controller, b"correct horse\n")
+        seen += worker.stderr.read()
+        assert worker.wait(timeout=30) == 0, seen.decode(errors="replace")[-2000:]
+    finally:
+        worker.kill()
+        os.close(controller)
+    assert seen.count(b"evidence storage passphrase: ") == 1, seen.decode(errors="replace")[-2000:]
+    runs = cli.json("show", evidence_id, "--json", **mode, EVIDENCE_PASSPHRASE="correct horse")["runs"]
+    assert [run["status"] for run in runs] == ["committed"]

@@ -3,6 +3,7 @@ real HTTP to an SQS-speaking server on loopback)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -15,7 +16,10 @@ from worker.backends.sqlite import SqliteQueue
 from worker.backends.sqs import SqsQueue
 from worker.encryption import keys
 from worker.encryption.sealing import PLAIN, Sealing
-from worker.jobs.queue import DEAD, QUEUED, JobQueue
+from pipelines import registry
+from pipelines.intake import INTAKE
+from worker.jobs.queue import DEAD, QUEUED, JobKind, JobQueue
+from worker.processing.replication import REPLICATE
 
 EVIDENCE = "a" * 64
 
@@ -74,6 +78,17 @@ def test_a_leased_job_is_handed_out_once_and_acked(any_queue):
     assert any_queue.heartbeat(leased, 60)
     assert any_queue.ack(leased)
     assert any_queue.lease(1) is None
+
+
+def test_a_job_comes_back_as_the_kind_it_was_queued_as(any_queue):
+    any_queue.enqueue(EVIDENCE, "intake")
+    any_queue.enqueue(EVIDENCE, REPLICATE, {"replica": "offsite"})
+    kinds = {job.pipeline: job.kind for job in (any_queue.lease(60), any_queue.lease(60))}
+    assert kinds == {"intake": JobKind.RUN, REPLICATE: JobKind.REPLICATE}
+    # A pipeline cannot take a name the worker's own jobs use: a run would be dispatched as a copy.
+    for name in ("replicate", "upload"):
+        with pytest.raises(ValueError, match="worker's own jobs"):
+            registry.register(dataclasses.replace(INTAKE, name=name))
 
 
 def test_an_expired_lease_gives_the_job_to_the_next_worker(any_queue):

@@ -211,10 +211,11 @@ class Settings(BaseSettings):
     replicas: list[ReplicaSettings] = Field(default_factory=list, description="off-site copies, kept level")
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-                                   env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
-                                   file_secret_settings: PydanticBaseSettingsSource
-                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
         environ, toml_file = _LOADING.get((os.environ, None))
         sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, _Environment(settings_cls, environ))
         if toml_file is not None:

@@ -11,7 +11,7 @@ from worker import aws
 from worker.backends.local import LocalStore
 from worker.backends.sqlite import SqliteQueue
 from worker.config import Settings, StoreSettings
-from worker.encryption import master
+from worker.encryption.envelope import MasterKey
 from worker.encryption.sealing import PLAIN, Sealing
 from worker.errors import ConfigError
 from worker.fs.directory import PRIVATE_DIR, Directory
@@ -73,18 +73,19 @@ def check_prefixes(settings: Settings) -> None:
                           "and evidence apart")
 
 
-def open_store(settings: Settings) -> EvidenceStore:
+def open_store(settings: Settings, key: MasterKey | None) -> EvidenceStore:
+    """The primary store, sealed under ``key`` (the command's master key, loaded once where it starts)."""
     secure_home(settings)
-    return _open(settings, settings.store, settings.store_root)
+    return _open(settings, settings.store, settings.store_root, key)
 
 
-def open_replica(settings: Settings, name: str) -> EvidenceStore:
+def open_replica(settings: Settings, name: str, key: MasterKey | None) -> EvidenceStore:
     """The store of the [[replicas]] entry ``name``, under the same master key as the primary."""
     replica = settings.replica(name)
-    return _open(settings, replica, replica.root)
+    return _open(settings, replica, replica.root, key)
 
 
-def _open(settings: Settings, s: StoreSettings, root: Path | None) -> EvidenceStore:
+def _open(settings: Settings, s: StoreSettings, root: Path | None, key: MasterKey | None) -> EvidenceStore:
     if s.backend == "s3":
         from worker.backends.s3 import S3Store
 
@@ -94,18 +95,14 @@ def _open(settings: Settings, s: StoreSettings, root: Path | None) -> EvidenceSt
         return S3Store(aws.client("s3", region=s.region, endpoint_url=s.endpoint_url), s.bucket, prefix=s.prefix,
                        retention_mode=s.retention_mode, retention_days=s.retention_days, legal_hold=s.legal_hold,
                        spool_dir=settings.work_dir, require_lock=not s.allow_unlocked_bucket,
-                       sse_kms_key_id=s.sse_kms_key_id, key=master.load(settings))
-    return LocalStore(root, min_free_bytes=s.min_free_bytes, key=master.load(settings))
+                       sse_kms_key_id=s.sse_kms_key_id, key=key)
+    return LocalStore(root, min_free_bytes=s.min_free_bytes, key=key)
 
 
-def open_queue(settings: Settings, *, read_only: bool = False, sealing: Sealing | None = None) -> JobQueue:
-    """``read_only``: for commands that only look (status, listings), which then work on a full disk too.
-
-    ``sealing``: the open store's, when the caller has one (else the store's keyring is read here).
-    """
+def open_queue(settings: Settings, sealing: Sealing, *, read_only: bool = False) -> JobQueue:
+    """``sealing``: the open store's (``queue_sealing`` without one): the queue names the same items the store
+    hides. ``read_only``: for commands that only look (status, listings), which then work on a full disk too."""
     q = settings.queue
-    if sealing is None:
-        sealing = _queue_sealing(settings)
     if q.backend == "sqs":
         from worker.backends.sqs import SqsQueue
 
@@ -127,9 +124,9 @@ def open_queue(settings: Settings, *, read_only: bool = False, sealing: Sealing 
                        backoff_max_s=q.backoff_max_s, read_only=read_only, sealing=sealing)
 
 
-def _queue_sealing(settings: Settings) -> Sealing:
-    """The store's keys: the queue names the same items the store hides."""
-    return open_store(settings).sealing if settings.encryption.key_source != "none" else PLAIN
+def queue_sealing(settings: Settings, key: MasterKey | None) -> Sealing:
+    """The store's keys, for a command that opens the queue alone."""
+    return open_store(settings, key).sealing if key is not None else PLAIN
 
 
 def open_uploads(settings: Settings):

@@ -28,12 +28,12 @@ from typing import Any
 from worker.aws import error_code
 from worker.encryption.sealing import PLAIN, Sealing
 from worker.errors import EvidenceError, IntegrityError, NotFound, QueueUnavailable
-from worker.jobs.queue import DEAD, QUEUED, Job, JobQueue
+from worker.jobs.queue import DEAD, QUEUED, Job, JobKind, JobQueue
 
 log = logging.getLogger("evidence.queue.sqs")
 
 SCHEMA = "evidence-worker/job/1"
-UPLOAD = "upload"                # the pipeline name of a job made from an S3 upload event
+UPLOAD = JobKind.UPLOAD.value    # what a job made from an S3 upload event names as its pipeline
 _MAX_DELAY_S = 12 * 3600         # SQS's longest visibility timeout
 
 
@@ -208,7 +208,7 @@ class SqsQueue(JobQueue):
 
     def _body(self, job: Job, released: int = 0) -> str:
         """The message that carries ``job`` again: an upload as the S3 event it came as."""
-        if job.pipeline == UPLOAD:
+        if job.kind is JobKind.UPLOAD:
             return str(job.params["event"])
         body: dict[str, Any] = {"schema": SCHEMA, "job_id": job.id, "evidence_id": job.evidence_id,
                                 "pipeline": job.pipeline, "params": dict(job.params), "nonce": job.nonce}
@@ -301,7 +301,7 @@ class SqsQueue(JobQueue):
     def retry_dead(self, job_id: str) -> Job:
         for job, receipt in self._dead_letters():
             if job.id == job_id:
-                if not job.evidence_id and job.pipeline != UPLOAD:
+                if not job.evidence_id and job.kind is not JobKind.UPLOAD:
                     raise NotFound(f"dead letter {job_id} is not a job of this software; it cannot be retried")
                 self._call("send_message", QueueUrl=self.url, MessageBody=self._body(job))
                 self._call("delete_message", QueueUrl=self.dead_url, ReceiptHandle=receipt)

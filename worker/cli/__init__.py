@@ -15,6 +15,7 @@ from worker import __version__
 from worker.cli import admin, export, items, jobs, models, provenance, redact, replicas, transcribe
 from worker.cli.output import EXIT_BROKEN_PIPE, EXIT_NOT_FOUND, EXIT_PROBLEM, EXIT_USAGE, printable
 from worker.config import load_settings
+from worker.encryption import master
 from worker.errors import ConfigError, EvidenceError, JobError, NotFound
 from worker.logs import FORMATS
 from worker.logs import configure as configure_logs
@@ -83,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(EXIT_USAGE, exc)
     configure_logs("WARNING" if args.quiet else "DEBUG" if args.verbose else settings.log_level, args.log_format)
     try:
+        # The composition root of one command: the master key is loaded here, once, when first asked for.
+        args.master_key = master.on_demand(settings)
         code = args.handler(settings, args)
         sys.stdout.flush()  # inside the try: a reader that went away is handled here, not at exit
         return code

@@ -74,10 +74,10 @@ def _store_findings(settings: Settings, store: EvidenceStore) -> dict[str, list[
 
 
 def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
-    store = open_store(settings)
+    store = open_store(settings, args.master_key())
     found = _store_findings(settings, store)
     try:
-        queue = open_queue(settings, read_only=True)
+        queue = open_queue(settings, store.sealing, read_only=True)
     except QueueUnavailable as exc:
         queue = None
         found["problems"].append(f"{exc}; jobs were not checked")
@@ -108,7 +108,7 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_custody(settings: Settings, args: argparse.Namespace) -> int:
-    store = open_store(settings)
+    store = open_store(settings, args.master_key())
     evidence_id = store.resolve(args.evidence_id)
     if not args.reason.strip():
         raise JobError("--reason must say what was found")
@@ -151,10 +151,10 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
             keys.new_key_file(args.encrypted)
         settings = settings.model_copy(update={"encryption": EncryptionSettings(
             key_source="file", key_file=args.encrypted.resolve())})
-    store, queue = wiring.store_and_queue(settings)
+    store, queue = wiring.store_and_queue(settings, args.master_key())
     result = ingest(store, queue, SAMPLE_VIDEO, actor=settings.actor, case="demo",
                     collected_by="evidence demo", note="bundled sample video (MIT, facenet-pytorch examples)")
-    wiring.worker(settings, store, queue).run(once=True)
+    wiring.worker(settings, store, queue, args.master_key()).run(once=True)
     report: dict[str, Any] = describe_item(store, result.evidence_id, restricted=False, actor=settings.actor)
     report["queue"] = queue.counts()
     if args.json:

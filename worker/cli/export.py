@@ -46,7 +46,7 @@ def register(command) -> None:
 
 
 def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
-    store = open_store(settings)
+    store = open_store(settings, args.master_key())
     credentials = signing.load(settings)
     request = Request(evidence_id=store.resolve(args.evidence_id), start=args.start, end=args.end,
                       recipient=args.recipient, out=args.out, run_id=args.run, unredacted=args.unredacted,

@@ -55,7 +55,7 @@ def register(command) -> None:
 
 
 def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
-    store, queue = store_and_queue(settings)
+    store, queue = store_and_queue(settings, args.master_key())
     languages = parse_languages(args.languages)
     done, failed = [], []
     for path in args.paths:
@@ -212,7 +212,7 @@ def print_item(report: dict[str, Any]) -> None:
 
 
 def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
-    store = open_store(settings)
+    store = open_store(settings, args.master_key())
     evidence_id = store.resolve(args.evidence_id)
     report = describe_item(store, evidence_id, restricted=args.restricted, actor=settings.actor)
     print_json(report) if args.json else print_item(report)
@@ -230,7 +230,7 @@ def _parse_sets(items: Sequence[str]) -> dict[str, str]:
 
 
 def cmd_reprocess(settings: Settings, args: argparse.Namespace) -> int:
-    store, queue = store_and_queue(settings)
+    store, queue = store_and_queue(settings, args.master_key())
     evidence_id = store.resolve(args.evidence_id)
     job, rid = reprocess(store, queue, evidence_id, pipeline=args.pipeline, params=_parse_sets(args.settings),
                          new_run=args.new_run, actor=settings.actor)

@@ -9,7 +9,7 @@ import textwrap
 import threading
 from pathlib import Path
 
-from worker.backends import open_queue
+from worker.backends import open_queue, queue_sealing
 from worker.cli import wiring
 from worker.cli.output import EXIT_OK, EXIT_PROBLEM, print_json, printable
 from worker.config import Settings
@@ -63,7 +63,7 @@ def register(command) -> None:
 
 
 def cmd_watch(settings: Settings, args: argparse.Namespace) -> int:
-    store, queue = wiring.store_and_queue(settings)
+    store, queue = wiring.store_and_queue(settings, args.master_key())
     inbox = wiring.inbox(settings, store, queue, args.inbox, args)
     if args.once:
         inbox.scan_settled()
@@ -80,13 +80,13 @@ def cmd_watch(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     registry = wiring.checked_models(settings)
     signing.load(settings)  # bad signing credentials stop the worker here, not in the middle of a run
-    store, queue = wiring.store_and_queue(settings)
+    store, queue = wiring.store_and_queue(settings, args.master_key())
     inbox = wiring.inbox(settings, store, queue, args.inbox, args) if args.inbox else None
-    return wiring.worker(settings, store, queue, inbox, registry).run(once=args.once)
+    return wiring.worker(settings, store, queue, args.master_key(), inbox, registry).run(once=args.once)
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
-    store, queue = wiring.store_and_queue(settings, read_only=True)
+    store, queue = wiring.store_and_queue(settings, args.master_key(), read_only=True)
     report = {
         "queue": queue.counts(),
         "dead_letters": [job.to_json() for job in queue.jobs(DEAD)],
@@ -107,7 +107,8 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_dead_letters(settings: Settings, args: argparse.Namespace) -> int:
-    queue = open_queue(settings, read_only=not (args.retry or args.retry_all))
+    changes = bool(args.retry or args.retry_all)
+    queue = open_queue(settings, queue_sealing(settings, args.master_key()), read_only=not changes)
     if args.retry or args.retry_all:
         ids = [args.retry] if args.retry else [job.id for job in queue.jobs(DEAD, limit=1_000_000)]
         retried = [queue.retry_dead(job_id).to_json() for job_id in ids]
@@ -130,7 +131,7 @@ def cmd_dead_letters(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_requeue(settings: Settings, args: argparse.Namespace) -> int:
-    store, queue = wiring.store_and_queue(settings)
+    store, queue = wiring.store_and_queue(settings, args.master_key())
     queued, failed = [], []
     for lost in every_lost_job(store, queue):
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from pipelines.provenance import credentials
@@ -12,6 +13,7 @@ from pipelines.provenance.verify import verify
 from worker.backends import open_store
 from worker.cli.output import EXIT_OK, EXIT_PROBLEM, print_json, printable
 from worker.config import Settings
+from worker.encryption.envelope import MasterKey
 from worker.errors import ConfigError, IntegrityError, NotFound
 from worker.processing import signing
 
@@ -55,12 +57,12 @@ def register(command) -> None:
     k.set_defaults(handler=cmd_keys)
 
 
-def _stored_original(settings: Settings):
+def _stored_original(settings: Settings, key: Callable[[], MasterKey | None]):
     """A check of the original in the configured store, when it holds the one a file names (else None)."""
     def check(sha256: str) -> tuple[bool, str] | None:
         if not settings.store_root.is_dir():
             return None  # a recipient's machine, with no store: nothing is created by looking
-        store = open_store(settings)
+        store = open_store(settings, key())
         try:
             store.evidence(sha256)
         except NotFound:
@@ -81,7 +83,7 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
             from None
     if args.original is not None and not args.original.is_file():
         raise ValueError(f"--original {args.original} is not a readable file")
-    report = verify(args.file, anchors, args.original, _stored_original(settings))
+    report = verify(args.file, anchors, args.original, _stored_original(settings, args.master_key))
     if args.json:
         print_json(report)
     else:
@@ -134,10 +136,10 @@ def _init_storage_key(settings: Settings, args: argparse.Namespace) -> int:
 
 def _rotate_storage_key(settings: Settings, args: argparse.Namespace) -> int:
     from worker.backends.local.rotation import rotate
-    from worker.encryption import keys, master
+    from worker.encryption import keys
     from worker.processing.staff import Roster, RosterError
 
-    old = master.load(settings)
+    old = args.master_key()
     if old is None:
         raise ConfigError("[encryption] is off: there is no key to rotate")
     new = keys.from_key_file(args.new_key_file)

@@ -15,7 +15,6 @@ from pipelines.redact.spec import STAFF_MODEL
 from worker.cli.output import EXIT_OK, print_json, printable
 from worker.cli.wiring import models as registry
 from worker.config import Settings
-from worker.encryption import master
 from worker.fs.workdirs import private_workdir
 from worker.intake.ingest import readable_name
 from worker.processing.staff import Roster
@@ -92,7 +91,7 @@ def cmd_redact(settings: Settings, args: argparse.Namespace) -> int:
         context = StepContext(
             evidence_id="", original=original, workdir=Path(work), params=step_params,
             facts={"probe": facts}, tools=settings.tools, models=registry(settings), progress=progress,
-            staff=Roster(settings.home, master.load(settings)).embeddings() if step_params["policy"] == "staff"
+            staff=Roster(settings.home, args.master_key()).embeddings() if step_params["policy"] == "staff"
             else (),
         )
         result = redact_file(context, Path(work) / "redacted.mp4")
@@ -133,7 +132,7 @@ def _publish(source: Path, target: Path) -> None:
 
 
 def cmd_staff(settings: Settings, args: argparse.Namespace) -> int:
-    roster = Roster(settings.home, master.load(settings))
+    roster = Roster(settings.home, args.master_key())
     if args.action == "enroll":
         models = registry(settings)
         detector = models.load("yunet-2023mar").path / "model.onnx"

@@ -46,14 +46,14 @@ def _names(settings: Settings, only: str | None) -> list[str]:
 
 
 def cmd_replicate(settings: Settings, args: argparse.Namespace) -> int:
-    store = open_store(settings)
+    store = open_store(settings, args.master_key())
     ids = store.evidence_ids()
     report: dict[str, dict[str, Any]] = {}
     replicas = {}
     for name in _names(settings, args.replica):
         report[name] = {"items": len(ids), "behind": [], "copied": [], "failed": [], "problems": []}
         try:
-            replicas[name] = opened(open_replica(settings, name))
+            replicas[name] = opened(open_replica(settings, name, args.master_key()))
         except EvidenceError as exc:
             report[name]["unreachable"] = str(exc)
     logged: set[str] = set()
@@ -133,8 +133,8 @@ def _print(report: dict[str, Any], status: bool) -> None:
 
 
 def cmd_restore(settings: Settings, args: argparse.Namespace) -> int:
-    replica = open_replica(settings, args.source)
-    store = open_store(settings)
+    replica = open_replica(settings, args.source, args.master_key())
+    store = open_store(settings, args.master_key())
     with progress_bar(None, f"restore from {args.source}") as bar:
         restored, failed = restore(replica, store, args.source, actor=settings.actor, work=settings.work_dir,
                                    progress=bar)

@@ -9,7 +9,7 @@ from pathlib import Path
 from models.registry import Registry
 from worker.backends import open_queue, open_replica, open_store, open_uploads
 from worker.config import Settings
-from worker.encryption import master
+from worker.encryption.envelope import MasterKey
 from worker.intake.inbox import Inbox
 from worker.intake.ingest import ingest_handle, parse_languages
 from worker.jobs.queue import JobQueue
@@ -23,9 +23,10 @@ from worker.record.store import EvidenceStore
 log = logging.getLogger("evidence.cli")
 
 
-def store_and_queue(settings: Settings, *, read_only: bool = False) -> tuple[EvidenceStore, JobQueue]:
-    store = open_store(settings)
-    queue = open_queue(settings, read_only=read_only, sealing=store.sealing)
+def store_and_queue(settings: Settings, key: MasterKey | None, *,
+                    read_only: bool = False) -> tuple[EvidenceStore, JobQueue]:
+    store = open_store(settings, key)
+    queue = open_queue(settings, store.sealing, read_only=read_only)
     if queue.fresh and store.evidence_ids():
         log.warning("the job queue was just created, but the store already holds evidence: if an earlier queue "
                     "was lost, its jobs are queued again by the next worker start or 'evidence requeue --missing'",
@@ -57,8 +58,7 @@ def checked_models(settings: Settings) -> Registry:
     return registry
 
 
-def runner(settings: Settings, store: EvidenceStore, registry: Registry | None = None) -> Runner:
-    key = master.load(settings)   # a missing or wrong key stops the worker here, not in a run
+def runner(settings: Settings, store: EvidenceStore, key: MasterKey | None, registry: Registry | None = None) -> Runner:
     return Runner(store, work_dir=settings.work_dir, tools=settings.tools, actor=settings.actor,
                   min_free_bytes=settings.store.min_free_bytes, models=registry or models(settings),
                   staff=Roster(settings.home, key).embeddings, signing=lambda: signing.load(settings))
@@ -77,12 +77,12 @@ def inbox(settings: Settings, store: EvidenceStore, queue: JobQueue, folder: Pat
                  recheck_s=w.inbox_recheck_s, actor=settings.actor)
 
 
-def worker(settings: Settings, store: EvidenceStore, queue: JobQueue, inbox_: Inbox | None = None,
-           registry: Registry | None = None) -> Worker:
+def worker(settings: Settings, store: EvidenceStore, queue: JobQueue, key: MasterKey | None,
+           inbox_: Inbox | None = None, registry: Registry | None = None) -> Worker:
     return Worker(
-        queue, runner(settings, store, registry), visibility_timeout_s=settings.queue.visibility_timeout_s,
+        queue, runner(settings, store, key, registry), visibility_timeout_s=settings.queue.visibility_timeout_s,
         heartbeat_interval_s=settings.heartbeat_interval_s, poll_interval_s=settings.worker.poll_interval_s,
         disk_full_pause_s=settings.worker.disk_full_pause_s, inbox=inbox_, uploads=open_uploads(settings),
-        replicas=Replicas([r.name for r in settings.replicas], lambda name: open_replica(settings, name),
+        replicas=Replicas([r.name for r in settings.replicas], lambda name: open_replica(settings, name, key),
                           work=settings.work_dir, actor=settings.actor) if settings.replicas else None,
     )

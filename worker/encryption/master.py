@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import getpass
 import os
+from collections.abc import Callable
 
 from worker import aws
 from worker.config import ENV_PASSPHRASE, ENV_PASSPHRASE_FD, Settings
@@ -19,16 +20,13 @@ from worker.encryption.envelope import MasterKey
 from worker.errors import ConfigError
 
 PASSPHRASE_SALT = "passphrase.json"   # in <home>: the scrypt salt and a check value, never the key
-_loaded: dict[tuple, MasterKey | None] = {}
 
 
-def load(settings: Settings) -> MasterKey | None:
-    """The master key, or None when encryption is off (asked for once per process: a passphrase is typed once)."""
-    e = settings.encryption
-    which = (settings.home, e.key_source, e.key_file, e.kms_key_id, e.kms_region, e.kms_endpoint_url)
-    if which not in _loaded:
-        _loaded[which] = _load(settings)
-    return _loaded[which]
+def on_demand(settings: Settings) -> Callable[[], MasterKey | None]:
+    """The master key of one command, for its composition root to hand down: loaded the first time it is
+    asked for and the same key after, so a passphrase is typed once, and never by a command that opens no
+    store (status, verify, config)."""
+    return functools.cache(functools.partial(load, settings))
 
 
 @functools.lru_cache(maxsize=1)   # a descriptor is read once, and closed
@@ -49,7 +47,8 @@ def _given_passphrase() -> str | None:
         raise ConfigError(f"{ENV_PASSPHRASE_FD}={fd}: the passphrase cannot be read ({exc.strerror})") from None
 
 
-def _load(settings: Settings) -> MasterKey | None:
+def load(settings: Settings) -> MasterKey | None:
+    """The master key the [encryption] settings name, or None when encryption is off."""
     e = settings.encryption
     try:
         if e.key_source == "none":

@@ -5,9 +5,26 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 QUEUED, LEASED, DONE, DEAD = "queued", "leased", "done", "dead"
+
+
+class JobKind(Enum):
+    """What a job does. Its value is the name queues store in the job's pipeline field, which pipelines
+    therefore cannot take (pipelines.registry refuses them)."""
+
+    RUN = "run"                # run the pipeline the job names for one item
+    REPLICATE = "replicate"    # copy one item to the replica params["replica"] names
+    UPLOAD = "upload"          # store an object uploaded to S3 (params: bucket, key, version), then run intake
+
+    @classmethod
+    def of(cls, pipeline: str) -> JobKind:
+        return cls(pipeline) if pipeline in _OWN_JOBS else cls.RUN
+
+
+_OWN_JOBS = {JobKind.REPLICATE.value, JobKind.UPLOAD.value}
 
 
 @dataclass(frozen=True)
@@ -24,6 +41,10 @@ class Job:
     last_error: str | None = None
     created_at: float = 0.0
     updated_at: float = 0.0
+
+    @property
+    def kind(self) -> JobKind:
+        return JobKind.of(self.pipeline)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -28,14 +28,14 @@ from typing import Any
 from worker.encryption.envelope import DecryptionError
 from worker.errors import CustodyError, EvidenceError, IntegrityError, JobError, NotFound
 from worker.fs.workdirs import private_workdir
-from worker.jobs.queue import Job, JobQueue
+from worker.jobs.queue import Job, JobKind, JobQueue
 from worker.progress import SILENT, Progress
 from worker.record import custody
 from worker.record.store import EVIDENCE_ID, EvidenceStore
 
 log = logging.getLogger("evidence.replication")
 
-REPLICATE = "replicate"   # the queue's name for replication jobs (params: {"replica": name})
+REPLICATE = JobKind.REPLICATE.value   # what a replication job names as its pipeline
 
 
 class ReplicaUnavailable(EvidenceError):

@@ -18,14 +18,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import BinaryIO
 
-from worker.backends.sqs import UPLOAD
 from worker.errors import CustodyError, JobError, QueueUnavailable
 from worker.fs.space import DiskFull, is_disk_full
 from worker.intake.inbox import Inbox
 from worker.intake.ingest import ingest_handle
-from worker.jobs.queue import DEAD, Job, JobQueue
+from worker.jobs.queue import DEAD, Job, JobKind, JobQueue
 from worker.jobs.requeue import every_lost_job, requeue
-from worker.processing.replication import REPLICATE, Replicas
+from worker.processing.replication import Replicas
 from worker.processing.runner import Outcome, Runner, describe, is_retryable
 
 log = logging.getLogger("evidence.worker")
@@ -201,7 +200,7 @@ class Worker:
 
     def _replicate_later(self, evidence_id: str, job: Job | None = None) -> None:
         """Queue replication of an item this worker just changed (never after a replication job itself)."""
-        if self.replicas is None or (job is not None and job.pipeline in (REPLICATE, UPLOAD)):
+        if self.replicas is None or (job is not None and job.kind is not JobKind.RUN):
             return
         try:
             self.replicas.queue_for(self.queue, evidence_id)
@@ -217,9 +216,9 @@ class Worker:
         self.disk_full = False
         try:
             self._abortable = True
-            if job.pipeline == UPLOAD:
+            if job.kind is JobKind.UPLOAD:
                 outcome = self._ingest_upload(job)
-            elif job.pipeline == REPLICATE:
+            elif job.kind is JobKind.REPLICATE:
                 outcome = self._replicate(job)
             else:
                 outcome = self.runner.run(job, heartbeat.lost, protect=self.protected)
