@@ -17,6 +17,15 @@ from worker.backends.sqlite import SqliteQueue
 from worker.config import Settings, load_settings
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that starts or reaches the loopback AWS server is marked ``aws`` (-m "not aws" leaves
+    them out where moto cannot run)."""
+    for item in items:
+        kinds = [str(v) for v in getattr(getattr(item, "callspec", None), "params", {}).values()]
+        if "aws_endpoint" in getattr(item, "fixturenames", ()) or any(k.startswith(("s3", "sqs")) for k in kinds):
+            item.add_marker(pytest.mark.aws)
+
+
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

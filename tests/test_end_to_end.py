@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 from support import SAMPLE_VIDEO, Cli, ffmpeg
 
 from worker.record import custody
@@ -16,6 +17,7 @@ def custody_events(cli: Cli, evidence_id: str) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_ingest_worker_show_audit(cli: Cli):
     ingested = cli.json("ingest", SAMPLE_VIDEO, "--case", "C-17", "--collected-by", "team 2",
                         "--languages", "ru,ce", "--note", "interview 1")
@@ -72,6 +74,7 @@ def test_same_file_again_is_a_logged_duplicate_and_changes_no_run(cli: Cli, samp
     assert cli.json("status")["queue"]["done"] == 2
 
 
+@pytest.mark.slow
 def test_reprocess_makes_new_runs_beside_the_old_ones(cli: Cli, tiny_video: Path):
     evidence_id = cli.json("ingest", tiny_video)["ingested"][0]["evidence_id"]
     cli("worker", "--once")
@@ -150,6 +153,7 @@ def test_audit_detects_a_tampered_original_output_and_custody_log(cli: Cli, samp
     assert dead["attempts"] == 1 and "fails its SHA-256 check" in dead["reason"]
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end(cli: Cli):
     report = cli.json("demo")
     assert report["runs"][0]["status"] == "committed"

@@ -191,6 +191,7 @@ def test_the_transcript_excerpt_is_retimed_and_keeps_its_markers():
             "конец") in vtt
 
 
+@pytest.mark.slow
 def test_only_a_run_whose_masking_meets_the_release_floor_is_exported(item, cli, tmp_path):
     """A reprocess with a detection threshold of 0.95 masks far fewer faces: its own leak check fails the job;
     kept for review instead, its video may not leave."""

@@ -53,6 +53,7 @@ def fill(disk: Path, leave_bytes: int) -> Path:
     return filler
 
 
+@pytest.mark.root
 def test_an_intake_the_disk_cannot_finish_leaves_nothing_half_stored(small_disk: Path):
     store = LocalStore(small_disk / "store", min_free_bytes=0)
     data = os.urandom(40 * PAGE)
@@ -117,6 +118,7 @@ def test_a_deleted_custody_log_is_never_rebuilt(tmp_path: Path):
     store.append_custody(stored.evidence_id, custody.AUDIT_RESULT, "t", {})
 
 
+@pytest.mark.root
 def test_a_full_disk_pauses_the_worker_without_counting_attempts(small_disk: Path, tmp_path: Path):
     recording = tmp_path / "short.mp4"   # four seconds at a high bit rate: small to process, too big to copy
     ffmpeg("-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25:duration=4", "-f", "lavfi", "-i",
@@ -156,6 +158,7 @@ def test_the_free_space_message_says_what_is_needed(tmp_path: Path):
     assert "at least 0" not in message and "min_free_bytes" not in message
 
 
+@pytest.mark.root
 def test_a_run_that_fills_the_disk_by_itself_is_a_bad_file_not_an_outage(small_disk: Path, tmp_path: Path):
     """Ten minutes of sound in half a megabyte: its transcription's audio (32 kB a second) fills the 16 MB disk
     by itself. Pausing and retrying would fill it again for every other job: it is dead-lettered, once."""

@@ -130,6 +130,7 @@ def tagged_video(path: Path) -> Path:
     return path
 
 
+@pytest.mark.root
 def test_another_local_account_can_read_nothing_the_worker_keeps(tmp_path: Path):
     needs_root()
     base = Path(tempfile.mkdtemp(prefix="evidence-shared-", dir="/tmp"))
@@ -174,6 +175,7 @@ def test_watch_once_exits_1_when_the_inbox_is_refused(cli: Cli, tmp_path: Path):
     assert (inbox / "a.mp4").exists()
 
 
+@pytest.mark.root
 def test_a_home_another_account_could_have_seeded_is_refused_not_adopted(tmp_path: Path):
     needs_root()
     base = Path(tempfile.mkdtemp(prefix="evidence-seeded-", dir="/tmp"))

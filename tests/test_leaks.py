@@ -14,6 +14,7 @@ from test_redact import _leaks, decoded, labelled_boxes, masked_share, run_redac
 from pipelines.errors import MaskingLeak
 
 
+@pytest.mark.slow
 def test_the_leak_check_fails_a_weakly_masked_video_or_lists_its_faces_for_review(shared_data, tmp_path):
     """Masking at a detection threshold of 0.95 leaves most faces showing: the check, with the other detector
     family, must catch them where a person can find them, and the independent audit must confirm them.
@@ -41,6 +42,7 @@ def _overlap(a: list[int], b: list[int]) -> bool:
     return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
 
 
+@pytest.mark.slow
 def test_faces_of_about_20_px_are_masked_in_4k_under_the_defaults(shared_data, tmp_path):
     """Rule: the detection scale follows the resolution, so the smallest face found is about 20 px in the
     original whatever its size. Six labelled faces, scaled to 22-26 px high, on a 3840x2160 picture."""

@@ -12,12 +12,12 @@ import uuid
 import pytest
 from support import aws_client
 
+from pipelines import registry
+from pipelines.intake import INTAKE
 from worker.backends.sqlite import SqliteQueue
 from worker.backends.sqs import SqsQueue
 from worker.encryption import keys
 from worker.encryption.sealing import PLAIN, Sealing
-from pipelines import registry
-from pipelines.intake import INTAKE
 from worker.jobs.queue import DEAD, QUEUED, JobKind, JobQueue
 from worker.processing.replication import REPLICATE
 

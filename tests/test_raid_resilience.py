@@ -43,6 +43,7 @@ def _bucket_objects(s3, bucket: str) -> dict[str, bytes]:
     return found
 
 
+@pytest.mark.slow
 def test_nothing_readable_on_a_seized_home_a_nas_or_a_bucket_and_a_restore_passes_audit(
         cli: Cli, tmp_path: Path, shared_data: Path, aws_endpoint: str, locked_bucket: str):
     video = tmp_path / "Interview-FILEMARKER7731.mp4"

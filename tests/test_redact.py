@@ -73,6 +73,7 @@ def labelled_boxes(folder: Path) -> dict[str, list[tuple[int, int, int, int]]]:
     return found
 
 
+@pytest.mark.slow
 def test_labelled_faces_are_covered(shared_data, tmp_path):
     boxes = labelled_boxes(shared_data / "faces")
     covered, total, misses = 0, 0, []
@@ -108,6 +109,7 @@ def _not_the_crest(leak: dict) -> bool:
     return not (880 <= x <= 1150 and 120 <= y <= 300 and max(w, h) < 70)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("clip", ["street-walkers-1080p.mp4", "talking-head-d0.mp4"])
 def test_no_face_is_left_for_an_independent_audit(shared_data, tmp_path, clip):
     source = shared_data / "video" / clip
@@ -123,6 +125,7 @@ def test_no_face_is_left_for_an_independent_audit(shared_data, tmp_path, clip):
     assert check["frames_checked"] >= frames / 25 / 0.2 - 1
 
 
+@pytest.mark.slow
 def test_gap_filling_covers_frames_the_detector_missed(shared_data, tmp_path, monkeypatch):
     """Six frames in a row get no detections at all; tracking must cover them from both sides."""
     seen = {"n": 0}
@@ -139,6 +142,7 @@ def test_gap_filling_covers_frames_the_detector_missed(shared_data, tmp_path, mo
     assert leaks == []
 
 
+@pytest.mark.slow
 def test_output_keeps_frames_timestamps_audio_and_drops_metadata(shared_data, tmp_path):
     tagged = tmp_path / "tagged.mp4"
     ffmpeg("-i", str(shared_data / "video" / "street-walkers-1080p.mp4"), "-c", "copy",
@@ -196,6 +200,7 @@ def test_audio_only_recording_is_skipped_with_a_note(tmp_path):
     assert result["files"] == {} and "no video stream" in result["facts"]["skipped"]
 
 
+@pytest.mark.slow
 def test_corrupt_frames_fail_the_step_instead_of_leaking(shared_data, tmp_path):
     clip = tmp_path / "long.mp4"
     ffmpeg("-stream_loop", "3", "-i", str(shared_data / "video" / "street-walkers-1080p.mp4"), "-vf",
@@ -227,6 +232,7 @@ def _side_by_side(shared_data: Path, tmp: Path) -> tuple[Path, tuple[int, int, i
     return out, face
 
 
+@pytest.mark.slow
 def test_staff_policy_masks_the_enrolled_face_only(shared_data, tmp_path, cli):
     enrol_frames = tmp_path / "enrol"
     enrol_frames.mkdir()
@@ -385,6 +391,7 @@ def test_anamorphic_video_is_masked_in_the_picture_people_see_and_keeps_its_shap
     assert audit.leaks(out, YUNET, DEFAULT_TOOLS, tmp_path, display=(512, 512)) == []
 
 
+@pytest.mark.slow
 def test_a_staff_member_after_a_cut_in_a_strangers_place_is_masked_whatever_the_frame_rate(shared_data, tmp_path,
                                                                                          cli):
     """A stranger for 96 frames, a cut to an enrolled staff member in the same place for 24, the stranger again.

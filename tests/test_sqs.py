@@ -94,6 +94,7 @@ def _custody_events(s3, bucket: str, evidence_id: str) -> list[str]:
     return [json.loads(s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read())["event"] for o in listed]
 
 
+@pytest.mark.slow
 def test_two_workers_share_the_queue_and_a_killed_one_s_job_comes_back(deployment, cli: Cli, tmp_path, tiny_video):
     env = {**deployment["env"], "EVIDENCE_QUEUE__VISIBILITY_TIMEOUT_S": "4"}
     s3, bucket = deployment["s3"], deployment["bucket"]

@@ -34,6 +34,7 @@ def text_between(transcript: dict, start: float, end: float) -> str:
     return " ".join(s["text"] for s in transcript["segments"] if s["text"] and start - 0.5 <= s["start"] < end)
 
 
+@pytest.mark.slow
 def test_russian_is_transcribed_with_a_low_word_error_rate(shared_data: Path, models: Registry, tmp_path: Path):
     placed = join(russian_set(shared_data / "speech-ru"), 1.0, tmp_path / "ru.wav")
     transcript = run(tmp_path / "ru.wav", tmp_path / "out", models)
@@ -130,6 +131,7 @@ def test_a_tampered_or_missing_model_is_refused_with_the_fix(models: Registry, t
         Registry(local={"x": {"kind": "ctc-onnx", "path": str(not_a_model)}}).load("x")
 
 
+@pytest.mark.slow
 def test_intake_transcribes_and_reuses_the_transcript_when_only_probe_changes(cli: Cli, tiny_video: Path):
     evidence_id = cli.json("ingest", tiny_video, "--languages", "ru")["ingested"][0]["evidence_id"]
     cli("worker", "--once")

@@ -170,6 +170,7 @@ def georgian_tail(tmp_path_factory, voices) -> Path:
     return folder / "tail.mp4"
 
 
+@pytest.mark.slow
 def test_a_georgian_tail_in_a_full_intake_is_left_to_a_person(cli: Cli, georgian_tail: Path):
     evidence_id = cli.json("ingest", georgian_tail, "--languages", "ru")["ingested"][0]["evidence_id"]
     cli("worker", "--once")

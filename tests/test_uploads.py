@@ -167,6 +167,7 @@ def _as(uid: int) -> list[str]:
     return ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
 
 
+@pytest.mark.root
 @pytest.mark.parametrize("pause_s, quiet_s", [(2.5, 5.0), (3.0, 1.0)])
 def test_another_accounts_paused_upload_is_never_left_stored_truncated(pause_s: float, quiet_s: float):
     """The watcher, not root, cannot see another account's writer: it waits the quiet period, and a file
@@ -229,6 +230,7 @@ def test_a_moved_upload_that_grows_is_caught_by_a_restarted_watcher(tmp_path: Pa
     assert oct((tmp_path / "inbox" / ".ingested" / ".moved.json").stat().st_mode)[-3:] == "600"
 
 
+@pytest.mark.root
 def test_watch_once_takes_another_accounts_old_file_and_reports_what_it_leaves():
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         pytest.skip("needs root and setpriv to run the watcher and the uploader as two other accounts")
