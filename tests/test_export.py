@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
+import struct
 import subprocess
 import sys
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -17,8 +20,8 @@ from pipelines.export.clip import Range
 from pipelines.export.excerpt import excerpt
 from pipelines.transcribe import formats
 
-EXPECTED_FILES = ["SHA256SUMS", "clip.mp4", "transcript.txt", "transcript.vtt", "trust-anchor.pem",
-                  "verification-report.html", "verification-report.json"]
+EXPECTED_FILES = ["SHA256SUMS", "clip.mp4", "custody-report.html", "custody-report.json", "transcript.txt",
+                  "transcript.vtt", "trust-anchor.pem", "verification-report.html", "verification-report.json"]
 
 
 @pytest.fixture
@@ -111,6 +114,34 @@ def test_an_exported_clip_verifies_offline_back_to_the_original(item, cli, tmp_p
                                   "-sha256"], capture_output=True, text=True, check=True).stdout.split("=")[1].strip()
     assert facts["trust_anchor_sha256"] == [fingerprint] and fingerprint.replace(":", "") in squashed.replace(":", "")
     assert exported[0]["details"]["trust_anchor_sha256"] == [fingerprint]
+    assert "SHA256SUMSistheexact-bytescheck" in squashed   # and why C2PA's own hash is not that
+    assert report["file_sha256"] == facts["clip"]["sha256"]
+    assert {"name": "exact bytes as SHA256SUMS lists", "ok": True,
+            "detail": f"the file hashes to {facts['clip']['sha256']}"} in report["checks"]
+
+    # The chain of custody travels with the clip, up to the export (logged next), and prints for a court.
+    trail = json.loads((out / "custody-report.json").read_text())
+    logged = _custody(cli, item["id"])
+    assert trail["chain_ok"] and [e["hash"] for e in trail["events"]] == [e["hash"] for e in logged[:-1]]
+    assert logged[-1]["event"] == "exported" and logged[-1]["prev"] == trail["head"]
+    printed = _print_to_pdf(out / "custody-report.html", tmp_path / "custody.pdf", tmp_path / "chromium")
+    assert printed.returncode == 0 and not re.search(r"net::ERR|Failed to load|Refused to", printed.stderr)
+    pages = re.sub(r"\s+", "", unicodedata.normalize("NFKC", "".join(   # NFKC: a font's "ff" ligature is ff
+        page.extract_text() for page in PdfReader(tmp_path / "custody.pdf").pages)))
+    assert "Chainofcustody" in pages and "INTACT" in pages and "NOTINTACT" not in pages
+    assert all(e["hash"] in pages and e["event"].replace(" ", "") in pages for e in trail["events"])
+
+    # Bytes added where C2PA's hash may not look (a free box after the last one): whatever that hash says, the
+    # exact-bytes check fails, and with it the file.
+    with open(out / "clip.mp4", "ab") as clip:
+        clip.write(struct.pack(">I4s", 26, b"free") + b"any hidden payload")
+    padded = cli("verify", out / "clip.mp4", "--trust-anchors", out / "trust-anchor.pem", "--json", check=False)
+    checks = {c["name"]: c["ok"] for c in json.loads(padded.stdout)["checks"]}
+    assert padded.returncode == 1 and checks["exact bytes as SHA256SUMS lists"] is False
+    assert checks["signature valid"]   # the manifest itself is untouched
+    shown = cli("verify", out / "clip.mp4", "--trust-anchors", out / "trust-anchor.pem", check=False).stdout
+    assert "FAIL exact bytes as SHA256SUMS lists" in shown and "NOT VERIFIED" in shown
+    assert f"file SHA-256 {hashlib.sha256((out / 'clip.mp4').read_bytes()).hexdigest()}" in shown
 
 
 def test_an_unmasked_export_needs_a_named_authorisation_and_is_logged(item, cli, tmp_path):
@@ -215,3 +246,31 @@ def test_only_a_run_whose_masking_meets_the_release_floor_is_exported(item, cli,
     assert facts["source"]["run_id"] == item["run"]["run_id"] != weak
     stricter = cli(*asks, "--out", tmp_path / "floor", check=False, EVIDENCE_RELEASE__MAX_MIN_SCORE="0.1")
     assert stricter.returncode == 2 and "nor may any of its 2 masked runs" in stricter.stderr
+
+
+def test_custody_show_lists_every_event_in_order_and_catches_an_edited_one(item, cli, tmp_path):
+    evidence_id = item["id"]
+    logged = _custody(cli, evidence_id)
+    shown = cli.json("custody", "show", evidence_id[:8], "--json")
+    assert shown["chain_ok"] and shown["count"] == len(logged) and shown["head"] == logged[-1]["hash"]
+    assert [(e["seq"], e["event"], e["hash"]) for e in shown["events"]] == \
+        [(n, e["event"], e["hash"]) for n, e in enumerate(logged)]
+    text = cli("custody", "show", evidence_id).stdout.splitlines()
+    assert len(text) == len(logged) + 1 and text[-1].startswith(f"chain verifies: {len(logged)} events")
+    page = tmp_path / "custody.html"
+    cli("custody", "show", evidence_id, "--html", page)
+    assert page.stat().st_mode & 0o777 == 0o600 and "INTACT" in page.read_text()
+    again = cli("custody", "show", evidence_id, "--html", page, check=False)
+    assert again.returncode == 2 and "already exists" in again.stderr
+
+    # Someone edits who did an earlier event: the chain no longer verifies, and both forms say so.
+    log = cli.home / "store" / evidence_id / "custody.jsonl"
+    log.parent.chmod(0o700)
+    log.chmod(0o600)
+    lines = log.read_text().splitlines()
+    first = json.loads(lines[0])
+    lines[0] = json.dumps({**first, "actor": "someone else"}, separators=(",", ":"), sort_keys=True)
+    log.write_text("\n".join(lines) + "\n")
+    broken = cli("custody", "show", evidence_id, "--html", tmp_path / "broken.html", check=False)
+    assert broken.returncode == 1 and "CHAIN BROKEN" in broken.stdout
+    assert "NOT INTACT" in (tmp_path / "broken.html").read_text()

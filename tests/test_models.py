@@ -7,12 +7,17 @@ import json
 import os
 import shutil
 import stat
+import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
 from support import Cli
 
 from models.registry import STAMP_SUFFIX, ModelDamaged, Registry
+
+YUNET = Path(__file__).resolve().parents[1] / "models" / "bundled" / "yunet-2023mar" / "model.onnx"
+NOBODY = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--")
 
 
 @pytest.fixture
@@ -89,3 +94,29 @@ def test_a_link_planted_as_the_stamp_is_neither_followed_nor_written_through(cac
     Registry(cache).load("centerface")
     assert target.read_text() == "keep me"
     assert not (cache / f"centerface{STAMP_SUFFIX}").is_symlink()
+
+
+def test_a_cache_made_by_one_account_is_readable_by_the_service_account(cli: Cli):
+    """An image bakes its models in as root; the worker runs as another account and must read them (and
+    only read them), whatever the umask the installing command ran under (its own is 077)."""
+    base = Path(tempfile.mkdtemp(prefix="evidence-models-", dir="/tmp"))
+    try:
+        base.chmod(0o755)
+        source, cache = base / "yunet", base / "opt" / "evidence-models"
+        source.mkdir()
+        (base / "opt").mkdir(mode=0o755)   # as in an image: the folder above is there, open to all
+        shutil.copy(YUNET, source / "model.onnx")
+        env = {"EVIDENCE_MODELS__DIR": str(cache)}
+        cli.json("models", "install", "yunet-copy", "--from", source, "--kind", "face-detector", **env)
+        assert stat.S_IMODE(cache.stat().st_mode) == 0o755
+        files = [p for p in cache.rglob("*") if p.is_file()]
+        assert files and all(stat.S_IMODE(p.stat().st_mode) == 0o444 for p in files)
+        if os.geteuid() != 0 or shutil.which("setpriv") is None:
+            pytest.skip("the modes are right; reading them as a second account needs root and setpriv")
+        model = next(p for p in files if p.name == "model.onnx")
+        read = subprocess.run([*NOBODY, "sha256sum", str(model)], capture_output=True, text=True, timeout=60)
+        assert read.returncode == 0, read.stderr
+        write = subprocess.run([*NOBODY, "touch", str(model)], capture_output=True, text=True, timeout=60)
+        assert write.returncode != 0, "the service account must not be able to change a baked-in model"
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

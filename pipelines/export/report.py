@@ -1,46 +1,21 @@
-"""The verification report that travels with an exported clip, for a lawyer and for a machine.
-
-The HTML is one file with nothing outside it (no scripts, fonts, images or
-links to fetch), so it opens the same offline, in ten years, and prints.
-Every value from the evidence is escaped: a case name or a recipient is
-text, never markup.
-"""
+"""The verification report that travels with an exported clip, for a lawyer and for a machine
+(one self-contained page: pipelines.export.page)."""
 
 from __future__ import annotations
 
-import html
 import json
 from collections.abc import Mapping
 from typing import Any
+
+from pipelines.export.page import document
+from pipelines.export.page import e as _e
+from pipelines.export.page import row as _row
+from pipelines.provenance.verify import NOT_BOUND
 
 SCHEMA = "evidence-worker/export/1"
 
 _ACTIONS = {"c2pa.opened": "opened", "c2pa.edited": "edited", "c2pa.transcoded": "re-encoded",
             "c2pa.created": "created", "c2pa.redacted": "assertion removed"}
-
-_STYLE = """
-body { font-family: "DejaVu Sans", Arial, sans-serif; font-size: 11pt; line-height: 1.45; margin: 2em auto;
-       max-width: 48em; color: #111; }
-h1 { font-size: 18pt; margin-bottom: 0.2em; } h2 { font-size: 13pt; margin-top: 1.6em; border-bottom: 1px solid #999; }
-table { border-collapse: collapse; width: 100%; } td, th { border: 1px solid #bbb; padding: 0.3em 0.5em;
-       vertical-align: top; text-align: left; }
-th { background: #eee; width: 28%; } .hash, code, pre { font-family: "DejaVu Sans Mono", monospace;
-       font-size: 9pt; word-break: break-all; white-space: pre-wrap; }
-pre { background: #f4f4f4; border: 1px solid #ccc; padding: 0.5em; }
-.verdict { font-size: 13pt; font-weight: bold; padding: 0.6em; border: 2px solid; }
-.ok { color: #0a5a0a; } .fail { color: #9a0000; } .verdict.ok { border-color: #0a5a0a; }
-.verdict.fail { border-color: #9a0000; }
-.warning { color: #9a0000; font-weight: bold; }
-"""
-
-
-def _e(value: Any) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
-
-
-def _row(label: str, value: Any, *, mono: bool = False) -> str:
-    cell = f'<span class="hash">{_e(value)}</span>' if mono else _e(value)
-    return f"<tr><th>{_e(label)}</th><td>{cell}</td></tr>"
 
 
 def summary(facts: Mapping[str, Any]) -> str:
@@ -106,12 +81,7 @@ def render_html(facts: Mapping[str, Any]) -> str:
              "transcription, unverified until a person checks it against the recording: it can hold wrong words, "
              "names and numbers. In transcript.txt and transcript.vtt, everything in square brackets is a note, "
              "not speech, and each line's note says who made it.")
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'">
-<title>Verification report: {_e(clip['file'])}</title><style>{_STYLE}</style></head>
-<body>
-<h1>Verification report</h1>
+    return document(f"Verification report: {clip['file']}", f"""<h1>Verification report</h1>
 <p>Video clip <code>{_e(clip['file'])}</code>, exported {_e(exported['at'])}</p>
 <p class="verdict {'ok' if ok else 'fail'}">{_e(verdict)}</p>
 {''.join(f'<p class="warning">{_e(w)}</p>' for w in warnings)}
@@ -149,10 +119,9 @@ the exporting organisation published or gave you separately (step 1 below).</p>
 <ol>{commands}</ol>
 <h2>Files in this folder</h2>
 <table>{files}</table>
-<p>This report and its JSON twin (verification-report.json) are listed with every other file in SHA256SUMS.</p>
-<p><small>Made by {_e(facts['software']['name'])} {_e(facts['software']['version'])}.</small></p>
-</body></html>
-"""
+<p>This report and its JSON twin (verification-report.json) are listed with every other file in SHA256SUMS.
+SHA256SUMS is the exact-bytes check: {_e(NOT_BOUND)}.</p>
+<p><small>Made by {_e(facts['software']['name'])} {_e(facts['software']['version'])}.</small></p>""")
 
 
 def render_json(facts: Mapping[str, Any]) -> str:

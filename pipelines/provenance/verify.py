@@ -117,16 +117,39 @@ def _chain_check(links: list[dict[str, Any]]) -> tuple[dict[str, Any], str | Non
     return _check(name, True, f"{steps} <- parent {links[-1]['parent']!r}, original SHA-256 {sha}"), sha
 
 
+SUMS = "SHA256SUMS"   # an export bundle's list of the exact bytes of each of its files
+# What C2PA's hash of an MP4 leaves out, said wherever its result is shown.
+NOT_BOUND = ("C2PA's hash of an MP4 leaves out some boxes (free space, the file-type box), so bytes can be "
+             "added there without failing it; the file's own SHA-256, compared with the bundle's SHA256SUMS, "
+             "checks every byte")
+
+
+def listed_sha256(sums: Path, name: str) -> str | None:
+    """The SHA-256 a ``sha256sum``-style list gives for the file ``name``, or None if it lists none."""
+    for line in sums.read_text(encoding="utf-8", errors="replace").splitlines():
+        digest, _, listed = line.partition("  ")
+        if listed.lstrip("*") == name and len(digest) == 64:
+            return digest.lower()
+    return None
+
+
 def verify(path: Path, anchors_pem: str | None = None, original: Path | None = None,
-           stored_original: Callable[[str], tuple[bool, str]] | None = None) -> dict[str, Any]:
-    """The verification report: ok, trust, original_sha256, checks, actions, chain, signer.
+           stored_original: Callable[[str], tuple[bool, str]] | None = None,
+           sums: Path | None = None) -> dict[str, Any]:
+    """The verification report: ok, trust, file_sha256, original_sha256, checks, actions, chain, signer.
 
     ``stored_original`` re-checks an original the caller holds, given its
     SHA-256: (found and intact, what was found), or None when it holds none.
+    ``sums``: a SHA256SUMS list that names the file (an export bundle's): its
+    exact bytes are checked against it, which C2PA's hash does not do.
     """
-    report: dict[str, Any] = {"ok": False, "trust": "no_manifest", "original_sha256": None, "checks": [],
-                              "actions": [], "chain": [], "signer": None}
+    report: dict[str, Any] = {"ok": False, "trust": "no_manifest", "file_sha256": None, "original_sha256": None,
+                              "checks": [], "actions": [], "chain": [], "signer": None, "not_bound": NOT_BOUND}
     checks = report["checks"]
+    try:
+        report["file_sha256"] = file_sha256(path)
+    except OSError:
+        pass   # said by the manifest check below, with the reason
     try:
         with context(anchors_pem) as ctx, open(path, "rb") as stream, c2pa.Reader(MIME, stream, context=ctx) as reader:
             state = reader.get_validation_state()
@@ -160,7 +183,14 @@ def verify(path: Path, anchors_pem: str | None = None, original: Path | None = N
                                                      f"(issuer {signature.get('issuer')})"))
     binding = [c for c in codes if c.startswith("assertion.")]
     checks.append(_check("content unchanged since signing", not binding,
-                         "; ".join(binding) or "the media's hash matches the signed hash"))
+                         "; ".join(binding) or "the media's hash matches the signed hash (C2PA's hash, which "
+                                               "leaves out some boxes; the exact bytes: SHA256SUMS)"))
+    if sums is not None:
+        listed = listed_sha256(sums, path.name)
+        if listed is not None:
+            checks.append(_check(f"exact bytes as {sums.name} lists", listed == report["file_sha256"],
+                                 f"the file hashes to {report['file_sha256']}" +
+                                 ("" if listed == report["file_sha256"] else f"; {sums.name} lists {listed}")))
     trusted = state == "Trusted"
     checks.append(_check("signer trusted", trusted, "the signer chains to a given trust anchor" if trusted else
                          ("no trust anchor given" if not anchors_pem else "the signer does not chain to the "

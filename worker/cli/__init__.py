@@ -12,7 +12,7 @@ from pipelines import registry as pipelines
 from pipelines.errors import StepError
 from pipelines.pipeline import ParameterError
 from worker import __version__
-from worker.cli import admin, export, items, jobs, models, provenance, redact, replicas, transcribe
+from worker.cli import admin, custody, export, items, jobs, models, provenance, redact, replicas, transcribe
 from worker.cli.output import EXIT_BROKEN_PIPE, EXIT_NOT_FOUND, EXIT_PROBLEM, EXIT_USAGE, printable
 from worker.config import load_settings
 from worker.encryption import master
@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         return commands.add_parser(name, help=help_text, description=description or help_text,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
 
-    for family in (items, jobs, transcribe, redact, provenance, export, models, replicas, admin):
+    for family in (items, custody, jobs, transcribe, redact, provenance, export, models, replicas, admin):
         family.register(command)
     return parser
 

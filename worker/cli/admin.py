@@ -1,4 +1,4 @@
-"""Commands for the archive as a whole: audit, custody, config, demo."""
+"""Commands for the archive as a whole: audit, config, admin, demo."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from worker.cli import wiring
 from worker.cli.items import describe_item, print_item
 from worker.cli.output import EXIT_OK, EXIT_PROBLEM, print_json, printable
 from worker.config import EncryptionSettings, Settings
-from worker.errors import JobError, QueueUnavailable
+from worker.errors import QueueUnavailable
 from worker.fs.permissions import exposed
 from worker.intake.ingest import ingest
 from worker.operations.audit import audit_store
@@ -27,16 +27,6 @@ def register(command) -> None:
                 "logged in each item's chain; nothing is repaired. Exit 1 on any problem.")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_audit)
-
-    p = command("custody", "acknowledge damage to a custody log, after a person has looked",
-                "A custody log whose last event was cut or edited, with no interrupted write of this\n"
-                "software to explain it, refuses further events until a person looks at it. 'acknowledge'\n"
-                "records who looked and why in the chain itself; the damaged bytes are kept as they are.")
-    p.add_argument("action", choices=["acknowledge"])
-    p.add_argument("evidence_id", metavar="ID")
-    p.add_argument("--reason", required=True, help="what was found and why it is acceptable to go on")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(handler=cmd_custody)
 
     p = command("config", "settings")
     p.add_argument("action", choices=["show"], help="show: the effective settings, secrets redacted")
@@ -105,22 +95,6 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
         print(f"audit: {len(items)} items, {problems} with problems"
               + (f"; {len(found['problems'])} store problems" if found["problems"] else ""))
     return EXIT_OK if ok else EXIT_PROBLEM
-
-
-def cmd_custody(settings: Settings, args: argparse.Namespace) -> int:
-    store = open_store(settings, args.master_key())
-    evidence_id = store.resolve(args.evidence_id)
-    if not args.reason.strip():
-        raise JobError("--reason must say what was found")
-    event = store.acknowledge_custody_damage(evidence_id, settings.actor, args.reason.strip())
-    if args.json:
-        print_json(event)
-    else:
-        kept = "the log was missing; a new chain starts with" if event["details"].get("log_missing") else \
-            "the damaged bytes stay in the log, followed by"
-        print(f"acknowledged by {printable(settings.actor)}: {kept} this acknowledgement (custody event"
-              f" {event['seq']}); events are appended again")
-    return EXIT_OK
 
 
 def cmd_admin(settings: Settings, args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pipelines.provenance import credentials
-from pipelines.provenance.verify import verify
+from pipelines.provenance.verify import NOT_BOUND, SUMS, verify
 from worker.backends import open_store
 from worker.cli.output import EXIT_OK, EXIT_PROBLEM, print_json, printable
 from worker.config import Settings
@@ -83,10 +83,13 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
             from None
     if args.original is not None and not args.original.is_file():
         raise ValueError(f"--original {args.original} is not a readable file")
-    report = verify(args.file, anchors, args.original, _stored_original(settings, args.master_key))
+    beside = args.file.parent / SUMS   # an export bundle's: its list of every file's exact bytes
+    sums = beside if beside.is_file() and not beside.is_symlink() else None
+    report = verify(args.file, anchors, args.original, _stored_original(settings, args.master_key), sums)
     if args.json:
         print_json(report)
     else:
+        print(f"     file SHA-256 {report['file_sha256'] or '(unreadable)'}")
         for check in report["checks"]:
             print(f"{'ok  ' if check['ok'] else 'FAIL'} {check['name']}: {printable(check['detail'])}")
         for link in report["chain"]:
@@ -98,6 +101,8 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
         signer = report.get("signer") or {}
         if credentials.TEST_MARK in str(signer.get("issuer")):
             print("     NOTE: signed with a TEST CA, not for production")
+        if sums is None and report["file_sha256"]:
+            print(f"     NOTE: {NOT_BOUND}")
         print(f"{'verified' if report['ok'] else 'NOT VERIFIED'} ({report['trust']})")
     return EXIT_OK if report["ok"] else EXIT_PROBLEM
 

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives import hashes
 
 from models.registry import file_sha256
 from pipelines.export import clip, excerpt, report
+from pipelines.export import custody as custody_page
 from pipelines.pipeline import Tools
 from pipelines.provenance import manifest
 from pipelines.provenance.credentials import Credentials
@@ -40,6 +41,7 @@ from worker.fs.directory import Directory
 from worker.fs.workdirs import private_workdir
 from worker.labels import check_label
 from worker.operations import release
+from worker.operations.custody_report import custody_report
 from worker.record import custody, verified
 from worker.record.store import EvidenceStore
 from worker.record.timestamps import utc_now
@@ -296,8 +298,15 @@ def _make(store: EvidenceStore, request: Request, record: Mapping[str, Any], cha
         if not checked["ok"]:
             failed = "; ".join(f"{c['name']}: {c['detail']}" for c in checked["checks"] if not c["ok"])
             raise IntegrityError(f"the signed clip fails verification ({failed}); nothing was exported")
+        # The chain of custody up to this export (whose own event is logged next, naming this bundle's report).
+        trail = custody_report(store, evidence_id)
+        if not trail["chain_ok"]:
+            raise IntegrityError(f"the custody log fails its checks ({'; '.join(trail['problems'])}); nothing "
+                                 "was exported")
         documents = {"verification-report.html": report.render_html(facts).encode("utf-8"),
-                     "verification-report.json": report.render_json(facts).encode("utf-8")}
+                     "verification-report.json": report.render_json(facts).encode("utf-8"),
+                     "custody-report.html": custody_page.render_html(trail).encode("utf-8"),
+                     "custody-report.json": custody_page.render_json(trail).encode("utf-8")}
         _write_folder(request.out, files, sums, documents)
     return facts, hashlib.sha256(documents["verification-report.json"]).hexdigest()
 
