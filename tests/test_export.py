@@ -262,6 +262,8 @@ def test_custody_show_lists_every_event_in_order_and_catches_an_edited_one(item,
     assert page.stat().st_mode & 0o777 == 0o600 and "INTACT" in page.read_text()
     again = cli("custody", "show", evidence_id, "--html", page, check=False)
     assert again.returncode == 2 and "already exists" in again.stderr
+    nowhere = cli("custody", "show", evidence_id, "--html", tmp_path / "no-such-folder" / "c.html", check=False)
+    assert nowhere.returncode == 2 and "no-such-folder" in nowhere.stderr and "Traceback" not in nowhere.stderr
 
     # Someone edits who did an earlier event: the chain no longer verifies, and both forms say so.
     log = cli.home / "store" / evidence_id / "custody.jsonl"

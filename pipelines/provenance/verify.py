@@ -12,6 +12,7 @@ manifest is broken, so every link's recorded validation is read here.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -125,8 +126,14 @@ NOT_BOUND = ("C2PA's hash of an MP4 leaves out some boxes (free space, the file-
 
 
 def listed_sha256(sums: Path, name: str) -> str | None:
-    """The SHA-256 a ``sha256sum``-style list gives for the file ``name``, or None if it lists none."""
-    for line in sums.read_text(encoding="utf-8", errors="replace").splitlines():
+    """The SHA-256 a ``sha256sum``-style list gives for the file ``name``, or None if it lists none (or the
+    list is a link, or unreadable). Only its first MiB is read: a bundle's list is a few lines."""
+    try:
+        with os.fdopen(os.open(sums, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb") as handle:
+            text = handle.read(2**20).decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
         digest, _, listed = line.partition("  ")
         if listed.lstrip("*") == name and len(digest) == 64:
             return digest.lower()

@@ -39,8 +39,11 @@ def cmd_custody(settings: Settings, args: argparse.Namespace) -> int:
         return _acknowledge(store, evidence_id, settings, args)
     report = custody_report(store, evidence_id)
     if args.html is not None:
-        with Directory.open(args.html.parent) as folder, folder.open_file(args.html.name, "wb") as page:
-            page.write(custody_page.render_html(report).encode("utf-8"))
+        try:
+            with Directory.open(args.html.parent) as folder, folder.open_file(args.html.name, "wb") as page:
+                page.write(custody_page.render_html(report).encode("utf-8"))
+        except (FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+            raise ValueError(f"--html {args.html}: {exc.strerror} ({exc.filename}); nothing was written") from None
     if args.json:
         print_json(report)
     else:

@@ -84,7 +84,7 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     if args.original is not None and not args.original.is_file():
         raise ValueError(f"--original {args.original} is not a readable file")
     beside = args.file.parent / SUMS   # an export bundle's: its list of every file's exact bytes
-    sums = beside if beside.is_file() and not beside.is_symlink() else None
+    sums = beside if beside.is_file() else None   # a link is not followed (verify opens it O_NOFOLLOW)
     report = verify(args.file, anchors, args.original, _stored_original(settings, args.master_key), sums)
     if args.json:
         print_json(report)
