@@ -298,7 +298,8 @@ def _make(store: EvidenceStore, request: Request, record: Mapping[str, Any], cha
         if not checked["ok"]:
             failed = "; ".join(f"{c['name']}: {c['detail']}" for c in checked["checks"] if not c["ok"])
             raise IntegrityError(f"the signed clip fails verification ({failed}); nothing was exported")
-        # The chain of custody up to this export (whose own event is logged next, naming this bundle's report).
+        # The chain of custody up to this export, whose own event is logged next. Read again, not reused from
+        # the start: an unredacted export's authorisation, logged since, belongs in it.
         trail = custody_report(store, evidence_id)
         if not trail["chain_ok"]:
             raise IntegrityError(f"the custody log fails its checks ({'; '.join(trail['problems'])}); nothing "
