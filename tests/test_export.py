@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import struct
 import subprocess
 import sys
@@ -276,3 +277,16 @@ def test_custody_show_lists_every_event_in_order_and_catches_an_edited_one(item,
     broken = cli("custody", "show", evidence_id, "--html", tmp_path / "broken.html", check=False)
     assert broken.returncode == 1 and "CHAIN BROKEN" in broken.stdout
     assert "NOT INTACT" in (tmp_path / "broken.html").read_text()
+
+
+def test_a_home_that_lost_its_signing_folder_is_told_how_to_export_again(item, cli, tmp_path):
+    """A restored or moved home makes a new trial CA: the old masked videos no longer chain to it. Export
+    refuses with what to do, and does it once the old signing folder is back."""
+    shutil.move(cli.home / "signing", tmp_path / "escrowed-signing")
+    asks = ["export", item["id"], "--from", "00:00:01", "--to", "00:00:02", "--recipient", "Court"]
+    refused = cli(*asks, "--out", tmp_path / "refused", check=False)
+    assert refused.returncode == 1 and "signer trusted" in refused.stderr and "signing/ folder" in refused.stderr
+    assert not (tmp_path / "refused").exists()
+    shutil.rmtree(cli.home / "signing")                       # the new trial CA the failed export made
+    shutil.move(tmp_path / "escrowed-signing", cli.home / "signing")
+    assert cli.json(*asks, "--out", tmp_path / "exported")["verification"]["ok"]

@@ -226,9 +226,14 @@ def _make(store: EvidenceStore, request: Request, record: Mapping[str, Any], cha
             source = store.fetch_output(evidence_id, run["run_id"], MASKED, work / MASKED, expected_sha256=expected)
             checked = verify(source, anchors_pem)
             if not checked["ok"] or checked["original_sha256"] != evidence_id:
-                failed = "; ".join(f"{c['name']}: {c['detail']}" for c in checked["checks"] if not c["ok"])
+                failing = [c for c in checked["checks"] if not c["ok"]]
+                failed = "; ".join(f"{c['name']}: {c['detail']}" for c in failing)
+                # Only the trust failing is what a home that lost its signing folder sees (a restore, a move).
+                fix = ("; it was signed by a CA this home does not trust: put the old home's signing/ folder "
+                       "back (keep it in escrow with the master key), or set [signing] trust_anchors to the CA "
+                       "that signed it" if [c["name"] for c in failing] == ["signer trusted"] else "")
                 raise IntegrityError(f"the masked video of run {run['run_id']} fails its own verification "
-                                     f"({failed or 'it names another original'}); nothing was exported")
+                                     f"({failed or 'it names another original'}){fix}; nothing was exported")
             parent_title, parent_mime = MASKED, manifest.MIME
         span = clip.check_range(request.start, request.end, clip.duration(source, tools))
         params = (run or {}).get("params") or {}
