@@ -31,6 +31,11 @@ class NoSpace(StepError):
     """A media tool could not write: the disk is full. An outage, retried once space is freed."""
 
 
+class ServiceDown(StepError):
+    """A service the step must use did not answer (a time-stamp authority): an outage, not a bad file. The
+    job goes back to the queue without counting the attempt, and the worker pauses, as on a full disk."""
+
+
 class MaskingLeak(StepError):
     """The masked video still shows a face (the leak check found it): the same settings give the same video."""
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from support import SAMPLE_VIDEO, SHARED_DATA, Cli, aws_client, evidence_env, ffmpeg
+from tsa import TimeStampAuthority
 
 from worker.backends.local import LocalStore
 from worker.backends.sqlite import SqliteQueue
@@ -120,3 +121,13 @@ def locked_bucket(aws_endpoint: str) -> str:
     aws_client("s3", aws_endpoint).create_bucket(
         Bucket=name, CreateBucketConfiguration={"LocationConstraint": "eu-central-1"}, ObjectLockEnabledForBucket=True)
     return name
+
+
+@pytest.fixture
+def tsa(tmp_path: Path) -> Iterator[TimeStampAuthority]:
+    """A real RFC 3161 time-stamp authority on loopback (OpenSSL's ``ts -reply``), with its own root."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed (apt-get install openssl)")
+    authority = TimeStampAuthority(tmp_path / "tsa")
+    yield authority
+    authority.close()

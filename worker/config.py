@@ -138,7 +138,10 @@ class SigningSettings(_Section):
     kms_key_id: str | None = Field(None, description="an AWS KMS asymmetric key instead of private_key")
     kms_region: str | None = Field(None, description="KMS region (else the standard AWS chain's)")
     kms_endpoint_url: str | None = Field(None, description="a KMS-compatible endpoint instead of AWS's")
-    timestamp_url: str | None = Field(None, description="RFC 3161 time-stamp authority, asked at each signature")
+    timestamp_url: str | None = Field(None, description="RFC 3161 time-stamp authority, asked at each signature "
+                                                        "and for each custody head")
+    timestamp_anchors: Path | None = Field(None, description="PEM roots of that authority, trusted for its "
+                                                             "time-stamps (and, by C2PA, as signers' anchors)")
     trust_anchors: Path | None = Field(None, description="PEM certificates 'evidence verify' trusts")
 
 

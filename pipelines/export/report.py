@@ -41,9 +41,14 @@ def _processing(chain: list[Mapping[str, Any]]) -> str:
                  for a in link.get("actions") or [] if a.get("action") != "c2pa.opened"]
         done = "; ".join(steps) or "opened"
         trust = "a trusted signer" if link.get("trusted") else "a signer NOT trusted by the anchor"
+        stamp = link.get("stamp") or {}
+        when = (f"Time-stamped {stamp['time']} by {stamp.get('authority')}: the signature is checked at that "
+                "time, so it still verifies after the certificate expires." if stamp.get("time") else
+                "Not time-stamped: the signature verifies only while the signing certificate is valid (until "
+                f"{stamp.get('certificate_valid_until')}).")
         items.append(f"<li><strong>{_e(link.get('title'))}</strong>, made from {_e(link.get('parent'))}: "
                      f"{_e(done)}. Signed by {_e(link.get('signer'))} (issuer {_e(link.get('issuer'))}), "
-                     f"{_e(trust)}.</li>")
+                     f"{_e(trust)}. {_e(when)}</li>")
     return "<ol>" + "".join(items) + "</ol>"
 
 

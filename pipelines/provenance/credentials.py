@@ -127,7 +127,8 @@ def test_ca_paths(folder: Path) -> dict[str, Path]:
     return {"ca": folder / "ca.pem", "chain": folder / "signer-chain.pem", "key": folder / "signer-key.pem"}
 
 
-def make_test_ca(folder: Path, signer_public_key=None) -> dict[str, Path]:
+def make_test_ca(folder: Path, signer_public_key=None, signer_valid_for: dt.timedelta = dt.timedelta(days=730)
+                 ) -> dict[str, Path]:
     """A trial CA and an end-entity signing certificate in ``folder``: ca.pem, signer-chain.pem, signer-key.pem.
 
     With ``signer_public_key`` (a key kept elsewhere, such as in a KMS) the
@@ -147,7 +148,7 @@ def make_test_ca(folder: Path, signer_public_key=None) -> dict[str, Path]:
           .sign(ca_key, hashes.SHA256()))
     leaf = (x509.CertificateBuilder().subject_name(_name("trial signer")).issuer_name(ca.subject)
             .public_key(leaf_public).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=730))
+            .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + signer_valid_for)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False)

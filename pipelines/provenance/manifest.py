@@ -15,11 +15,17 @@ from typing import Any
 
 import c2pa
 
+from pipelines.errors import ServiceDown
 from pipelines.provenance.credentials import Credentials
 
 ASSERTION = "org.evidence-worker.evidence"   # our own reverse-domain label
 MIME = "video/mp4"
 _ALGORITHMS = {"ES256": "ES256", "PS256": "PS256", "Ed25519": "ED25519"}
+
+
+class TimestampUnavailable(ServiceDown):
+    """The time-stamp authority did not answer: nothing is signed without the stamp that was asked for (a
+    signature without one stops verifying when its certificate expires); the job waits for it."""
 
 
 def context(anchors_pem: str | None = None) -> c2pa.Context:
@@ -77,4 +83,11 @@ def sign(source: Path, target: Path, definition: Mapping[str, Any], credentials:
                                                                          _ALGORITHMS[credentials.algorithm]),
                                                credentials.chain_pem, credentials.timestamp_url)
             with signer, open(source, "rb") as reading, open(target, "xb") as writing:
-                builder.sign(signer, MIME, reading, writing)
+                try:
+                    builder.sign(signer, MIME, reading, writing)
+                except c2pa.C2paError as exc:
+                    Path(target).unlink()   # half a signed file is no file
+                    if credentials.timestamp_url and "http" in str(exc).lower():
+                        raise TimestampUnavailable(f"the time-stamp authority {credentials.timestamp_url} did "
+                                                   f"not answer ({exc}); nothing was signed") from None
+                    raise

@@ -31,11 +31,29 @@ def _check(name: str, ok: bool, detail: str) -> dict[str, Any]:
     return {"name": name, "ok": bool(ok), "detail": detail}
 
 
-def _assertions_by_manifest(reader: c2pa.Reader) -> dict[str, dict[str, Any]]:
-    """Each manifest's assertions, from the CBOR-faithful view (the JSON view mangles arrays of numbers)."""
+def _manifests(reader: c2pa.Reader) -> dict[str, dict[str, Any]]:
+    """Each manifest as the CBOR-faithful view gives it (the JSON view mangles arrays of numbers, and leaves
+    out the time-stamp)."""
     manifests = json.loads(reader.crjson()).get("manifests") or []
     entries = manifests if isinstance(manifests, list) else list(manifests.values())
-    return {str(entry.get("label")): entry.get("assertions") or {} for entry in entries if isinstance(entry, dict)}
+    return {str(entry.get("label")): entry for entry in entries if isinstance(entry, dict)}
+
+
+def _name(certificate: Any) -> str | None:
+    subject = certificate.get("subject") if isinstance(certificate, dict) else None
+    if not isinstance(subject, dict):
+        return None
+    return ", ".join(str(value) for part, value in subject.items() if part in ("CN", "O")) or None
+
+
+def _stamp(entry: dict[str, Any]) -> dict[str, Any]:
+    """When the signature was time-stamped and by which authority, or None for both; and until when the
+    signing certificate was valid (what an unstamped signature is checked against: the present)."""
+    signature = entry.get("signature") or {}
+    stamp = signature.get("timeStampInfo") or {}
+    validity = (signature.get("certificateInfo") or {}).get("validity") or {}
+    return {"time": stamp.get("timestamp"), "authority": _name(stamp.get("certificateInfo")),
+            "certificate_valid_until": validity.get("notAfter")}
 
 
 def _actions(manifest: dict[str, Any]) -> list[dict[str, Any]]:
@@ -62,7 +80,7 @@ def _codes(results: list[dict[str, Any]], kind: str) -> list[str]:
 
 def _chain(reader: c2pa.Reader, active_label: str, active_trusted: bool) -> list[dict[str, Any]]:
     """From the file's own manifest back to the first whose parent carries none (the original)."""
-    assertions = _assertions_by_manifest(reader)
+    manifests = _manifests(reader)
     deltas = (reader.get_validation_results() or {}).get("ingredientDeltas") or []
     links, label, trusted = [], active_label, active_trusted
     while label and len(links) < _MAX_LINKS and label not in {link["manifest"] for link in links}:
@@ -83,9 +101,10 @@ def _chain(reader: c2pa.Reader, active_label: str, active_trusted: bool) -> list
             parent_trusted = "signingCredential.trusted" in _codes(now or [], "success") or (
                 "signingCredential.trusted" in _codes([recorded], "success")
                 and "signingCredential.untrusted" not in _codes(now or [], "failure"))
-        evidence = assertions.get(label, {}).get(ASSERTION)
+        evidence = (manifests.get(label, {}).get("assertions") or {}).get(ASSERTION)
         links.append({"manifest": label, "title": manifest.get("title"), "trusted": trusted,
                       "signer": signature.get("common_name"), "issuer": signature.get("issuer"),
+                      "stamp": _stamp(manifests.get(label, {})),
                       "parent": parent.get("title") if parent else None,
                       "evidence": evidence if isinstance(evidence, dict) else None,
                       "actions": _actions(manifest), "problems": sorted(set(problems))})
@@ -160,6 +179,7 @@ def verify(path: Path, anchors_pem: str | None = None, original: Path | None = N
     try:
         with context(anchors_pem) as ctx, open(path, "rb") as stream, c2pa.Reader(MIME, stream, context=ctx) as reader:
             state = reader.get_validation_state()
+            results = ((reader.get_validation_results() or {}).get("activeManifest") or {})
             store = json.loads(reader.json())
             active = reader.get_active_manifest()
             links = _chain(reader, str(store.get("active_manifest")), state == "Trusted")
@@ -183,8 +203,11 @@ def verify(path: Path, anchors_pem: str | None = None, original: Path | None = N
     signature = active.get("signature_info") or {}
     report["signer"] = {"common_name": signature.get("common_name"), "issuer": signature.get("issuer"),
                         "time": signature.get("time")}
+    # Checked by the library at the stamped time, not now: what lets a signature outlive its certificate.
+    report["timestamp"] = {**links[0]["stamp"], "trusted": "timeStamp.trusted" in _codes([results], "success")}
     bad_signature = [c for c in codes if c.startswith(("claimSignature", "signingCredential.invalid",
-                                                         "signingCredential.revoked", "timeStamp"))]
+                                                         "signingCredential.revoked", "signingCredential.expired",
+                                                         "timeStamp"))]
     checks.append(_check("signature valid", not bad_signature,
                          "; ".join(bad_signature) or f"signed by {signature.get('common_name')} "
                                                      f"(issuer {signature.get('issuer')})"))
@@ -199,9 +222,14 @@ def verify(path: Path, anchors_pem: str | None = None, original: Path | None = N
                                  f"the file hashes to {report['file_sha256']}" +
                                  ("" if listed == report["file_sha256"] else f"; {sums.name} lists {listed}")))
     trusted = state == "Trusted"
-    checks.append(_check("signer trusted", trusted, "the signer chains to a given trust anchor" if trusted else
-                         ("no trust anchor given" if not anchors_pem else "the signer does not chain to the "
-                                                                         "given trust anchors")))
+    if trusted:
+        why = "the signer chains to a given trust anchor"
+    elif "signingCredential.expired" in codes:
+        why = (f"the signing certificate expired ({report['timestamp']['certificate_valid_until']}) and no "
+               "trusted time-stamp shows the signature was made before")
+    else:
+        why = "no trust anchor given" if not anchors_pem else "the signer does not chain to the given trust anchors"
+    checks.append(_check("signer trusted", trusted, why))
     report["trust"] = "trusted" if trusted else ("invalid" if state == "Invalid" else "untrusted")
     report["actions"] = links[0]["actions"]
     report["chain"] = links

@@ -90,6 +90,14 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
         print_json(report)
     else:
         print(f"     file SHA-256 {report['file_sha256'] or '(unreadable)'}")
+        stamp = report.get("timestamp")
+        if stamp and stamp["time"]:
+            print(f"     time-stamped {stamp['time']} by {printable(stamp['authority'])} "
+                  f"({'a trusted' if stamp['trusted'] else 'an UNTRUSTED'} time-stamp authority); the signature "
+                  "is checked at that time")
+        elif stamp:
+            print(f"     NOT time-stamped: the signature verifies only while its certificate is valid (until "
+                  f"{stamp['certificate_valid_until']}); configure [signing] timestamp_url")
         for check in report["checks"]:
             print(f"{'ok  ' if check['ok'] else 'FAIL'} {check['name']}: {printable(check['detail'])}")
         for link in report["chain"]:

@@ -21,7 +21,7 @@ from typing import Any
 
 from models.registry import Registry
 from pipelines import registry
-from pipelines.errors import StepError
+from pipelines.errors import ServiceDown, StepError
 from pipelines.pipeline import ParameterError, Pipeline, StepContext, Tools, run_id
 from worker import __version__
 from worker.errors import JobError, LeaseLost, NotFound
@@ -44,6 +44,12 @@ class Outcome:
     run_id: str
     committed: bool          # False: the run was already committed, nothing was done
     record: Mapping[str, Any] | None = None
+
+
+def is_outage(error: BaseException) -> bool:
+    """Something outside the job is down (the disk is full, a service does not answer): the job waits, its
+    attempt not counted, instead of being blamed for it."""
+    return is_disk_full(error) or isinstance(error, ServiceDown)
 
 
 def is_retryable(error: BaseException) -> bool:
@@ -135,7 +141,7 @@ class Runner:
         except BaseException as exc:
             if committed is not None or self.store.is_committed(job.evidence_id, rid):
                 raise  # the run is committed; a late error or stop signal changes nothing about it
-            interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit)) or is_disk_full(exc)
+            interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit)) or is_outage(exc)
             try:
                 with protect():
                     self.store.append_custody(

@@ -9,6 +9,7 @@ its start, not in the middle of a run.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from pipelines.provenance import credentials, kms
@@ -29,17 +30,18 @@ def load(settings: Settings) -> credentials.Credentials:
                 raise ConfigError("[signing] kms_key_id needs certificate_chain (the certificate issued for the "
                                   "KMS key) and no private_key")
             client = aws.client("kms", region=s.kms_region, endpoint_url=s.kms_endpoint_url)
-            return kms.credentials(s.certificate_chain, s.kms_key_id, client, anchors=s.trust_anchors,
-                                   timestamp_url=s.timestamp_url)
-        if s.certificate_chain or s.private_key:
+            made = kms.credentials(s.certificate_chain, s.kms_key_id, client, timestamp_url=s.timestamp_url)
+        elif s.certificate_chain or s.private_key:
             if not (s.certificate_chain and s.private_key):
                 raise ConfigError("[signing] needs both certificate_chain and private_key")
-            return credentials.from_files(s.certificate_chain, s.private_key, s.trust_anchors, s.timestamp_url)
-        folder = test_ca_folder(settings)
-        paths = credentials.test_ca_paths(folder)
-        if not paths["key"].exists():
-            paths = credentials.make_test_ca(folder)
-        return credentials.from_files(paths["chain"], paths["key"], s.trust_anchors or paths["ca"])
+            made = credentials.from_files(s.certificate_chain, s.private_key, timestamp_url=s.timestamp_url)
+        else:
+            folder = test_ca_folder(settings)
+            paths = credentials.test_ca_paths(folder)
+            if not paths["key"].exists():
+                paths = credentials.make_test_ca(folder)
+            made = credentials.from_files(paths["chain"], paths["key"], timestamp_url=s.timestamp_url)
+        return dataclasses.replace(made, anchors_pem=anchors(settings))
     except credentials.CredentialError as exc:
         raise ConfigError(f"[signing]: {exc}") from None
     except OSError as exc:
@@ -47,8 +49,14 @@ def load(settings: Settings) -> credentials.Credentials:
 
 
 def anchors(settings: Settings) -> str | None:
-    """The trust anchors 'verify' uses when none are given: the configured ones, or the trial CA's."""
-    if settings.signing.trust_anchors:
-        return Path(settings.signing.trust_anchors).read_text(encoding="ascii")
-    ca = test_ca_folder(settings) / "ca.pem"
-    return ca.read_text(encoding="ascii") if ca.exists() and not settings.signing.certificate_chain else None
+    """The trust anchors signing and 'verify' use when none are given: the configured ones, or the trial
+    CA's, and the time-stamp authority's roots (C2PA checks a stamp against the same anchors)."""
+    s = settings.signing
+    found = []
+    if s.trust_anchors:
+        found.append(Path(s.trust_anchors).read_text(encoding="ascii"))
+    elif not s.certificate_chain and (test_ca_folder(settings) / "ca.pem").exists():
+        found.append((test_ca_folder(settings) / "ca.pem").read_text(encoding="ascii"))
+    if s.timestamp_anchors:
+        found.append(Path(s.timestamp_anchors).read_text(encoding="ascii"))
+    return "\n".join(pem.strip() for pem in found) + "\n" if found else None

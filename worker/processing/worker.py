@@ -4,8 +4,10 @@ SIGTERM or SIGINT once: lease nothing more, finish the current job, exit 0.
 A second signal: stop the current step now and give the job back to the
 queue (the attempt is not counted); it never interrupts a store write.
 
-A full disk is an outage, not a bad file: the job goes back to the queue
-without counting the attempt and the worker pauses, then tries again.
+A full disk, or a service a step must use that does not answer (a
+time-stamp authority), is an outage, not a bad file: the job goes back to
+the queue without counting the attempt and the worker pauses, then tries
+again.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from worker.intake.ingest import ingest_handle
 from worker.jobs.queue import DEAD, Job, JobKind, JobQueue
 from worker.jobs.requeue import every_lost_job, requeue
 from worker.processing.replication import Replicas
-from worker.processing.runner import Outcome, Runner, describe, is_retryable
+from worker.processing.runner import Outcome, Runner, describe, is_outage, is_retryable
 
 log = logging.getLogger("evidence.worker")
 
@@ -75,7 +77,7 @@ class Worker:
         self.inbox = inbox
         self.uploads = uploads          # opens an uploaded object (bucket, key) that an upload job names
         self.replicas = replicas
-        self.disk_full = False          # the last job stopped on a full disk
+        self.outage: str | None = None  # why the last job was given back: a full disk, a service down
         self.dead_lettered = 0          # jobs that failed for good in this run of the worker
         self.stopping = threading.Event()
         self._signals = 0
@@ -138,11 +140,12 @@ class Worker:
                     self.stopping.wait(self.poll_interval_s)
                     continue
                 self.process(job)
-                if self.disk_full:
+                if self.outage:
                     if once:
-                        log.error("stopping: the disk is full; the job is back in the queue, no attempt counted")
+                        log.error("stopping: the job is back in the queue, no attempt counted",
+                                  extra={"reason": self.outage})
                         return 1
-                    log.warning("pausing: the disk is full", extra={"pause_s": self.disk_full_pause_s})
+                    log.warning("pausing", extra={"reason": self.outage, "pause_s": self.disk_full_pause_s})
                     self.stopping.wait(self.disk_full_pause_s)
         finally:
             self.stopping.set()
@@ -213,7 +216,7 @@ class Worker:
         log.info("job leased", extra=fields)
         heartbeat = _Heartbeat(self.queue, job, self.heartbeat_interval_s, self.visibility_timeout_s)
         heartbeat.start()
-        self.disk_full = False
+        self.outage = None
         try:
             self._abortable = True
             if job.kind is JobKind.UPLOAD:
@@ -231,9 +234,9 @@ class Worker:
         except Exception as exc:
             self._abortable = False
             reason = describe(exc)
-            if is_disk_full(exc):
-                self.disk_full = True
-                log.error("job paused: the disk is full", extra={**fields, "reason": reason})
+            if is_outage(exc):
+                self.outage = "the disk is full" if is_disk_full(exc) else reason
+                log.error("job paused", extra={**fields, "reason": self.outage})
                 try:
                     self.queue.release(job)  # an outage, not a bad file: the attempt does not count
                 except QueueUnavailable as failure:  # the queue is on the full disk too; the lease will expire
