@@ -10,13 +10,14 @@ import os
 
 import pytest
 from support import AWS_ENV, Cli, aws_client
+from tsa import TimeStampAuthority
 
 from worker.backends.local import LocalStore
 from worker.backends.s3 import S3Store
 from worker.encryption import keys
 from worker.errors import ConfigError, CustodyError, IntegrityError, NotFound
 from worker.processing.replication import copy_item, lag
-from worker.record import custody
+from worker.record import custody, stamps
 from worker.record.store import EvidenceStore
 
 FOOTAGE = b"field footage " * 5000
@@ -286,3 +287,38 @@ def test_a_run_copied_between_s3_stores_keeps_its_attempt(aws_endpoint, locked_b
     [run] = target.run_records(evidence_id)
     assert [run] == source.run_records(evidence_id) and run.record["attempt"].startswith("attempt-")
     assert target.read_output(evidence_id, "intake-v1-abc", "transcript.txt") == b"between-output"
+
+
+def test_time_stamped_heads_are_kept_beside_the_chain_and_show_it_cut_back_or_written_again(any_store, tsa,
+                                                                                           tmp_path):
+    """Stamps from a real RFC 3161 authority (OpenSSL's, on loopback): kept once per event, sealed like the
+    log, copied with it; a log that no longer holds a stamped head, or holds it with another hash, is said."""
+    evidence_id = any_store.put_original(io.BytesIO(FOOTAGE), intake={}, actor="t").evidence_id
+    for number in range(3):
+        any_store.append_custody(evidence_id, custody.AUDIT_RESULT, "t", {"n": number})
+    first = stamps.stamp_custody(any_store, evidence_id, tsa.url)
+    assert first["seq"] == 3 and not any_store.add_custody_stamp(evidence_id, {**first, "time": "forged"})
+    kept, chain = any_store.custody_stamps(evidence_id), any_store.custody(evidence_id)
+    roots = stamps.roots_from(tsa.root.read_text())
+    assert kept == [first] and stamps.problems(kept, chain, evidence_id, roots) == []
+
+    cut = custody.verify_chain(b"".join(custody.encode(e) for e in chain.events[:3]), evidence_id)
+    assert cut.ok and "cut back" in " ".join(stamps.problems(kept, cut, evidence_id, roots))
+    again, previous = [], None   # the same events, made anew: a chain that checks, with other hashes
+    for event in chain.events:
+        previous = custody.new_event(previous, event=event["event"], evidence_id=evidence_id, actor="t",
+                                     details=event["details"])
+        again.append(previous)
+    rewritten = custody.verify_chain(b"".join(custody.encode(e) for e in again), evidence_id)
+    assert rewritten.ok and "written again" in " ".join(stamps.problems(kept, rewritten, evidence_id, roots))
+    stranger = stamps.roots_from(TimeStampAuthority(tmp_path / "other", "another TSA").root.read_text())
+    assert "does not verify" in " ".join(stamps.problems(kept, chain, evidence_id, stranger))
+    forged = [{**first, "seq": 2, "hash": chain.events[2]["hash"]}]   # a real token moved to another event
+    assert "does not verify" in " ".join(stamps.problems(forged, chain, evidence_id, roots))
+
+    work = tmp_path / "work"
+    work.mkdir()
+    replica = LocalStore(tmp_path / "replica")
+    assert lag(any_store, replica, evidence_id).stamps == 1
+    assert copy_item(any_store, replica, evidence_id, work).stamps == 1
+    assert replica.custody_stamps(evidence_id) == [first] and not lag(any_store, replica, evidence_id).behind

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
+import os
 import time
 from pathlib import Path
 
@@ -83,3 +85,18 @@ def test_the_worker_stamps_what_it_signs_and_waits_out_an_authority_that_is_down
     shown = cli("verify", Path(run["location"]) / "redacted.mp4", **env).stdout
     assert "time-stamped" in shown and "test TSA" in shown and "verified (trusted)" in shown, shown
     assert cli.json("status")["queue"]["dead"] == 0
+    # Every run and every export stamps the custody head; a log cut back past a stamped head is caught.
+    bundle = cli.json("export", evidence_id, "--from", "00:00:00.5", "--to", "00:00:02", "--recipient", "Court",
+                      "--out", cli.home.parent / "bundle", **env)
+    assert bundle["verification"]["ok"]
+    audited = cli.json("audit", **env)
+    assert audited["ok"], audited
+    [item] = audited["results"]
+    assert any("2 time-stamped heads" in note for note in item["notes"]), item["notes"]
+    log = next((cli.home / "store").glob("*/custody.jsonl"))
+    lines = log.read_bytes().splitlines(keepends=True)
+    [stamped] = [json.loads(line)["seq"] for line in lines if json.loads(line)["event"] == "exported"]
+    os.chmod(log, 0o600)
+    log.write_bytes(b"".join(lines[:stamped]))   # a chain that still checks, one export shorter
+    cut = cli("audit", check=False, **env)
+    assert cut.returncode == 1 and "the custody log was cut back" in cut.stdout, cut.stdout

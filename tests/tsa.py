@@ -67,7 +67,7 @@ class TimeStampAuthority:
         (folder / "tsa.cnf").write_text(
             "[tsa]\ndefault_tsa = unit\n[unit]\n"
             f"serial = {folder}/serial\ncrypto_device = builtin\nsigner_cert = {folder}/tsa.pem\n"
-            f"certs = {folder}/tsa-root.pem\nsigner_key = {folder}/tsa-key.pem\nsigner_digest = sha256\n"
+            f"signer_key = {folder}/tsa-key.pem\nsigner_digest = sha256\n"
             "default_policy = 1.3.6.1.4.1.4146.2.3\nother_policies = 1.3.6.1.4.1.4146.2.2\n"
             "digests = sha256, sha384, sha512\naccuracy = secs:1\nordering = no\ntsa_name = yes\n"
             "ess_cert_id_chain = no\ness_cert_id_alg = sha256\n")

@@ -5,6 +5,7 @@ replica copies one into the other as it is.
     <item>/evidence.json          the intake record
     <item>/original/<name>        the original (``original.sealed`` with a master key)
     <item>/custody                the custody log (local: one file; S3: one object per event)
+    <item>/stamps/<event>.json    time-stamps of the log's head, beside it (worker.record.stamps)
     <item>/runs/<run>/run.json    written last: it commits the run
     <item>/item.id                sealed: which evidence id a keyed item name holds
 """
@@ -17,6 +18,7 @@ RECORD = "evidence.json"
 ORIGINAL = "original"
 SEALED_ORIGINAL = "original.sealed"
 CUSTODY = "custody"
+STAMPS = "stamps"
 RUNS = "runs"
 ITEM_ID = "item.id"
 ORIGINAL_CONTEXT = context(ORIGINAL)   # the evidence id is not known until the last byte; the hash binds it
@@ -24,3 +26,7 @@ ORIGINAL_CONTEXT = context(ORIGINAL)   # the evidence id is not known until the 
 
 def record_context(evidence_id: str) -> bytes:
     return context(evidence_id, RECORD)
+
+
+def stamp_context(evidence_id: str, name: str) -> bytes:
+    return context(evidence_id, STAMPS, name)

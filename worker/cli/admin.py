@@ -15,6 +15,7 @@ from worker.errors import QueueUnavailable
 from worker.fs.permissions import exposed
 from worker.intake.ingest import ingest
 from worker.operations.audit import audit_store
+from worker.record import stamps
 from worker.record.store import EvidenceStore
 
 SAMPLE_VIDEO = Path(__file__).resolve().parents[1] / "samples" / "street-walkers-1080p.mp4"
@@ -77,7 +78,9 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
         for line in found["notes"]:
             print(f"note    store: {printable(line)}")
     items = []
-    for item in audit_store(store, queue, settings.actor):
+    roots = stamps.roots_from(settings.signing.timestamp_anchors.read_text(encoding="ascii")
+                              if settings.signing.timestamp_anchors else None)
+    for item in audit_store(store, queue, settings.actor, roots):
         items.append(item)
         if not args.json:
             state = "ok     " if item.ok else "PROBLEM"

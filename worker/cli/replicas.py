@@ -103,7 +103,7 @@ def _pass(store, replica, name: str, evidence_id: str, entry: dict[str, Any], se
         copied = replicate(store, replica, name, evidence_id, actor=settings.actor, work=settings.work_dir,
                            progress=bar)
     entry["copied"].append({"evidence_id": evidence_id, "original": copied.original, "runs": copied.runs,
-                            "custody_events": len(copied.events)})
+                            "custody_events": len(copied.events), "stamps": copied.stamps})
     return copied
 
 
@@ -115,6 +115,7 @@ def _print(report: dict[str, Any], status: bool) -> None:
         for copied in entry["copied"]:
             what = ["original"] * copied["original"] + [f"run {r}" for r in copied["runs"]]
             what.append(f"{copied['custody_events']} custody events")
+            what += [f"{copied['stamps']} time-stamps"] if copied["stamps"] else []
             print(f"copied  {name}: {copied['evidence_id'][:12]}  {', '.join(what)}")
         for failed in entry["failed"]:
             print(f"PROBLEM {name}: {failed['evidence_id'][:12]}  {printable(failed['reason'])}")
@@ -127,6 +128,7 @@ def _print(report: dict[str, Any], status: bool) -> None:
             for behind in entry["behind"]:
                 what = ["original"] * behind["original"] + [f"run {r}" for r in behind["runs"]]
                 what.append(f"{behind['custody_events']} custody events")
+                what += [f"{behind['stamps']} time-stamps"] if behind["stamps"] else []
                 print(f"behind  {name}: {behind['evidence_id'][:12]}  lacks {', '.join(what)}"
                       + "".join(f"; {printable(p)}" for p in behind["problems"]))
         print(f"{name}: {'level' if entry['level'] else 'BEHIND'} ({entry['items']} items)")

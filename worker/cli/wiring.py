@@ -61,7 +61,8 @@ def checked_models(settings: Settings) -> Registry:
 def runner(settings: Settings, store: EvidenceStore, key: MasterKey | None, registry: Registry | None = None) -> Runner:
     return Runner(store, work_dir=settings.work_dir, tools=settings.tools, actor=settings.actor,
                   min_free_bytes=settings.store.min_free_bytes, models=registry or models(settings),
-                  staff=Roster(settings.home, key).embeddings, signing=lambda: signing.load(settings))
+                  staff=Roster(settings.home, key).embeddings, signing=lambda: signing.load(settings),
+                  timestamp_url=settings.signing.timestamp_url)
 
 
 def inbox(settings: Settings, store: EvidenceStore, queue: JobQueue, folder: Path,

@@ -1,5 +1,5 @@
-"""Fixity audit: re-hash every original, check every custody chain, every committed run (and that custody
-asked for it) and every job.
+"""Fixity audit: re-hash every original, check every custody chain (against its time-stamped heads), every
+committed run (and that custody asked for it) and every job.
 
 The audit only reads: it logs its result in each item's chain, but never
 repairs what it reports (a damaged chain stays a problem until a worker's
@@ -8,7 +8,7 @@ recovery or a person's acknowledgement closes it).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -17,7 +17,7 @@ from worker.jobs.queue import JobQueue
 from worker.jobs.requeue import lost_jobs
 from worker.jobs.submit import unrequested_runs
 from worker.progress import progress_bar
-from worker.record import custody, verified
+from worker.record import custody, stamps, verified
 from worker.record.store import EvidenceStore
 
 
@@ -96,13 +96,33 @@ def _check_jobs(store: EvidenceStore, queue: JobQueue | None, item: ItemAudit, c
         item.problems.append(f"jobs not checked: {exc}")
 
 
-def audit_item(store: EvidenceStore, queue: JobQueue | None, evidence_id: str, actor: str) -> ItemAudit:
+def _check_stamps(store: EvidenceStore, item: ItemAudit, chain: custody.ChainReport,
+                  stamp_roots: Sequence[Any]) -> None:
+    """The log against its time-stamped heads: a log cut back, or written again, no longer holds them."""
+    kept = store.custody_stamps(item.evidence_id)
+    item.problems += [f"custody: {problem}" for problem in stamps.problems(kept, chain, item.evidence_id,
+                                                                             stamp_roots)]
+    good = [s for s in kept if "damaged" not in s]
+    if good:
+        last = max(good, key=lambda s: int(s["seq"]))
+        later = chain.count - 1 - int(last["seq"])
+        item.notes.append(f"custody: {len(good)} time-stamped heads; the last, at {last['time']}, vouches for "
+                          f"events 0-{last['seq']}" + (f"; {later} later events are not stamped yet" if later > 0
+                                                         else ""))
+        if not stamp_roots:
+            item.notes.append("custody: the time-stamps' signatures were not checked ([signing] timestamp_anchors "
+                              "is not set), only what they stamp")
+
+
+def audit_item(store: EvidenceStore, queue: JobQueue | None, evidence_id: str, actor: str,
+               stamp_roots: Sequence[Any] = ()) -> ItemAudit:
     item = ItemAudit(evidence_id)
     chain = store.custody(evidence_id)
     _check_intake(store, item, chain)
     item.custody_events = chain.count
     item.problems += [f"custody: {problem}" for problem in chain.problems]
     item.notes += [f"custody: {repair}" for repair in chain.repairs]
+    _check_stamps(store, item, chain, stamp_roots)
     _check_runs(store, item, chain)
     _check_jobs(store, queue, item, chain)
     try:
@@ -114,10 +134,12 @@ def audit_item(store: EvidenceStore, queue: JobQueue | None, evidence_id: str, a
     return item
 
 
-def audit_store(store: EvidenceStore, queue: JobQueue | None, actor: str) -> Iterator[ItemAudit]:
-    """Every item; one that cannot be read at all is that item's problem, and the others are still audited."""
+def audit_store(store: EvidenceStore, queue: JobQueue | None, actor: str,
+                stamp_roots: Sequence[Any] = ()) -> Iterator[ItemAudit]:
+    """Every item; one that cannot be read at all is that item's problem, and the others are still audited.
+    ``stamp_roots``: the time-stamp authority's root certificates, which its stamps must chain to."""
     for evidence_id in store.evidence_ids():
         try:
-            yield audit_item(store, queue, evidence_id, actor)
+            yield audit_item(store, queue, evidence_id, actor, stamp_roots)
         except (EvidenceError, OSError) as exc:
             yield ItemAudit(evidence_id, problems=[f"could not be audited: {exc}"])

@@ -43,6 +43,7 @@ from worker.labels import check_label
 from worker.operations import release
 from worker.operations.custody_report import custody_report
 from worker.record import custody, verified
+from worker.record.stamps import stamp_custody
 from worker.record.store import EvidenceStore
 from worker.record.timestamps import utc_now
 
@@ -194,6 +195,7 @@ def export(store: EvidenceStore, request: Request, *, credentials: Credentials, 
         "authorised_by": request.authorised_by if request.unredacted else None,
         "trust_anchor_sha256": facts["trust_anchor_sha256"], "report_sha256": report_sha,
     })
+    stamp_custody(store, evidence_id, credentials.timestamp_url)   # the export, vouched for by an outside clock
     log.info("exported", extra={"evidence_id": evidence_id, "clip_sha256": facts["clip"]["sha256"],
                                 "faces_masked": facts["source"]["faces_masked"]})
     return facts

@@ -52,15 +52,16 @@ class Lag:
     original: bool = False
     runs: list[str] = field(default_factory=list)
     custody_events: int = 0
+    stamps: int = 0
     problems: list[str] = field(default_factory=list)
 
     @property
     def behind(self) -> bool:
-        return self.original or bool(self.runs) or self.custody_events > 0
+        return self.original or bool(self.runs) or self.custody_events > 0 or self.stamps > 0
 
     def as_json(self) -> dict[str, Any]:
         return {"evidence_id": self.evidence_id, "original": self.original, "runs": self.runs,
-                "custody_events": self.custody_events, "problems": self.problems}
+                "custody_events": self.custody_events, "stamps": self.stamps, "problems": self.problems}
 
 
 @dataclass
@@ -68,6 +69,7 @@ class Copied:
     original: bool = False
     runs: list[str] = field(default_factory=list)
     events: list[Mapping[str, Any]] = field(default_factory=list)
+    stamps: int = 0
     logged: bool = False   # a "replicated" event was added to the primary's chain
 
 
@@ -88,7 +90,29 @@ def lag(source: EvidenceStore, target: EvidenceStore, evidence_id: str) -> Lag:
     if [e.get("hash") for e in theirs] != [e.get("hash") for e in mine[:len(theirs)]]:
         found.problems.append("the replica's custody log is not the start of the primary's (diverged)")
     found.custody_events = max(0, len(mine) - len(theirs))
+    found.stamps = len(_stamps_lacking(source, target, evidence_id))
     return found
+
+
+def _stamps_lacking(source: EvidenceStore, target: EvidenceStore, evidence_id: str) -> list[dict[str, Any]]:
+    """The source's time-stamped heads of the item that the target does not keep (a damaged one stays)."""
+    try:
+        theirs = {int(s["seq"]) for s in target.custody_stamps(evidence_id) if "damaged" not in s}
+    except NotFound:
+        theirs = set()
+    return [s for s in source.custody_stamps(evidence_id) if "damaged" not in s and int(s["seq"]) not in theirs]
+
+
+def _copy_stamps(source: EvidenceStore, target: EvidenceStore, evidence_id: str) -> int:
+    """The stamps the target lacks, written and read back; how many."""
+    lacking = _stamps_lacking(source, target, evidence_id)
+    for stamp in lacking:
+        target.add_custody_stamp(evidence_id, stamp)
+    kept = {int(s["seq"]): s for s in target.custody_stamps(evidence_id) if "damaged" not in s}
+    if any(kept.get(int(s["seq"])) != s for s in lacking):
+        raise IntegrityError(f"a time-stamp of the custody log of {evidence_id} reads back from the replica "
+                             "differently")
+    return len(lacking)
 
 
 def copy_item(source: EvidenceStore, target: EvidenceStore, evidence_id: str, work: Path,
@@ -105,6 +129,7 @@ def copy_item(source: EvidenceStore, target: EvidenceStore, evidence_id: str, wo
     chain = source.custody(evidence_id)
     if chain.ok:
         copied.events = list(_copy_custody(chain, target, evidence_id))
+        copied.stamps = _copy_stamps(source, target, evidence_id)
     if source.has_original(evidence_id) and not target.has_original(evidence_id):
         record = source.evidence(evidence_id)
         try:

@@ -33,6 +33,7 @@ from worker.jobs.submit import request_for
 from worker.processing.reuse import earlier, finished, input_key, reuse
 from worker.progress import counted, progress_bar
 from worker.record import custody
+from worker.record.stamps import stamp_custody
 from worker.record.store import EvidenceStore
 from worker.record.timestamps import utc_now
 
@@ -76,8 +77,9 @@ def plan(job: Job) -> tuple[Pipeline, dict[str, Any], str]:
 class Runner:
     def __init__(self, store: EvidenceStore, *, work_dir: Path, tools: Tools, actor: str, min_free_bytes: int = 0,
                  models: Registry | None = None, staff: Callable[[], tuple] = tuple,
-                 signing: Callable[[], Any] = lambda: None):
+                 signing: Callable[[], Any] = lambda: None, timestamp_url: str | None = None):
         self.store = store
+        self.timestamp_url = timestamp_url   # an RFC 3161 authority that stamps the custody head after each run
         self.signing = signing  # the credentials steps sign with; loaded (and checked) once per run
         self.staff = staff  # read at every run: enrolment changes while the worker runs
         self.models = models or Registry()  # the default model cache, as the settings give it by default
@@ -155,6 +157,7 @@ class Runner:
         if committed is None:
             log.info("another attempt committed this run first", extra={"job_id": job.id, "run_id": rid})
             return Outcome(rid, committed=False)
+        stamp_custody(self.store, job.evidence_id, self.timestamp_url)
         return Outcome(rid, committed=True, record=committed.record)
 
     def _log_commit_if_missing(self, job: Job, rid: str) -> None:

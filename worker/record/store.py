@@ -134,6 +134,15 @@ class EvidenceStore(ABC):
         """The item's events and the result of checking their chain."""
 
     @abstractmethod
+    def add_custody_stamp(self, evidence_id: str, stamp: Mapping[str, Any]) -> bool:
+        """Keep a time-stamp of the chain's head beside the chain, once per event (False: one is there)."""
+
+    @abstractmethod
+    def custody_stamps(self, evidence_id: str) -> list[dict[str, Any]]:
+        """The stamps kept beside the chain, in event order; one that does not open or parse comes as
+        {"name", "damaged"} (worker.record.stamps.kept)."""
+
+    @abstractmethod
     def is_committed(self, evidence_id: str, run_id: str) -> bool: ...
 
     def commit_run(

@@ -15,7 +15,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from worker.backends.layout import ITEM_ID, ORIGINAL, ORIGINAL_CONTEXT, RECORD, record_context
+from worker.backends.layout import ITEM_ID, ORIGINAL, ORIGINAL_CONTEXT, RECORD, STAMPS, record_context, stamp_context
 from worker.backends.local.custody_file import LOG, CustodyFile
 from worker.backends.local.store import LocalStore
 from worker.encryption import envelope
@@ -69,6 +69,10 @@ def _items(store: LocalStore, old: MasterKey, new: MasterKey, write: bool) -> in
                                      "repairs it), then rotate")
             if item.exists(LOG):
                 changed += _log(item, old, new, context(evidence_id, "custody"), write)
+            if item.is_dir(STAMPS):
+                with item.child(STAMPS) as folder:
+                    for stamp in folder.names():
+                        changed += _header(folder, stamp, old, new, stamp_context(evidence_id, stamp), write)
             if item.is_dir("runs"):
                 with item.child("runs") as runs:
                     for run in runs.names():
