@@ -83,6 +83,10 @@ def test_nothing_readable_on_a_seized_home_a_nas_or_a_bucket_and_a_restore_passe
         for needle in needles:
             assert needle not in data, f"{needle[:40]!r} is readable in {where}"
     assert not list((cli.home / "work").iterdir()), "a work folder outlived its run"
+    # The trial CA's key travels with the replicas, sealed like everything else.
+    signer_key = (cli.home / "signing" / "signer-key.pem").read_bytes().split(b"-----")[2].strip()[:48]
+    for where, data in (_every_file(nas) | _bucket_objects(aws_client("s3", aws_endpoint), locked_bucket)).items():
+        assert signer_key not in data, f"the trial CA's key is readable in {where}"
 
     other_key = keys.new_key_file(tmp_path / "removable" / "other.key")
     wrong = cli("show", evidence_id, check=False, EVIDENCE_ENCRYPTION__KEY_FILE=str(other_key))
@@ -102,6 +106,11 @@ def test_nothing_readable_on_a_seized_home_a_nas_or_a_bucket_and_a_restore_passe
             [(r["run_id"], r["outputs"]) for r in shown["runs"]]
         events = LocalStore(fresh.home / "store", key=keys.from_key_file(key_file)).custody(evidence_id).events
         assert [e["details"].get("replica") for e in events if e["event"] == custody.RESTORED] == [source]
+        # The restored home signs as the old one did, and exports a clip that verifies.
+        assert (fresh.home / "signing" / "ca.pem").read_bytes() == (cli.home / "signing" / "ca.pem").read_bytes()
+        bundle = fresh.json("export", evidence_id, "--from", "00:00:00.5", "--to", "00:00:02", "--recipient", "Court",
+                            "--out", tmp_path / f"bundle-{source}")
+        assert bundle["verification"]["ok"], bundle["verification"]
 
 
 def _sealed_item(tmp_path: Path, key) -> tuple[LocalStore, str, bytes]:

@@ -16,7 +16,7 @@ from worker.backends.local import LocalStore
 from worker.backends.s3 import S3Store
 from worker.encryption import keys
 from worker.errors import ConfigError, CustodyError, IntegrityError, NotFound
-from worker.processing.replication import copy_item, lag
+from worker.processing.replication import copy_item, keep_signing, lag
 from worker.record import custody, stamps
 from worker.record.store import EvidenceStore
 
@@ -322,3 +322,11 @@ def test_time_stamped_heads_are_kept_beside_the_chain_and_show_it_cut_back_or_wr
     assert lag(any_store, replica, evidence_id).stamps == 1
     assert copy_item(any_store, replica, evidence_id, work).stamps == 1
     assert replica.custody_stamps(evidence_id) == [first] and not lag(any_store, replica, evidence_id).behind
+
+
+def test_the_signing_set_is_kept_once_by_name_and_read_back(any_store):
+    key = b"-----BEGIN PRIVATE KEY-----\nTRIALKEYMARKER\n-----END PRIVATE KEY-----\n"
+    files = {"trial-key-0123456789abcdef.pem": key, "anchors-fedcba9876543210.pem": b"anchor"}
+    assert keep_signing(any_store, files) == 2 and keep_signing(any_store, files) == 0
+    assert not any_store.keep_signing_file("anchors-fedcba9876543210.pem", b"another anchor")   # write-once
+    assert any_store.signing_files() == files

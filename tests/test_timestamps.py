@@ -26,7 +26,7 @@ def _sign(source: Path, target: Path, creds: credentials.Credentials) -> None:
 def test_a_signature_stamped_while_its_certificate_was_valid_still_verifies_after_it_expired(tsa, tmp_path):
     """A signing certificate of a few seconds: the stamped signature verifies after it expired (checked at
     the stamped time), the unstamped one does not, and each says which it is."""
-    paths = credentials.make_test_ca(tmp_path / "ca", signer_valid_for=dt.timedelta(seconds=6))
+    paths = credentials.make_test_ca(tmp_path / "ca", signer_valid_for=dt.timedelta(seconds=3))
     until = x509.load_pem_x509_certificates(paths["chain"].read_bytes())[0].not_valid_after_utc
     anchors = paths["ca"].read_text() + tsa.root.read_text()
     clip = tmp_path / "clip.mp4"

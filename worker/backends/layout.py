@@ -8,6 +8,7 @@ replica copies one into the other as it is.
     <item>/stamps/<event>.json    time-stamps of the log's head, beside it (worker.record.stamps)
     <item>/runs/<run>/run.json    written last: it commits the run
     <item>/item.id                sealed: which evidence id a keyed item name holds
+    signing/<role>-<sha>.pem      the signing set a restored home needs (worker.processing.signing)
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ ORIGINAL = "original"
 SEALED_ORIGINAL = "original.sealed"
 CUSTODY = "custody"
 STAMPS = "stamps"
+SIGNING = "signing"
 RUNS = "runs"
 ITEM_ID = "item.id"
 ORIGINAL_CONTEXT = context(ORIGINAL)   # the evidence id is not known until the last byte; the hash binds it
@@ -30,3 +32,7 @@ def record_context(evidence_id: str) -> bytes:
 
 def stamp_context(evidence_id: str, name: str) -> bytes:
     return context(evidence_id, STAMPS, name)
+
+
+def signing_context(name: str) -> bytes:
+    return context(SIGNING, name)

@@ -9,7 +9,17 @@ from worker.backends import open_replica, open_store
 from worker.cli.output import EXIT_OK, EXIT_PROBLEM, print_json, printable
 from worker.config import Settings
 from worker.errors import ConfigError, EvidenceError
-from worker.processing.replication import Copied, lag, opened, replica_errors, replicate, restore, verify_replica
+from worker.processing import signing_set
+from worker.processing.replication import (
+    Copied,
+    keep_signing,
+    lag,
+    opened,
+    replica_errors,
+    replicate,
+    restore,
+    verify_replica,
+)
 from worker.progress import progress_bar
 
 
@@ -50,10 +60,15 @@ def cmd_replicate(settings: Settings, args: argparse.Namespace) -> int:
     ids = store.evidence_ids()
     report: dict[str, dict[str, Any]] = {}
     replicas = {}
+    kept = signing_set.keepsakes(settings)
     for name in _names(settings, args.replica):
         report[name] = {"items": len(ids), "behind": [], "copied": [], "failed": [], "problems": []}
         try:
             replicas[name] = opened(open_replica(settings, name, args.master_key()))
+            with replica_errors(name):
+                held = replicas[name].signing_files()
+                report[name]["signing_files"] = ([n for n in kept if n not in held] if args.status
+                                                 else keep_signing(replicas[name], kept))
         except EvidenceError as exc:
             report[name]["unreachable"] = str(exc)
     logged: set[str] = set()
@@ -77,7 +92,7 @@ def cmd_replicate(settings: Settings, args: argparse.Namespace) -> int:
     for entry in report.values():
         diverged = any(behind["problems"] for behind in entry["behind"])
         entry["level"] = ("unreachable" not in entry and not entry["failed"] and not entry["problems"]
-                          and not diverged and not (args.status and entry["behind"]))
+                          and not diverged and not (args.status and (entry["behind"] or entry.get("signing_files"))))
     ok = all(entry["level"] for entry in report.values())
     if args.json:
         print_json({"ok": ok, "replicas": report})
@@ -131,6 +146,10 @@ def _print(report: dict[str, Any], status: bool) -> None:
                 what += [f"{behind['stamps']} time-stamps"] if behind["stamps"] else []
                 print(f"behind  {name}: {behind['evidence_id'][:12]}  lacks {', '.join(what)}"
                       + "".join(f"; {printable(p)}" for p in behind["problems"]))
+        signing_files = entry.get("signing_files")
+        if signing_files:
+            print(f"{'behind ' if status else 'copied '} {name}: the signing set, "
+                  f"{len(signing_files) if status else signing_files} file(s)")
         print(f"{name}: {'level' if entry['level'] else 'BEHIND'} ({entry['items']} items)")
 
 
@@ -140,11 +159,16 @@ def cmd_restore(settings: Settings, args: argparse.Namespace) -> int:
     with progress_bar(None, f"restore from {args.source}") as bar:
         restored, failed = restore(replica, store, args.source, actor=settings.actor, work=settings.work_dir,
                                    progress=bar)
+    with replica_errors(args.source):
+        put = signing_set.put_back(replica.signing_files(), settings)
     if args.json:
-        print_json({"ok": not failed, "restored": restored, "failed": failed, "from": args.source})
+        print_json({"ok": not failed, "restored": restored, "failed": failed, "from": args.source, "signing": put})
     else:
         for evidence_id in restored:
             print(f"restored {evidence_id}")
+        if put["trial_ca"] or put["anchors"]:
+            print("restored the signing set: " + ", ".join(["the trial CA"] * put["trial_ca"]
+                                                           + [f"{len(put['anchors'])} trust anchor(s)"]))
         for evidence_id, reason in failed.items():
             print(f"PROBLEM  {evidence_id}  {printable(reason)}")
         print(f"{len(restored)} items restored from {args.source}" + (

@@ -13,7 +13,7 @@ from worker.encryption.envelope import MasterKey
 from worker.intake.inbox import Inbox
 from worker.intake.ingest import ingest_handle, parse_languages
 from worker.jobs.queue import JobQueue
-from worker.processing import signing
+from worker.processing import signing, signing_set
 from worker.processing.replication import Replicas
 from worker.processing.runner import Runner
 from worker.processing.staff import Roster
@@ -85,5 +85,6 @@ def worker(settings: Settings, store: EvidenceStore, queue: JobQueue, key: Maste
         heartbeat_interval_s=settings.heartbeat_interval_s, poll_interval_s=settings.worker.poll_interval_s,
         disk_full_pause_s=settings.worker.disk_full_pause_s, inbox=inbox_, uploads=open_uploads(settings),
         replicas=Replicas([r.name for r in settings.replicas], lambda name: open_replica(settings, name, key),
-                          work=settings.work_dir, actor=settings.actor) if settings.replicas else None,
+                          work=settings.work_dir, actor=settings.actor,
+                          signing_set=lambda: signing_set.keepsakes(settings)) if settings.replicas else None,
     )

@@ -231,9 +231,10 @@ def _make(store: EvidenceStore, request: Request, record: Mapping[str, Any], cha
                 failing = [c for c in checked["checks"] if not c["ok"]]
                 failed = "; ".join(f"{c['name']}: {c['detail']}" for c in failing)
                 # Only the trust failing is what a home that lost its signing folder sees (a restore, a move).
-                fix = ("; it was signed by a CA this home does not trust: put the old home's signing/ folder "
-                       "back (keep it in escrow with the master key), or set [signing] trust_anchors to the CA "
-                       "that signed it" if [c["name"] for c in failing] == ["signer trusted"] else "")
+                fix = ("; it was signed by a CA this home does not trust: 'evidence restore' from a replica puts "
+                       "the signing set back, or put the old home's signing/ folder back, or set [signing] "
+                       "trust_anchors to the CA that signed it" if [c["name"] for c in failing] == ["signer trusted"]
+                       else "")
                 raise IntegrityError(f"the masked video of run {run['run_id']} fails its own verification "
                                      f"({failed or 'it names another original'}){fix}; nothing was exported")
             parent_title, parent_mime = MASKED, manifest.MIME

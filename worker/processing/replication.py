@@ -294,6 +294,19 @@ def _copy_of(events: Sequence[Mapping[str, Any]], replica: EvidenceStore, eviden
     return [e.get("hash") for e in events] == [e.get("hash") for e in theirs[:len(events)]]
 
 
+def keep_signing(replica: EvidenceStore, files: Mapping[str, bytes]) -> int:
+    """The signing set's files (worker.processing.signing_set) the replica lacks, written and read back;
+    how many."""
+    held = replica.signing_files()
+    lacking = {name: data for name, data in files.items() if name not in held}
+    for name, data in lacking.items():
+        replica.keep_signing_file(name, data)
+    back = replica.signing_files() if lacking else held
+    if any(back.get(name) != data for name, data in lacking.items()):
+        raise IntegrityError("the signing set reads back from the replica differently")
+    return len(lacking)
+
+
 def opened(replica: EvidenceStore) -> EvidenceStore:
     """A replica ready for copies: what a copy killed mid-way left (its process gone) is removed first."""
     for path in replica.remove_abandoned_uploads():
@@ -309,8 +322,9 @@ class Replicas:
     """
 
     def __init__(self, names: Sequence[str], open_replica: Callable[[str], EvidenceStore], *, work: Path,
-                 actor: str):
+                 actor: str, signing_set: Callable[[], Mapping[str, bytes]] = dict):
         self.names, self._open, self.work, self.actor = list(names), open_replica, work, actor
+        self.signing_set = signing_set   # what a restored home needs to verify and sign (signing_set.keepsakes)
         self._opened: dict[str, EvidenceStore] = {}
 
     def _replica(self, name: str) -> EvidenceStore:
@@ -321,6 +335,13 @@ class Replicas:
                 self._opened[name] = opened(self._open(name))
             except EvidenceError as exc:
                 raise ReplicaUnavailable(str(exc)) from exc
+            try:
+                kept = keep_signing(self._opened[name], self.signing_set())
+            except Exception as exc:  # noqa: BLE001 - the items still replicate; the next start tries again
+                log.error("signing set not kept", extra={"replica": name, "reason": str(exc)})
+            else:
+                if kept:
+                    log.info("signing set kept", extra={"replica": name, "files": kept})
         return self._opened[name]
 
     def queue_for(self, queue: JobQueue, evidence_id: str) -> None:

@@ -16,10 +16,21 @@ from pipelines.provenance import credentials, kms
 from worker import aws
 from worker.config import Settings
 from worker.errors import ConfigError
+from worker.fs.directory import Directory
+
+ANCHORS = "anchors"   # in the trial CA's folder: anchors a restore put back (worker.processing.signing_set)
 
 
 def test_ca_folder(settings: Settings) -> Path:
     return settings.home / "signing"
+
+
+def _restored_anchors(settings: Settings) -> list[str]:
+    folder = test_ca_folder(settings) / ANCHORS
+    if not folder.is_dir() or folder.is_symlink():
+        return []
+    with Directory.open(folder) as anchors:
+        return [anchors.read_bytes(name).decode("ascii") for name in anchors.names() if name.endswith(".pem")]
 
 
 def load(settings: Settings) -> credentials.Credentials:
@@ -59,4 +70,5 @@ def anchors(settings: Settings) -> str | None:
         found.append((test_ca_folder(settings) / "ca.pem").read_text(encoding="ascii"))
     if s.timestamp_anchors:
         found.append(Path(s.timestamp_anchors).read_text(encoding="ascii"))
+    found += _restored_anchors(settings)
     return "\n".join(pem.strip() for pem in found) + "\n" if found else None

@@ -143,6 +143,15 @@ class EvidenceStore(ABC):
         {"name", "damaged"} (worker.record.stamps.kept)."""
 
     @abstractmethod
+    def keep_signing_file(self, name: str, data: bytes) -> bool:
+        """Keep one file of the signing set (worker.processing.signing.keepsakes) in the store's ``signing/``
+        area: write-once, sealed when the store is (a trial CA's key among them). False: it is there."""
+
+    @abstractmethod
+    def signing_files(self) -> dict[str, bytes]:
+        """The files keep_signing_file kept, by name, opened; one that does not open is left out."""
+
+    @abstractmethod
     def is_committed(self, evidence_id: str, run_id: str) -> bool: ...
 
     def commit_run(

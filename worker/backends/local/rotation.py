@@ -15,7 +15,17 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from worker.backends.layout import ITEM_ID, ORIGINAL, ORIGINAL_CONTEXT, RECORD, STAMPS, record_context, stamp_context
+from worker.backends.layout import (
+    ITEM_ID,
+    ORIGINAL,
+    ORIGINAL_CONTEXT,
+    RECORD,
+    SIGNING,
+    STAMPS,
+    record_context,
+    signing_context,
+    stamp_context,
+)
 from worker.backends.local.custody_file import LOG, CustodyFile
 from worker.backends.local.store import LocalStore
 from worker.encryption import envelope
@@ -41,13 +51,21 @@ def rotate(roots: Sequence[Path], old: MasterKey, new: MasterKey) -> dict[Path, 
             except ConfigError:
                 LocalStore(root, key=new, exclusive=True).close()   # finished by an earlier run, else this raises
         for write in (False, True):
-            changed = {store.root: _items(store, old, new, write) for store in stores}
+            changed = {store.root: _items(store, old, new, write) + _signing_set(store, old, new, write)
+                       for store in stores}
         for store in stores:
             changed[store.root] += _header(store._root, KEYRING, old, new, KEYRING_CONTEXT, True)
         return changed
     finally:
         for store in stores:
             store.close()
+
+
+def _signing_set(store: LocalStore, old: MasterKey, new: MasterKey, write: bool) -> int:
+    if not store._root.is_dir(SIGNING):
+        return 0
+    with store._root.child(SIGNING) as folder:
+        return sum(_header(folder, name, old, new, signing_context(name), write) for name in folder.names())
 
 
 def _items(store: LocalStore, old: MasterKey, new: MasterKey, write: bool) -> int:

@@ -39,6 +39,7 @@ from worker.backends.layout import ITEM_ID, ORIGINAL, ORIGINAL_CONTEXT, RECORD, 
 from worker.backends.local.custody_file import CustodyFile
 from worker.backends.local.intake import complete_intake, original_name, read_record, store_intake
 from worker.backends.local.runs import LocalRuns
+from worker.backends.local.signing_set import LocalSigningSet
 from worker.backends.local.stamps import LocalStamps
 from worker.encryption.envelope import MasterKey
 from worker.encryption.sealing import KEYRING, Sealing, context, open_keyring
@@ -65,7 +66,7 @@ _INCOMING = ".incoming"
 _IN_USE = ".in-use"
 
 
-class LocalStore(LocalRuns, LocalStamps, EvidenceStore):
+class LocalStore(LocalRuns, LocalStamps, LocalSigningSet, EvidenceStore):
     def __init__(self, root: Path, *, min_free_bytes: int = 0, key: MasterKey | None = None,
                  exclusive: bool = False):
         """``exclusive``: for re-keying, which no other process may overlap (workers hold the store shared)."""

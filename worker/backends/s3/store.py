@@ -45,6 +45,7 @@ from worker.aws import error_code
 from worker.backends.layout import CUSTODY, ITEM_ID, ORIGINAL, ORIGINAL_CONTEXT, RECORD, SEALED_ORIGINAL, record_context
 from worker.backends.s3.objects import BucketObjects
 from worker.backends.s3.runs import S3Runs
+from worker.backends.s3.signing_set import S3SigningSet
 from worker.backends.s3.stamps import S3Stamps
 from worker.encryption.envelope import MasterKey
 from worker.encryption.sealing import KEYRING, Sealing, context, open_keyring
@@ -67,7 +68,7 @@ def _custody_context(evidence_id: str, number: str) -> bytes:
     return context(evidence_id, CUSTODY, number)
 
 
-class S3Store(S3Runs, S3Stamps, BucketObjects, EvidenceStore):
+class S3Store(S3Runs, S3Stamps, S3SigningSet, BucketObjects, EvidenceStore):
     def __init__(self, client: Any, bucket: str, *, prefix: str = "", retention_mode: str = "COMPLIANCE",
                  retention_days: int = 3650, legal_hold: bool = False, spool_dir: Path | None = None,
                  require_lock: bool = True, sse_kms_key_id: str | None = None, key: MasterKey | None = None):
