@@ -73,6 +73,8 @@ def test_the_worker_stamps_what_it_signs_and_waits_out_an_authority_that_is_down
     unstamped; once it answers, the masked video is stamped and verify says by whom."""
     env = {"EVIDENCE_SIGNING__TIMESTAMP_URL": tsa.url, "EVIDENCE_SIGNING__TIMESTAMP_ANCHORS": str(tsa.root)}
     evidence_id = cli.json("ingest", tiny_video)["ingested"][0]["evidence_id"]
+    unanchored = cli("worker", "--once", check=False, EVIDENCE_SIGNING__TIMESTAMP_URL=tsa.url)
+    assert unanchored.returncode == 2 and "timestamp_anchors" in unanchored.stderr, unanchored.stderr
     tsa.up = False
     paused = cli("worker", "--once", timeout=300, check=False, **env)
     assert paused.returncode == 1 and "time-stamp authority" in paused.stderr, paused.stderr
@@ -89,6 +91,8 @@ def test_the_worker_stamps_what_it_signs_and_waits_out_an_authority_that_is_down
     bundle = cli.json("export", evidence_id, "--from", "00:00:00.5", "--to", "00:00:02", "--recipient", "Court",
                       "--out", cli.home.parent / "bundle", **env)
     assert bundle["verification"]["ok"]
+    carried = json.loads((cli.home.parent / "bundle" / "custody-report.json").read_text())
+    assert carried["chain_ok"] and len(carried["stamps"]) == 1 and carried["stamps"][0]["token"]   # the run's
     audited = cli.json("audit", **env)
     assert audited["ok"], audited
     [item] = audited["results"]
@@ -100,3 +104,5 @@ def test_the_worker_stamps_what_it_signs_and_waits_out_an_authority_that_is_down
     log.write_bytes(b"".join(lines[:stamped]))   # a chain that still checks, one export shorter
     cut = cli("audit", check=False, **env)
     assert cut.returncode == 1 and "the custody log was cut back" in cut.stdout, cut.stdout
+    shown = cli("custody", "show", evidence_id, check=False, **env)
+    assert shown.returncode == 1 and "CHAIN BROKEN" in shown.stdout and "cut back" in shown.stdout

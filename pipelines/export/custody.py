@@ -34,6 +34,15 @@ def render_html(report: Mapping[str, Any]) -> str:
     problems = "".join(f'<p class="warning">{e(p)}</p>' for p in report["problems"])
     repairs = "".join(f"<p>{e(r)}</p>" for r in report.get("repairs") or [])
     listed = "".join(_event(event) for event in events)
+    stamped = "".join(
+        f"<tr><td>{e(stamp.get('seq'))}</td><td>{e(stamp.get('time'))}</td><td>{e(stamp.get('authority'))}</td>"
+        f'<td class="hash">{e(stamp.get("hash"))}</td></tr>' for stamp in report.get("stamps") or [])
+    stamps = (f"""<p>An outside time-stamp authority (RFC 3161) signed that the log had reached each event below
+at the time given: that event, and every event before it, existed then. Events after the last one listed rest
+on this software's own clock. The tokens are in the JSON report; <code>openssl ts -verify</code> checks them.</p>
+<table><tr><th>Event</th><th>Time-stamped (UTC)</th><th>Authority</th><th>Hash of that event</th></tr>
+{stamped}</table>""" if stamped else "<p>No event of this log is time-stamped by an outside authority: every "
+              "time shown is this software's own clock.</p>")
     return document(f"Chain of custody: {report['evidence_id']}", f"""<h1>Chain of custody</h1>
 <p>Evidence item <code>{e(report['evidence_id'])}</code>; report made {e(report['made_at'])}</p>
 <p class="verdict {'ok' if ok else 'fail'}">{e(verdict)}</p>
@@ -46,6 +55,8 @@ def render_html(report: Mapping[str, Any]) -> str:
 {row("Case", original.get("case") or "not recorded")}
 {row("Last event's hash (the head)", report["head"], mono=True)}
 </table>
+<h2>Time-stamps</h2>
+{stamps}
 <h2>Every event, in order</h2>
 <p>Times are UTC. "By" is the role or pseudonym the software was configured with, never a person's account.
 Each event's hash is the SHA-256 of its content with the hash of the event before it: changing, removing or

@@ -15,6 +15,7 @@ from worker.errors import QueueUnavailable
 from worker.fs.permissions import exposed
 from worker.intake.ingest import ingest
 from worker.operations.audit import audit_store
+from worker.processing import signing
 from worker.record import stamps
 from worker.record.store import EvidenceStore
 
@@ -78,8 +79,7 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
         for line in found["notes"]:
             print(f"note    store: {printable(line)}")
     items = []
-    roots = stamps.roots_from(settings.signing.timestamp_anchors.read_text(encoding="ascii")
-                              if settings.signing.timestamp_anchors else None)
+    roots = stamps.roots_from(signing.anchors(settings))
     for item in audit_store(store, queue, settings.actor, roots):
         items.append(item)
         if not args.json:

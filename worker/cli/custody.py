@@ -13,6 +13,8 @@ from worker.config import Settings
 from worker.errors import JobError
 from worker.fs.directory import Directory
 from worker.operations.custody_report import custody_report
+from worker.processing import signing
+from worker.record import stamps
 
 
 def register(command) -> None:
@@ -37,7 +39,7 @@ def cmd_custody(settings: Settings, args: argparse.Namespace) -> int:
     evidence_id = store.resolve(args.evidence_id)
     if args.action == "acknowledge":
         return _acknowledge(store, evidence_id, settings, args)
-    report = custody_report(store, evidence_id)
+    report = custody_report(store, evidence_id, stamps.roots_from(signing.anchors(settings)))
     if args.html is not None:
         try:
             with Directory.open(args.html.parent) as folder, folder.open_file(args.html.name, "wb") as page:
@@ -51,6 +53,9 @@ def cmd_custody(settings: Settings, args: argparse.Namespace) -> int:
             details = json.dumps(event["details"], ensure_ascii=False, sort_keys=True) if event["details"] else ""
             print(f"{event['seq']:>4}  {event['ts']}  {printable(event['event'])}  by {printable(event['actor'])}  "
                   f"{str(event['hash'])[:16]}  {printable(details)}")
+        for stamp in report["stamps"]:
+            print(f"      time-stamped: event {stamp['seq']} existed at {stamp['time']} "
+                  f"({printable(stamp['authority'])})")
         print(f"chain verifies: {report['count']} events, head {report['head']}" if report["chain_ok"] else
               "CHAIN BROKEN: " + printable("; ".join(report["problems"])))
     return EXIT_OK if report["chain_ok"] else EXIT_PROBLEM

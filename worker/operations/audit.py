@@ -110,8 +110,8 @@ def _check_stamps(store: EvidenceStore, item: ItemAudit, chain: custody.ChainRep
                           f"events 0-{last['seq']}" + (f"; {later} later events are not stamped yet" if later > 0
                                                          else ""))
         if not stamp_roots:
-            item.notes.append("custody: the time-stamps' signatures were not checked ([signing] timestamp_anchors "
-                              "is not set), only what they stamp")
+            item.notes.append("custody: the time-stamps' signatures were not checked (no trust anchors), only "
+                              "what they stamp")
 
 
 def audit_item(store: EvidenceStore, queue: JobQueue | None, evidence_id: str, actor: str,

@@ -42,7 +42,7 @@ from worker.fs.workdirs import private_workdir
 from worker.labels import check_label
 from worker.operations import release
 from worker.operations.custody_report import custody_report
-from worker.record import custody, verified
+from worker.record import custody, stamps, verified
 from worker.record.stamps import stamp_custody
 from worker.record.store import EvidenceStore
 from worker.record.timestamps import utc_now
@@ -308,7 +308,7 @@ def _make(store: EvidenceStore, request: Request, record: Mapping[str, Any], cha
             raise IntegrityError(f"the signed clip fails verification ({failed}); nothing was exported")
         # The chain of custody up to this export, whose own event is logged next. Read again, not reused from
         # the start: an unredacted export's authorisation, logged since, belongs in it.
-        trail = custody_report(store, evidence_id)
+        trail = custody_report(store, evidence_id, stamps.roots_from(anchors_pem))
         if not trail["chain_ok"]:
             raise IntegrityError(f"the custody log fails its checks ({'; '.join(trail['problems'])}); nothing "
                                  "was exported")

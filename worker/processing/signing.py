@@ -36,6 +36,9 @@ def _restored_anchors(settings: Settings) -> list[str]:
 def load(settings: Settings) -> credentials.Credentials:
     s = settings.signing
     try:
+        if s.timestamp_url and not s.timestamp_anchors:
+            raise ConfigError("[signing] timestamp_url needs timestamp_anchors: the PEM root of that time-stamp "
+                              "authority, without which no stamp it gives can be trusted")
         if s.kms_key_id:
             if s.private_key or not s.certificate_chain:
                 raise ConfigError("[signing] kms_key_id needs certificate_chain (the certificate issued for the "
