@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import io
 import json
 import os
 import time
@@ -14,6 +15,8 @@ from support import ffmpeg
 
 from pipelines.provenance import credentials, manifest
 from pipelines.provenance.verify import verify
+from worker.backends.local import LocalStore
+from worker.record import stamps
 
 
 def _sign(source: Path, target: Path, creds: credentials.Credentials) -> None:
@@ -106,3 +109,18 @@ def test_the_worker_stamps_what_it_signs_and_waits_out_an_authority_that_is_down
     assert cut.returncode == 1 and "the custody log was cut back" in cut.stdout, cut.stdout
     shown = cli("custody", "show", evidence_id, check=False, **env)
     assert shown.returncode == 1 and "CHAIN BROKEN" in shown.stdout and "cut back" in shown.stdout
+
+
+def test_files_planted_beside_the_custody_log_are_reported_never_followed(tmp_path):
+    """A FIFO (which would block a reader for good), a link and a stamp under another event's name."""
+    store = LocalStore(tmp_path / "store")
+    evidence_id = store.put_original(io.BytesIO(b"footage" * 1000), intake={}, actor="t").evidence_id
+    folder = Path(store.location(evidence_id)) / "stamps"
+    folder.mkdir()
+    os.mkfifo(folder / stamps.stamp_name(0))
+    (folder / stamps.stamp_name(1)).symlink_to("/etc/passwd")
+    (folder / stamps.stamp_name(2)).write_text('{"seq": 5}')
+    kept = store.custody_stamps(evidence_id)
+    assert len(kept) == 3 and all("damaged" in stamp for stamp in kept)
+    found = stamps.problems(kept, store.custody(evidence_id), evidence_id, [])
+    assert len(found) == 3 and all("is damaged" in problem for problem in found)
