@@ -88,7 +88,8 @@ class WorkerSettings(_Section):
     inbox_quiet_s: float = Field(120.0, ge=0, description="as long, when no check can tell whether it is still "
                                  "open for writing (another account's upload)")
     inbox_recheck_s: float = Field(3600.0, ge=0, description="how long a moved upload is watched in case it grows")
-    disk_full_pause_s: float = Field(60.0, gt=0, description="how long a worker waits after a full disk")
+    disk_full_pause_s: float = Field(60.0, gt=0, description="how long a worker waits after a full disk, or a "
+                                                             "time-stamp authority that did not answer")
 
 
 class MediaSettings(_Section):
