@@ -36,6 +36,10 @@ def name(role: str, data: bytes) -> str:
     return f"{role}-{hashlib.sha256(data).hexdigest()[:16]}.pem"
 
 
+def _role(file_name: str) -> str:
+    return file_name.rsplit("-", 1)[0]
+
+
 def _read(path: Path) -> bytes | None:
     """A file of the set, never through a link; None when it is not there."""
     try:
@@ -63,15 +67,15 @@ def put_back(files: Mapping[str, bytes], settings: Settings) -> dict[str, Any]:
     """What a replica kept, into this home: every anchor into ``<home>/signing/anchors/`` (trusted beside
     the configured ones by verify and export, so what was signed before still verifies), and the trial CA
     itself when the set holds one and this home has made none (so it signs as the old one did)."""
-    genuine = {n: d for n, d in files.items() if _NAME.match(n) and name(n.rsplit("-", 1)[0], d) == n}
+    genuine = {n: d for n, d in files.items() if _NAME.match(n) and name(_role(n), d) == n}
     restored: dict[str, Any] = {"anchors": [], "trial_ca": False}
     with Directory.open(test_ca_folder(settings), create=True) as folder:
         with folder.child(ANCHORS, create=True) as anchors:
             for file_name, data in sorted(genuine.items()):
-                if file_name.rsplit("-", 1)[0] in _TRUSTED and _certificates(data) \
+                if _role(file_name) in _TRUSTED and _certificates(data) \
                         and anchors.write_once(file_name, data, mode=0o600):
                     restored["anchors"].append(file_name)
-        trial = {role: [d for n, d in genuine.items() if n.rsplit("-", 1)[0] == role] for role in _TRIAL}
+        trial = {role: [d for n, d in genuine.items() if _role(n) == role] for role in _TRIAL}
         paths = credentials.test_ca_paths(test_ca_folder(settings))
         if all(len(found) == 1 for found in trial.values()) and not any(folder.exists(p.name) for p in paths.values()):
             for role, part in _TRIAL.items():
