@@ -22,9 +22,9 @@ _RAW_LIMIT = 4096   # bytes KMS signs as a message; more must be sent as a diges
 _BY_KEY = {ec.EllipticCurvePublicKey: ("ES256", "ECDSA_SHA_256"), rsa.RSAPublicKey: ("PS256", "RSASSA_PSS_SHA_256")}
 
 
-def credentials(chain: Path, key_id: str, client: Any, *, anchors: Path | None = None,
-                timestamp_url: str | None = None) -> Credentials:
-    """Credentials that sign through ``client`` (a boto3 KMS client) with ``key_id``."""
+def credentials(chain: Path, key_id: str, client: Any, *, timestamp_url: str | None = None) -> Credentials:
+    """Credentials that sign through ``client`` (a boto3 KMS client) with ``key_id``; the caller adds the
+    trust anchors (worker.processing.signing.anchors)."""
     chain_pem = Path(chain).read_text(encoding="ascii")
     leaf_key = check_chain(chain_pem).public_key()
     chosen = next((algs for kind, algs in _BY_KEY.items() if isinstance(leaf_key, kind)), None)
@@ -48,6 +48,5 @@ def credentials(chain: Path, key_id: str, client: Any, *, anchors: Path | None =
         return client.sign(KeyId=key_id, Message=hashlib.sha256(data).digest(), MessageType="DIGEST",
                            SigningAlgorithm=kms_algorithm)["Signature"]
 
-    return behind(chain_pem, described["PublicKey"], sign, algorithm,
-                  anchors_pem=Path(anchors).read_text(encoding="ascii") if anchors else None,
-                  timestamp_url=timestamp_url, source=f"KMS key {key_id}")
+    return behind(chain_pem, described["PublicKey"], sign, algorithm, timestamp_url=timestamp_url,
+                  source=f"KMS key {key_id}")
