@@ -141,10 +141,22 @@ class Directory:
         return fd
 
     def open_file(self, name: str, mode: str = "rb"):
-        """A Python file object for ``name``: "rb", "wb" (new file only) or "ab"."""
-        flags = {"rb": os.O_RDONLY, "wb": os.O_WRONLY | os.O_CREAT | os.O_EXCL,
-                 "ab": os.O_WRONLY | os.O_CREAT | os.O_APPEND, "a+b": os.O_RDWR | os.O_CREAT | os.O_APPEND}[mode]
-        return os.fdopen(self.open_fd(name, flags), mode, buffering=0 if mode == "rb" else -1)
+        """A Python file object for ``name``: "rb", "wb" (new file only) or "ab".
+
+        Reading opens only a regular file: a FIFO planted where a record is
+        kept would block its reader for good, a device would read forever.
+        The open does not wait on either, and is refused after it.
+        """
+        if mode == "rb":
+            fd = self.open_fd(name, os.O_RDONLY | os.O_NONBLOCK)
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise _refuse(self.path / name, "not a regular file (a FIFO, a device or a socket)")
+            os.set_blocking(fd, True)
+            return os.fdopen(fd, mode, buffering=0)
+        flags = {"wb": os.O_WRONLY | os.O_CREAT | os.O_EXCL, "ab": os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                 "a+b": os.O_RDWR | os.O_CREAT | os.O_APPEND}[mode]
+        return os.fdopen(self.open_fd(name, flags), mode)
 
     def read_bytes(self, name: str) -> bytes:
         with self.open_file(name) as handle:

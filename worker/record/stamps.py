@@ -48,9 +48,9 @@ def message(evidence_id: str, seq: int, head: str) -> bytes:
     return f"evidence-worker custody head v1\n{evidence_id}\n{seq}\n{head}\n".encode("ascii")
 
 
-def ask(url: str, data: bytes) -> bytes:
-    """The authority's time-stamp token (a DER TimeStampResp) over ``data``, asked with a nonce and for its
-    certificate; StampUnavailable when it does not give one."""
+def ask(url: str, data: bytes) -> tuple[bytes, tsp.TimeStampResponse]:
+    """The authority's time-stamp over ``data`` (its DER TimeStampResp, and that decoded), asked with a nonce
+    and for its certificate; StampUnavailable when it does not give one."""
     query = (tsp.TimestampRequestBuilder().data(data).hash_algorithm(tsp.HashAlgorithm.SHA256).nonce(nonce=True)
              .cert_request(cert_request=True).build())
     request = urllib.request.Request(url, data=query.as_bytes(), method="POST",
@@ -70,14 +70,14 @@ def ask(url: str, data: bytes) -> bytes:
             or decoded.tst_info.nonce != query.nonce \
             or decoded.tst_info.message_imprint.message != hashlib.sha256(data).digest():
         raise StampUnavailable(f"the time-stamp authority {url} refused, or stamped something else")
-    return reply
+    return reply, decoded
 
 
 def stamp_head(url: str, chain: ChainReport, evidence_id: str) -> dict[str, Any]:
     """A stamp of the chain's last event, as kept beside the chain."""
     last = chain.events[-1]
-    reply = ask(url, message(evidence_id, int(last["seq"]), str(last["hash"])))
-    info = tsp.decode_timestamp_response(reply).tst_info
+    reply, decoded = ask(url, message(evidence_id, int(last["seq"]), str(last["hash"])))
+    info = decoded.tst_info
     return {"seq": int(last["seq"]), "hash": str(last["hash"]), "time": info.gen_time.isoformat(),
             "authority": url, "token": base64.b64encode(reply).decode("ascii")}
 

@@ -3,8 +3,6 @@ write-once in ``<store>/signing/``, sealed when the store is. A part of LocalSto
 
 from __future__ import annotations
 
-import stat
-
 from worker.backends.layout import SIGNING, signing_context
 from worker.errors import EvidenceError
 
@@ -22,10 +20,8 @@ class LocalSigningSet:
         found = {}
         with self._root.child(SIGNING) as folder:
             for name in folder.names():
-                if not stat.S_ISREG(folder.lstat(name).st_mode):
-                    continue   # a planted link, FIFO or device is never opened
                 try:
                     found[name] = self.sealing.open_bytes(folder.read_bytes(name), signing_context(name))
                 except (EvidenceError, OSError):
-                    continue   # planted or damaged: never trusted, and the rest still restores
+                    continue   # planted (a link, a FIFO), damaged: never trusted, and the rest still restores
         return found

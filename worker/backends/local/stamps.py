@@ -3,12 +3,10 @@ like the log when the store is. A part of LocalStore (its base class), which giv
 
 from __future__ import annotations
 
-import stat
 from collections.abc import Mapping
 from typing import Any
 
 from worker.backends.layout import STAMPS, stamp_context
-from worker.fs.directory import Directory
 from worker.record.stamps import kept, stamp_name
 from worker.record.store import json_bytes
 
@@ -27,13 +25,6 @@ class LocalStamps:
             if not item.is_dir(STAMPS):
                 return []
             with item.child(STAMPS) as folder:
-                return [kept(name, lambda n=name: self.sealing.open_bytes(_regular(folder, n),
+                return [kept(name, lambda n=name: self.sealing.open_bytes(folder.read_bytes(n),
                                                                           stamp_context(evidence_id, n)))
                         for name in sorted(folder.names())]
-
-
-def _regular(folder: Directory, name: str) -> bytes:
-    """A planted link, FIFO or device is never opened (a FIFO would block the reader for good)."""
-    if not stat.S_ISREG(folder.lstat(name).st_mode):
-        raise ValueError("it is not a regular file")
-    return folder.read_bytes(name)
