@@ -65,9 +65,8 @@ def cmd_replicate(settings: Settings, args: argparse.Namespace) -> int:
         report[name] = {"items": len(ids), "behind": [], "copied": [], "failed": [], "problems": []}
         try:
             replicas[name] = opened(open_replica(settings, name, args.master_key()))
-            with replica_errors(name):
-                held = replicas[name].signing_files()
-                report[name]["signing_files"] = ([n for n in kept if n not in held] if args.status
+            with replica_errors(name):   # how many files of the signing set it lacks (--status) or was given
+                report[name]["signing_files"] = (len(set(kept) - set(replicas[name].signing_files())) if args.status
                                                  else keep_signing(replicas[name], kept))
         except EvidenceError as exc:
             report[name]["unreachable"] = str(exc)
@@ -148,8 +147,7 @@ def _print(report: dict[str, Any], status: bool) -> None:
                       + "".join(f"; {printable(p)}" for p in behind["problems"]))
         signing_files = entry.get("signing_files")
         if signing_files:
-            print(f"{'behind ' if status else 'copied '} {name}: the signing set, "
-                  f"{len(signing_files) if status else signing_files} file(s)")
+            print(f"{'behind ' if status else 'copied '} {name}: the signing set, {signing_files} file(s)")
         print(f"{name}: {'level' if entry['level'] else 'BEHIND'} ({entry['items']} items)")
 
 
