@@ -20,6 +20,7 @@ import itertools
 import json
 import statistics
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -230,9 +231,12 @@ def _decode_window(path: Path, container: Container, seconds: float, from_end: b
 def _check_decodes(path: Path, container: Container, duration: float, params, tools: Tools) -> tuple[dict, list[str]]:
     seconds = float(params["decode_seconds"])
     expected = min(seconds, duration)
-    windows = {"head": _decode_window(path, container, seconds, False, tools)}
-    if duration > seconds:
-        windows["tail"] = _decode_window(path, container, seconds, True, tools)
+    ends = {"head": False, "tail": True} if duration > seconds else {"head": False}
+    # Both ends at once: each decoder is a child of its own, within the same limits.
+    with ThreadPoolExecutor(len(ends), thread_name_prefix="probe-decode") as pool:
+        pending = {name: pool.submit(_decode_window, path, container, seconds, from_end, tools)
+                   for name, from_end in ends.items()}
+        windows = {name: future.result() for name, future in pending.items()}
     for name, window in windows.items():
         if window["decoded_s"] < _MIN_DECODED_SHARE * expected:
             where = "first" if name == "head" else "last"

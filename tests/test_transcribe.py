@@ -36,15 +36,19 @@ def text_between(transcript: dict, start: float, end: float) -> str:
 
 @pytest.mark.slow
 def test_russian_is_transcribed_with_a_low_word_error_rate(shared_data: Path, models: Registry, tmp_path: Path):
-    placed = join(russian_set(shared_data / "speech-ru"), 1.0, tmp_path / "ru.wav")
+    # Every third clip of the set (27 of 80, about two minutes of speech): the whole set is the transcription
+    # benchmark's (benchmarks/transcribe.py), which a test run cannot afford on 2 cores.
+    placed = join(russian_set(shared_data / "speech-ru")[::3], 1.0, tmp_path / "ru.wav")
     transcript = run(tmp_path / "ru.wav", tmp_path / "out", models)
     hypothesis = normalise(" ".join(s["text"] for s in transcript["segments"]))
     error = jiwer.wer(normalise(" ".join(p.text for p in placed)), hypothesis)
     assert error <= 0.25, error
     summary = transcript["summary"]
     # Every second of speech is accounted for; on one speaker reading Russian, next to nothing is left for a
-    # person (a clip spelling out Latin letters, "Эм Ай Эс Ди Эн", may be: heard alone it sounds English).
-    assert summary["covered_s"] >= 0.95 * summary["speech_s"] and summary["needs_human_s"] <= 0.01 * summary["speech_s"]
+    # person but the clip spelling out Latin letters, "Эм Ай Эс Ди Эн" (heard alone it sounds English).
+    [letters] = [p.end - p.start for p in placed if p.text.startswith("Эм Ай Эс")]
+    assert summary["covered_s"] >= 0.95 * summary["speech_s"]
+    assert summary["needs_human_s"] <= 0.01 * summary["speech_s"] + letters
     text = (tmp_path / "out" / "transcript.txt").read_text()
     assert "[" in text and "Наберите новый номер" in text
     assert "unverified until a person checks it" in text and "machine, unverified: whisper-base]" in text

@@ -14,10 +14,12 @@ size on every frame of a finished video.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 
 import cv2
@@ -32,23 +34,31 @@ CHECK_MIN_SCORE = 0.5
 # A solid or noisy ellipse is itself face-shaped to a detector: a find mostly under the masks drawn on that
 # frame is the detector seeing a mask. A face with more than this share hidden shows no more than a sliver.
 _MASKED_SHARE = 0.6
-_PENDING = 2     # frames waiting for the checking thread: bounds memory, keeps the encoder busy meanwhile
+_PENDING = 3     # frames waiting for each checking thread: bounds memory, keeps the encoder busy meanwhile
 
 
 class LeakCheck:
-    """Faces the masking left showing in a video's masked frames, looked for on a thread of its own."""
+    """Faces the masking left showing in a video's masked frames, looked for on threads of their own.
 
-    def __init__(self, network, display: tuple[int, int], scale: float, every_s: float, *, shape: str,
-                 mask_scale: float):
-        self._network = network
+    Each thread has its own single-threaded network and takes whole frames:
+    on cores the decoder and the encoder share, a network that splits each
+    layer across threads waits for whichever of them was pushed aside.
+    """
+
+    def __init__(self, make_network: Callable[[], Callable], display: tuple[int, int], scale: float,
+                 every_s: float, *, shape: str, mask_scale: float, workers: int = 1):
+        self._make_network = make_network
+        self._local = threading.local()
         self._mask = {"shape": shape, "scale": mask_scale}
         self.size = detect.detection_size(*display, scale, 1)
         self.every_s = every_s
         self._next_s: float | None = None
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="leak-check")
+        self._pool = ThreadPoolExecutor(max(workers, 1), thread_name_prefix="leak-check")
+        self._most_pending = _PENDING * max(workers, 1)
         self._pending: deque[Future] = deque()
         self.frames_checked = 0
-        self.busy_s = 0.0      # the checking thread's time in the network: what the check costs
+        self.busy_s = 0.0      # the checking threads' time in the network, summed: what the check costs
+        self._busy_lock = threading.Lock()
         self.hits: list[dict] = []
 
     def due(self, seconds: float) -> bool:
@@ -68,7 +78,7 @@ class LeakCheck:
         # One resize gives the display geometry (anamorphic video) and the check's scale together.
         small = cv2.resize(bgr, self.size, interpolation=cv2.INTER_AREA)
         fx, fy = width / self.size[0], height / self.size[1]
-        while len(self._pending) >= _PENDING:
+        while len(self._pending) >= self._most_pending:
             self._collect(self._pending.popleft())
         self._pending.append(self._pool.submit(self._look, index, seconds, small, fx, fy, tuple(masked),
                                                tuple(shown)))
@@ -77,9 +87,12 @@ class LeakCheck:
     def _look(self, index: int, seconds: float, small: np.ndarray, fx: float, fy: float,
               masked: tuple[detect.Box, ...], shown: tuple[detect.Box, ...]) -> list[dict]:
         found = []
+        if not hasattr(self._local, "network"):
+            self._local.network = self._make_network()
         began = time.perf_counter()
-        boxes = self._network(small)
-        self.busy_s += time.perf_counter() - began
+        boxes = self._local.network(small)
+        with self._busy_lock:
+            self.busy_s += time.perf_counter() - began
         for box in boxes:
             box = box.scaled(fx, fy)
             if box.score >= CHECK_MIN_SCORE and not any(_inside(box, s) for s in shown) \
@@ -118,15 +131,19 @@ def _xywh(box: detect.Box) -> list[int]:
 
 
 def leaks(path: Path, model: Path, tools: Tools, workdir: Path, *, min_score: float = 0.5,
-          display: tuple[int, int] | None = None) -> list[dict]:
+          display: tuple[int, int] | None = None, frames: int | None = None) -> list[dict]:
     """Every face YuNet finds at ``min_score`` or more in ``path``: frame, box (x, y, w, h) and score.
 
     ``display``: the size of the picture a person sees, where pixels are not
     square (anamorphic video); boxes are then in that picture's pixels.
+    ``frames``: look at that many first frames only.
     """
     network = detect.YuNet(model, min_score)
     found = []
-    for frame in video.frames(path, tools, workdir / "audit-decode.log", size=display):
-        for box in network(frame.image):
-            found.append({"frame": frame.index, "box": _xywh(box), "score": round(box.score, 3)})
+    with closing(video.frames(path, tools, workdir / "audit-decode.log", size=display)) as decoded:
+        for frame in decoded:
+            if frames is not None and frame.index >= frames:
+                break
+            for box in network(frame.image):
+                found.append({"frame": frame.index, "box": _xywh(box), "score": round(box.score, 3)})
     return found

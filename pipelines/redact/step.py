@@ -12,6 +12,7 @@ video with an unchecked frame is never written.
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import time
 from array import array
 from fractions import Fraction
@@ -26,6 +27,9 @@ from pipelines.errors import MaskingLeak, RejectedInput
 from pipelines.pipeline import StepContext, StepResult
 from pipelines.redact import audit, detect, masks, report, shots, staff, track, video
 from pipelines.redact.spec import MODEL_NAMES, OTHER_FAMILY, STAFF_MODEL, model_names
+
+# Frames detected side by side in the first pass, at most (each detector thread holds its own networks).
+_MOST_DETECTING = 4
 
 
 def fingerprint(ctx: StepContext) -> dict[str, Any]:
@@ -66,7 +70,10 @@ def redact_file(ctx: StepContext, out: Path) -> dict[str, Any]:
              if name in installed}
     cv2.setNumThreads(max(ctx.tools.cpu_threads, 1) if ctx.tools.cpu_threads else cv2.getNumThreads())
     threads = ctx.tools.cpu_threads
-    detector = detect.Detector(detect.networks(p["detector"], paths, p["min_score"], threads), tiles=p["tiles"])
+    cores = threads or os.cpu_count() or 1
+    workers = min(cores, _MOST_DETECTING)
+    detections = detect.Ordered(lambda: detect.Detector(
+        detect.networks(p["detector"], paths, p["min_score"], max(cores // workers, 1)), tiles=p["tiles"]), workers)
     video_facts = (ctx.facts.get("probe") or {}).get("video") or {}
     width, height = video_facts.get("display_width"), video_facts.get("display_height")
     # Anamorphic video: faces are found in the picture a person sees (pixels made square), and their boxes
@@ -88,20 +95,26 @@ def redact_file(ctx: StepContext, out: Path) -> dict[str, Any]:
     time_base = None
     # A file may declare a short duration and hold hours of frames; the probe's limits rest on what it declares.
     most_frames = int(estimate * 1.5) + 250
-    for frame in video.frames(ctx.original, ctx.tools, ctx.workdir / "decode-1.log", scaled_by_ffmpeg):
-        if frame.index >= most_frames:
-            raise RejectedInput(f"the video holds more than {most_frames} frames, far more than its declared "
-                                f"duration and frame rate give (about {estimate}): refused as misleading")
-        image = frame.image
-        full_w, full_h = (width, height) if scaled_by_ffmpeg else (image.shape[1], image.shape[0])
-        seen = small = image   # seen: the whole picture as a person sees it; small: what the detector gets
-        if not scaled_by_ffmpeg:
-            if sar != 1:
-                seen = small = cv2.resize(image, _square_pixels(full_w, full_h, sar), interpolation=cv2.INTER_LINEAR)
-            if size and size != (seen.shape[1], seen.shape[0]):
-                small = cv2.resize(seen, size, interpolation=cv2.INTER_AREA)
+
+    def pictures():
+        """Each frame with the picture a person sees and the one the detector gets, in decoding order."""
+        for frame in video.frames(ctx.original, ctx.tools, ctx.workdir / "decode-1.log", scaled_by_ffmpeg):
+            if frame.index >= most_frames:
+                raise RejectedInput(f"the video holds more than {most_frames} frames, far more than its declared "
+                                    f"duration and frame rate give (about {estimate}): refused as misleading")
+            image = frame.image
+            full = (width, height) if scaled_by_ffmpeg else (image.shape[1], image.shape[0])
+            seen = small = image   # seen: the whole picture as a person sees it; small: what the detector gets
+            if not scaled_by_ffmpeg:
+                if sar != 1:
+                    seen = small = cv2.resize(image, _square_pixels(*full, sar), interpolation=cv2.INTER_LINEAR)
+                if size and size != (seen.shape[1], seen.shape[0]):
+                    small = cv2.resize(seen, size, interpolation=cv2.INTER_AREA)
+            yield (frame, full, seen, small), small
+
+    for (frame, (full_w, full_h), seen, small), found in detections(pictures()):
         fx, fy = full_w / small.shape[1], full_h / small.shape[0]
-        boxes = track.merge_same_faces([b.scaled(fx, fy) for b in detector(small)])   # in stored pixels
+        boxes = track.merge_same_faces([b.scaled(fx, fy) for b in found])   # in stored pixels
         if cuts(small):
             linker.cut()
         assigned = linker.add(frame.index, boxes)
@@ -130,9 +143,9 @@ def redact_file(ctx: StepContext, out: Path) -> dict[str, Any]:
     rendered = 0
     masked_frames = 0
     other = OTHER_FAMILY[p["detector"]]
-    check = audit.LeakCheck(detect.networks(other, paths, audit.CHECK_MIN_SCORE, threads)[0],
+    check = audit.LeakCheck(lambda: detect.networks(other, paths, audit.CHECK_MIN_SCORE, 1)[0],
                             display or (width, height), p["leak_scale"], p["leak_every_s"], shape=p["shape"],
-                            mask_scale=p["mask_scale"])
+                            mask_scale=p["mask_scale"], workers=workers)
     shown = _shown_boxes(tracks, showing)
     try:
         plans = track.masks(to_mask, frame_count, p["pad_frames"], showing)
