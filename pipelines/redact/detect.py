@@ -131,18 +131,23 @@ class CenterFace:
 def _model_proto() -> type:
     """ONNX's ModelProto, from the onnx package's generated protobuf module alone. Importing the package
     builds ml_dtypes' number tables first (0.9 s on 2 cores), which every masking run would pay for one
-    edit of a graph's declared sizes. Registered under its own name, so a later ``import onnx`` uses it."""
-    module = sys.modules.get("onnx.onnx_ml_pb2")
-    if module is None:
-        package = importlib.util.find_spec("onnx")   # locates the package; runs none of it
-        if package is None or not package.submodule_search_locations:
-            raise ImportError("the onnx package is not installed (it is a dependency of this software)")
-        spec = importlib.util.spec_from_file_location(
-            "onnx.onnx_ml_pb2", Path(next(iter(package.submodule_search_locations))) / "onnx_ml_pb2.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["onnx.onnx_ml_pb2"] = module
-        spec.loader.exec_module(module)
-    return module.ModelProto
+    edit of a graph's declared sizes. Registered under its own name, so a later ``import onnx`` uses it;
+    only once whole, and under a lock: detector threads make their networks at the same moment."""
+    with _PROTO_LOCK:
+        module = sys.modules.get("onnx.onnx_ml_pb2")
+        if module is None:
+            package = importlib.util.find_spec("onnx")   # locates the package; runs none of it
+            if package is None or not package.submodule_search_locations:
+                raise ImportError("the onnx package is not installed (it is a dependency of this software)")
+            spec = importlib.util.spec_from_file_location(
+                "onnx.onnx_ml_pb2", Path(next(iter(package.submodule_search_locations))) / "onnx_ml_pb2.py")
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            sys.modules["onnx.onnx_ml_pb2"] = module
+        return module.ModelProto
+
+
+_PROTO_LOCK = threading.Lock()
 
 
 def suppress(boxes: Sequence[Box], overlap: float) -> list[Box]:
