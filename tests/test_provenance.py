@@ -22,6 +22,9 @@ def signed_run(sample_item: dict, cli: Cli) -> dict:
     return {**sample_item, "ca": cli.home / "signing" / "ca.pem"}
 
 
+C2PA_UUID = bytes.fromhex("d8fec3d61b0e483c92975828877ec481")   # the MP4 box type of a C2PA manifest store
+
+
 def _mdat_middle(data: bytes) -> int:
     offset = 0
     while offset < len(data):
@@ -83,6 +86,40 @@ def test_verify_names_the_failing_check_for_bad_files(cli, tmp_path):
         assert done.returncode == 1 and not report["ok"] and "Traceback" not in done.stderr
         assert report["checks"][0]["name"] == "manifest present" and not report["checks"][0]["ok"]
     assert json.loads(cli("verify", plain, "--json", check=False).stdout)["trust"] == "no_manifest"
+
+
+def test_a_damaged_manifest_is_refused_in_one_line_never_a_traceback(signed_run, cli, tmp_path):
+    """Bytes of the C2PA store changed: inside an assertion (c2pa then finds no active manifest and raises a
+    KeyError), in the manifest's label, and at places from the labels to the signature. Each gives its
+    reason in the report, exit status 0 or 1 and never a traceback; the first two fail verification.
+    (Some places are the store's padding, which its signature does not cover: SHA256SUMS is for those.)"""
+    data = signed_run["video"].read_bytes()
+    offset, stores = 0, []
+    while offset < len(data):
+        size, kind = struct.unpack(">I4s", data[offset:offset + 8])
+        if kind == b"uuid" and data[offset + 8:offset + 24] == C2PA_UUID:
+            stores.append((offset, size))
+        offset += size
+    [(start, size)] = stores
+
+    def flipped(at: int, count: int = 4) -> bytes:
+        return data[:at] + bytes(b ^ 0xFF for b in data[at:at + count]) + data[at + count:]
+
+    label = data.index(b"urn:c2pa:", start) + len(b"urn:c2pa:")
+    damaged = {"assertion": flipped(data.index(signed_run["id"].encode(), start)),
+               "label": data[:label] + bytes([data[label] ^ 0x01]) + data[label + 1:]}
+    damaged.update({f"at {share}": flipped(start + 24 + int((size - 24) * share)) for share in (0.2, 0.5, 0.8)})
+    for name, content in damaged.items():
+        path = tmp_path / f"{name.replace(' ', '-')}.mp4"
+        path.write_bytes(content)
+        done = cli("verify", path, check=False)
+        assert done.returncode in (0, 1) and "Traceback" not in done.stderr, (name, done.stderr)
+        report = json.loads(cli("verify", path, "--json", check=False).stdout)
+        if name in ("assertion", "label"):
+            assert done.returncode == 1 and "NOT VERIFIED" in done.stdout and not report["ok"], name
+    broken = json.loads(cli("verify", tmp_path / "assertion.mp4", "--json", check=False).stdout)
+    assert broken["trust"] == "invalid" and broken["checks"][0]["name"] == "manifest present"
+    assert "manifest store is damaged" in broken["checks"][0]["detail"]
 
 
 def test_configured_keys_sign_and_a_ca_certificate_is_refused_at_start(cli, tmp_path):
