@@ -101,6 +101,12 @@ class LeakCheck:
                               "score": round(box.score, 3)})
         return found
 
+    def found_any(self) -> bool:
+        """Whether a frame checked so far showed a face (frames still being checked are not waited for)."""
+        while self._pending and self._pending[0].done():
+            self._collect(self._pending.popleft())
+        return bool(self.hits)
+
     def _collect(self, future: Future) -> None:
         self.hits += future.result()
 

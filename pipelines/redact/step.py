@@ -166,6 +166,10 @@ def redact_file(ctx: StepContext, out: Path) -> dict[str, Any]:
             seconds = float(frame.pts * frame.time_base)
             if check.due(seconds):
                 check.submit(frame.index, seconds, frame.image, planar, regions, shown(frame.index))
+                # A run that fails on a leak keeps no video: the first leak found ends it.
+                if p["leak_check"] == "fail" and check.found_any():
+                    raise MaskingLeak(f"{_leak_said(other, check.finish())} (looking stopped at the first): "
+                                      f"{_LEAK_FAILED}")
             encoder.write(frame.pts, frame.image)
             rendered += 1
             _progress(ctx, frame_count + rendered, frame_count)
@@ -215,15 +219,21 @@ def redact_file(ctx: StepContext, out: Path) -> dict[str, Any]:
     warnings = [f"{len(moments)} moment(s) where face coverage is uncertain: see redaction-report.json"] \
         if moments else []
     if hits:
-        at = ", ".join(f"{m['start_s']:.1f} s" for m in report.leak_moments(hits)[:5])
-        said = (f"the leak check ({other}) found {len(hits)} face(s) showing after masking, at {at}")
         if p["leak_check"] == "fail":
-            raise MaskingLeak(f"{said}: the masked video was not kept. Reprocess with stricter masking "
-                              "(--set redact.detector=ensemble, or a higher redact.detect_scale), or with "
-                              "--set redact.leak_check=review to keep it for a person to check (never released)")
-        warnings.append(f"{said}: kept for review; export will not release this run")
+            raise MaskingLeak(f"{_leak_said(other, hits)}: {_LEAK_FAILED}")
+        warnings.append(f"{_leak_said(other, hits)}: kept for review; export will not release this run")
     return {"facts": facts, "warnings": warnings, "report_path": report_path,
             "models": {name: model.record() for name, model in installed.items()}}
+
+
+_LEAK_FAILED = ("the masked video was not kept. Reprocess with stricter masking (--set redact.detector=ensemble, "
+                "or a higher redact.detect_scale), or with --set redact.leak_check=review to keep it for a person "
+                "to check (never released)")
+
+
+def _leak_said(detector: str, hits: list[dict]) -> str:
+    at = ", ".join(f"{m['start_s']:.1f} s" for m in report.leak_moments(hits)[:5])
+    return f"the leak check ({detector}) found {len(hits)} face(s) showing after masking, at {at}"
 
 
 def _shown_boxes(tracks, showing: dict[int, list[tuple[int, int]]]):
