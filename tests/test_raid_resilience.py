@@ -48,7 +48,8 @@ def test_nothing_readable_on_a_seized_home_a_nas_or_a_bucket_and_a_restore_passe
         cli: Cli, tmp_path: Path, shared_data: Path, aws_endpoint: str, locked_bucket: str):
     video = tmp_path / "Interview-FILEMARKER7731.mp4"
     ffmpeg("-ss", "2", "-t", "4", "-i", str(SAMPLE_VIDEO), "-i", str(shared_data / "speech-ru" / "agent-user.flac"),
-           "-map", "0:v", "-map", "1:a", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-shortest",
+           "-map", "0:v", "-map", "1:a", "-vf", "scale=640:-2", "-c:v", "libx264", "-preset", "ultrafast",
+           "-c:a", "aac", "-shortest",
            "-metadata", "title=TITLEMARKER7731", "-metadata", "comment=COMMENTMARKER7731", str(video))
     key_file = tmp_path / "removable" / "storage.key"
     key_file.parent.mkdir()

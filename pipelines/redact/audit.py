@@ -47,8 +47,7 @@ class LeakCheck:
 
     def __init__(self, make_network: Callable[[], Callable], display: tuple[int, int], scale: float,
                  every_s: float, *, shape: str, mask_scale: float, workers: int = 1):
-        self._make_network = make_network
-        self._local = threading.local()
+        self._networks = detect.PerThread(make_network)
         self._mask = {"shape": shape, "scale": mask_scale}
         self.size = detect.detection_size(*display, scale, 1)
         self.every_s = every_s
@@ -87,10 +86,9 @@ class LeakCheck:
     def _look(self, index: int, seconds: float, small: np.ndarray, fx: float, fy: float,
               masked: tuple[detect.Box, ...], shown: tuple[detect.Box, ...]) -> list[dict]:
         found = []
-        if not hasattr(self._local, "network"):
-            self._local.network = self._make_network()
+        network = self._networks.get()
         began = time.perf_counter()
-        boxes = self._local.network(small)
+        boxes = network(small)
         with self._busy_lock:
             self.busy_s += time.perf_counter() - began
         for box in boxes:

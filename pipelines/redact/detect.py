@@ -174,6 +174,19 @@ class Detector:
         return found
 
 
+class PerThread:
+    """What ``make`` builds, once for each thread that asks: a network is never shared between threads."""
+
+    def __init__(self, make: Callable[[], T]):
+        self._make = make
+        self._local = threading.local()
+
+    def get(self) -> T:
+        if not hasattr(self._local, "made"):
+            self._local.made = self._make()
+        return self._local.made
+
+
 class Ordered:
     """A detector per thread over a stream of frames, the boxes handed back in the frames' order.
 
@@ -183,15 +196,12 @@ class Ordered:
     """
 
     def __init__(self, make: Callable[[], Detector], workers: int, ahead: int = 4):
-        self._make = make
-        self._local = threading.local()
+        self._detectors = PerThread(make)
         self._pool = ThreadPoolExecutor(max(workers, 1), thread_name_prefix="detect")
         self._ahead = max(ahead, workers, 1)
 
     def _detect(self, image: np.ndarray) -> list[Box]:
-        if not hasattr(self._local, "detector"):
-            self._local.detector = self._make()
-        return self._local.detector(image)
+        return self._detectors.get()(image)
 
     def __call__(self, items: Iterable[tuple[T, np.ndarray]]) -> Iterator[tuple[T, list[Box]]]:
         """For each (item, image), in order: the item and the boxes found in its image."""

@@ -18,14 +18,16 @@ import logging
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import rfc3161_client as tsp
 from cryptography import x509
 
 from worker.errors import EvidenceError
 from worker.record.custody import ChainReport
 from worker.record.store import EvidenceStore
+
+if TYPE_CHECKING:   # imported where used: every command would pay for it, few stamp
+    import rfc3161_client as tsp
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,8 @@ def message(evidence_id: str, seq: int, head: str) -> bytes:
 def ask(url: str, data: bytes) -> tuple[bytes, tsp.TimeStampResponse]:
     """The authority's time-stamp over ``data`` (its DER TimeStampResp, and that decoded), asked with a nonce
     and for its certificate; StampUnavailable when it does not give one."""
+    import rfc3161_client as tsp
+
     query = (tsp.TimestampRequestBuilder().data(data).hash_algorithm(tsp.HashAlgorithm.SHA256).nonce(nonce=True)
              .cert_request(cert_request=True).build())
     request = urllib.request.Request(url, data=query.as_bytes(), method="POST",
@@ -107,6 +111,8 @@ def stamp_custody(store: EvidenceStore, evidence_id: str, url: str | None) -> di
 def check(stamp: Mapping[str, Any], evidence_id: str, roots: Sequence[x509.Certificate]) -> str | None:
     """What is wrong with one kept stamp (None when it is the authority's, over this item's head, and the
     authority chains to ``roots``; with no roots its signature cannot be judged, only its content)."""
+    import rfc3161_client as tsp
+
     try:
         reply = tsp.decode_timestamp_response(base64.b64decode(str(stamp["token"]), validate=True))
         stamped = message(evidence_id, int(stamp["seq"]), str(stamp["hash"]))
