@@ -100,6 +100,9 @@ def test_a_second_signal_gives_the_job_back_at_once(cli: Cli, tmp_path: Path):
 
 def test_an_idle_worker_stops_promptly_on_sigterm(cli: Cli):
     worker = cli.popen("worker")
-    time.sleep(1.5)
+    started = time.monotonic()
+    for line in worker.stderr:   # JSON log lines: the worker has started once it says so
+        if "worker started" in line or time.monotonic() - started > 60:
+            break
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=10) == 0
