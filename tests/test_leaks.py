@@ -1,16 +1,20 @@
 """Leaks the masking must not leave: the redact step's own leak check on a weakly masked video, and faces
-of about 20 px in 4K footage under the defaults. On real media, with the real detectors."""
+of about 20 px in 4K footage under the defaults, and the networks its threads make. On real media, with the
+real detectors."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import cv2
 import numpy as np
 import pytest
-from support import ffmpeg
+from support import REPO, ffmpeg
 from test_redact import _leaks, decoded, labelled_boxes, masked_share, run_redact
 
+from models.registry import Registry
 from pipelines.errors import MaskingLeak
 
 
@@ -72,3 +76,17 @@ def test_faces_of_about_20_px_are_masked_in_4k_under_the_defaults(shared_data, t
     for frame in decoded(result["files"]["redacted.mp4"], tmp_path):
         shares = [round(masked_share(frame, *box), 2) for box in placed]
         assert min(shares) >= 0.9, (placed, shares)
+
+
+def test_networks_made_on_several_threads_at_once_all_load(tmp_path):
+    """Detector and leak-check threads make their networks at the same moment, in a process that has not
+    read the ONNX graph format yet (the masking's own process): every one of them must load."""
+    centerface = Registry().load("centerface").path / "model.onnx"
+    code = ("import sys\nfrom concurrent.futures import ThreadPoolExecutor\nfrom pipelines.redact import detect\n"
+            "with ThreadPoolExecutor(4) as pool:\n"
+            "    made = list(pool.map(lambda _: detect.CenterFace(sys.argv[1], 0.5, 1), range(4)))\n"
+            "print(len(made))\n")
+    for _ in range(3):
+        done = subprocess.run([sys.executable, "-c", code, str(centerface)], capture_output=True, text=True,
+                              cwd=REPO, timeout=120)
+        assert done.returncode == 0 and done.stdout.split() == ["4"], done.stderr[-2000:]
