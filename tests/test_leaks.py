@@ -1,21 +1,23 @@
 """Leaks the masking must not leave: the redact step's own leak check on a weakly masked video, and faces
-of about 20 px in 4K footage under the defaults, and the networks its threads make. On real media, with the
-real detectors."""
+of about 20 px in 4K footage under the defaults, the networks its threads make, and the step's YuNet held to
+OpenCV's. On real media, with the real detectors."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from fractions import Fraction
 
 import cv2
 import numpy as np
 import pytest
 from support import REPO, ffmpeg
-from test_redact import _leaks, decoded, labelled_boxes, masked_share, run_redact
+from test_redact import YUNET, _leaks, decoded, labelled_boxes, masked_share, run_redact
 
 from models.registry import Registry
 from pipelines.errors import MaskingLeak
+from pipelines.redact import audit, detect
 
 
 @pytest.mark.slow
@@ -90,3 +92,45 @@ def test_networks_made_on_several_threads_at_once_all_load(tmp_path):
         done = subprocess.run([sys.executable, "-c", code, str(centerface)], capture_output=True, text=True,
                               cwd=REPO, timeout=120)
         assert done.returncode == 0 and done.stdout.split() == ["4"], done.stderr[-2000:]
+
+
+def test_the_steps_yunet_finds_the_boxes_opencv_finds_with_the_same_network(shared_data, tmp_path):
+    """The step runs YuNet in onnxruntime with its own decoding of the network's grids; the audit runs it in
+    OpenCV's FaceDetectorYN. On street frames at three sizes (odd sides among them) and the labelled photos,
+    at the step's low threshold, every box of one has its twin in the other."""
+    frames = decoded(shared_data / "video" / "street-walkers-1080p.mp4", tmp_path)[::21]
+    images = [cv2.imread(str(p)) for p in sorted((shared_data / "faces").glob("*.jpg"))]
+    for frame in frames:
+        images += [frame, cv2.resize(frame, (640, 360), interpolation=cv2.INTER_AREA), cv2.resize(frame, (333, 187))]
+    ours, opencv = detect.YuNet(YUNET, 0.15, 1), audit.OpenCVYuNet(YUNET, 0.15)
+    compared = 0
+    for image in images:
+        mine, theirs = ours(image), opencv(image)
+        assert len(mine) == len(theirs), image.shape
+        for box in theirs:
+            assert max(_iou(box, other) for other in mine) > 0.99, (image.shape, box)
+            assert min(abs(box.score - other.score) for other in mine) < 0.01
+        compared += len(theirs)
+    assert compared > 300   # the street frames alone hold 6-9 faces each, and more at this threshold
+
+
+def _iou(a: detect.Box, b: detect.Box) -> float:
+    w, h = min(a.x1, b.x1) - max(a.x0, b.x0), min(a.y1, b.y1) - max(a.y0, b.y0)
+    common = max(w, 0) * max(h, 0)
+    return common / (a.width * a.height + b.width * b.height - common)
+
+
+@pytest.mark.parametrize("rate", [Fraction(25), Fraction(30000, 1001), Fraction(24), Fraction(50), Fraction(5)])
+def test_the_leak_check_looks_at_least_every_fifth_of_a_second_whatever_the_frame_rate(rate):
+    """The check looks at the first frame, then at the first frame at or after 0.2 s of media time past the
+    last one it looked at: never a whole frame later than that (at 25 frames/s, exactly every fifth frame).
+    Timestamps as the decoder gives them: pts times the time base, in float seconds."""
+    check = audit.LeakCheck(lambda: None, (640, 360), 0.75, 0.2, shape="ellipse", mask_scale=2.0)
+    time_base = Fraction(1, 90000) if rate.denominator != 1 else 1 / rate
+    times = [float(round(i / rate / time_base) * time_base) for i in range(int(rate * 60))]
+    checked = [t for t in times if check.due(t)]
+    frame_s = float(1 / rate)
+    assert checked[0] == 0.0
+    assert max(b - a for a, b in zip(checked, checked[1:], strict=False)) < 0.2 + frame_s - 1e-9
+    assert len(checked) <= 60 / max(0.2, frame_s) * 1.05 + 1   # and not every frame where that is not needed
+    check.close()

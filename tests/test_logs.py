@@ -21,8 +21,8 @@ def test_json_logs_are_one_object_per_line_with_nothing_native_in_between(cli: C
     clip = tmp_path / "clip.mp4"
     ffmpeg("-f", "lavfi", "-i", "testsrc2=size=320x240:rate=10:duration=1", "-pix_fmt", "yuv420p", str(clip))
     done = cli("redact", clip, "--out", tmp_path / "masked.mp4", "--json")
-    # Without the native logs limited, OpenCV writes "[ WARN:0@2.0] global net_impl_backend.cpp:388
-    # setPreferableTarget ..." here as YuNet loads.
+    # Without the native logs limited, onnxruntime writes "[W:onnxruntime:, graph.cc:5809
+    # CleanUnusedInitializersAndNodeArgs] Removing initializer ..." here as the networks load.
     for line in [line for line in done.stderr.splitlines() if line.strip()]:
         entry = json.loads(line)          # a native warning here would not parse
         assert {"ts", "level", "logger", "msg"} <= set(entry)

@@ -9,7 +9,8 @@ uncover a masked face, so the frames before encoding are the frames of the
 output; looking at them costs no third decode.
 
 ``leaks`` is the whole-file audit of the tests and benchmarks: YuNet at full
-size on every frame of a finished video.
+size on every frame of a finished video, run by OpenCV's own FaceDetectorYN,
+an implementation apart from the step's (``detect.YuNet``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ CHECK_MIN_SCORE = 0.5
 # A solid or noisy ellipse is itself face-shaped to a detector: a find mostly under the masks drawn on that
 # frame is the detector seeing a mask. A face with more than this share hidden shows no more than a sliver.
 _MASKED_SHARE = 0.6
+_SLACK_S = 1e-6  # far under a frame's duration at any rate a camera records
 _PENDING = 3     # frames waiting for each checking thread: bounds memory, keeps the encoder busy meanwhile
 
 
@@ -62,7 +64,9 @@ class LeakCheck:
 
     def due(self, seconds: float) -> bool:
         """Whether the frame at ``seconds`` is one to check: the first, then one at least every ``every_s``."""
-        if self._next_s is not None and self._next_s - self.every_s <= seconds < self._next_s:
+        # Sums of float seconds drift (0.4 + 0.2 is a little over 0.6): without the slack, every third check
+        # at 25 frames/s would come a frame late, 0.24 s after the one before.
+        if self._next_s is not None and self._next_s - self.every_s <= seconds < self._next_s - _SLACK_S:
             return False   # a timestamp that went back (a damaged file) is checked: never a stretch unlooked-at
         self._next_s = seconds + self.every_s
         return True
@@ -142,7 +146,7 @@ def leaks(path: Path, model: Path, tools: Tools, workdir: Path, *, min_score: fl
     square (anamorphic video); boxes are then in that picture's pixels.
     ``frames``: look at that many first frames only.
     """
-    network = detect.YuNet(model, min_score)
+    network = OpenCVYuNet(model, min_score)
     found = []
     with closing(video.frames(path, tools, workdir / "audit-decode.log", size=display)) as decoded:
         for frame in decoded:
@@ -151,3 +155,26 @@ def leaks(path: Path, model: Path, tools: Tools, workdir: Path, *, min_score: fl
             for box in network(frame.image):
                 found.append({"frame": frame.index, "box": _xywh(box), "score": round(box.score, 3)})
     return found
+
+
+class OpenCVYuNet:
+    """YuNet as OpenCV's FaceDetectorYN runs it, its input size following the frames'."""
+
+    def __init__(self, model: Path, min_score: float):
+        self._model = str(model)
+        self._min_score = min_score
+        self._size: tuple[int, int] | None = None
+        self._net = None
+
+    def __call__(self, image: np.ndarray) -> list[detect.Box]:
+        size = (image.shape[1], image.shape[0])
+        if self._net is None:
+            self._net = cv2.FaceDetectorYN.create(self._model, "", size, self._min_score, 0.3, 5000)
+        if size != self._size:
+            self._net.setInputSize(size)
+            self._size = size
+        _, found = self._net.detect(image)
+        if found is None:
+            return []
+        return [detect.Box(float(x), float(y), float(x + w), float(y + h), float(s))
+                for x, y, w, h, s in found[:, [0, 1, 2, 3, 14]]]

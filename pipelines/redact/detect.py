@@ -1,4 +1,4 @@
-"""Face detectors: YuNet (OpenCV's FaceDetectorYN) and CenterFace (through onnxruntime).
+"""Face detectors: YuNet and CenterFace, both run by onnxruntime.
 
 Both return boxes in the coordinates of the frame they were given. A
 detector runs on a downscaled frame for speed; ``tiles`` splits a large
@@ -48,72 +48,111 @@ class Box:
                    self.y1 * factor_y + dy, self.score)
 
 
-class YuNet:
-    def __init__(self, model: Path, min_score: float):
-        self._model = str(model)
-        self._min_score = min_score
-        self._size: tuple[int, int] | None = None
-        self._net = None
+class _Sized:
+    """One ONNX network in onnxruntime, with a session for each input size it is given.
 
-    def __call__(self, image: np.ndarray) -> list[Box]:
-        size = (image.shape[1], image.shape[0])
-        if self._net is None:
-            self._net = cv2.FaceDetectorYN.create(self._model, "", size, self._min_score, 0.3, 5000)
-        if size != self._size:
-            self._net.setInputSize(size)
-            self._size = size
-        _, found = self._net.detect(image)
-        if found is None:
-            return []
-        return [Box(float(x), float(y), float(x + w), float(y + h), float(s))
-                for x, y, w, h, s in found[:, [0, 1, 2, 3, 14]]]
-
-
-class CenterFace:
-    """CenterFace's heat map, box sizes and offsets on a stride-4 grid, turned into boxes.
-
-    Run by onnxruntime, about 1.7 times as fast as OpenCV's DNN module here
-    (19 against 31 ms a 640x352 frame on 2 cores). The published graph
-    declares a fixed 32x32 input and lists its weights as inputs, so each
-    frame size gets its own session, from a copy of the graph with that size
-    and the weights made constants.
+    The published graphs declare a fixed input size (YuNet 640x640,
+    CenterFace 32x32) and CenterFace lists its weights as inputs: each size
+    gets a session of its own, from a copy of the graph with that size, the
+    weights made constants and the outputs' sizes left to follow the input.
     """
 
-    def __init__(self, model: Path, min_score: float, threads: int = 0):
+    def __init__(self, model: Path, threads: int):
         self._proto = _model_proto()()
-        self._proto.ParseFromString(Path(model).read_bytes())   # CenterFace keeps no external data
+        self._proto.ParseFromString(Path(model).read_bytes())   # neither network keeps external data
         weights = {init.name for init in self._proto.graph.initializer}
         inputs = [i for i in self._proto.graph.input if i.name not in weights]
         del self._proto.graph.input[:]
         self._proto.graph.input.extend(inputs)
-        for output in self._proto.graph.output:   # their sizes follow the input's
+        for output in self._proto.graph.output:
             for dim in output.type.tensor_type.shape.dim:
                 dim.dim_param = "n"
         self._input = inputs[0].name
+        self.outputs = [output.name for output in self._proto.graph.output]
         self._threads = threads
         self._sessions: dict[tuple[int, int], ort.InferenceSession] = {}
-        self._min_score = min_score
 
-    def _session(self, net_w: int, net_h: int) -> ort.InferenceSession:
-        if (net_w, net_h) not in self._sessions:
+    def __call__(self, blob: np.ndarray) -> list[np.ndarray]:
+        """The network's outputs for ``blob`` (1 x 3 x height x width), in the graph's order."""
+        size = blob.shape[2:]
+        if size not in self._sessions:
             dims = self._proto.graph.input[0].type.tensor_type.shape.dim
-            dims[0].dim_value, dims[2].dim_value, dims[3].dim_value = 1, net_h, net_w
+            dims[0].dim_value, dims[2].dim_value, dims[3].dim_value = 1, *size
             options = ort.SessionOptions()
             options.intra_op_num_threads = self._threads
             options.inter_op_num_threads = 1
             options.log_severity_level = 3
             # Idle threads that spin take the cores the decoder, the encoder and the other network need.
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            self._sessions[(net_w, net_h)] = ort.InferenceSession(
-                self._proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        return self._sessions[(net_w, net_h)]
+            self._sessions[size] = ort.InferenceSession(self._proto.SerializeToString(), options,
+                                                        providers=["CPUExecutionProvider"])
+        return self._sessions[size].run(None, {self._input: blob})
+
+
+class YuNet:
+    """YuNet's scores and boxes on grids of stride 8, 16 and 32, turned into boxes.
+
+    The network OpenCV's FaceDetectorYN runs, run here by onnxruntime: twice
+    as fast on one thread (5 against 10 ms a 640x352 frame), with the same
+    boxes (the tests hold the two to that). As there, the frame is padded
+    with black to sides that are multiples of 32, a face's score is the
+    geometric mean of its class and object scores, and overlapping boxes are
+    suppressed at 0.3 IoU.
+    """
+
+    _STRIDES = (8, 16, 32)
+
+    def __init__(self, model: Path, min_score: float, threads: int = 0):
+        self._network = _Sized(model, threads)
+        self._min_score = min_score
+        self._order = {name: i for i, name in enumerate(self._network.outputs)}
 
     def __call__(self, image: np.ndarray) -> list[Box]:
         height, width = image.shape[:2]
-        # The network wants sides that are multiples of 32.
-        net_w, net_h = int(np.ceil(width / 32) * 32), int(np.ceil(height / 32) * 32)
+        net_h, net_w = _padded(height), _padded(width)
+        blob = np.zeros((1, 3, net_h, net_w), np.float32)
+        blob[0, :, :height, :width] = image.transpose(2, 0, 1)
+        found = self._network(blob)
+        boxes: list[Box] = []
+        for stride in self._STRIDES:
+            cls, obj, bbox = (found[self._order[f"{name}_{stride}"]][0] for name in ("cls", "obj", "bbox"))
+            score = np.sqrt(np.clip(cls[:, 0], 0, 1) * np.clip(obj[:, 0], 0, 1))
+            cells = np.nonzero(score >= self._min_score)[0]
+            rows, cols = np.divmod(cells, net_w // stride)
+            b = bbox[cells]
+            w, h = np.exp(b[:, 2]) * stride, np.exp(b[:, 3]) * stride
+            x0, y0 = (cols + b[:, 0]) * stride - w / 2, (rows + b[:, 1]) * stride - h / 2
+            boxes += [Box(float(x), float(y), float(x + bw), float(y + bh), float(s))
+                      for x, y, bw, bh, s in zip(x0, y0, w, h, score[cells], strict=True)]
+        if len(boxes) < 2:
+            return boxes
+        # Whole pixels for the overlaps, as FaceDetectorYN compares them: the same boxes survive.
+        keep = cv2.dnn.NMSBoxes([[int(b.x0), int(b.y0), int(b.width), int(b.height)] for b in boxes],
+                                [b.score for b in boxes], 0.0, 0.3)
+        return [boxes[i] for i in np.array(keep).flatten()]
+
+
+def _padded(side: int) -> int:
+    return max(int(np.ceil(side / 32)) * 32, 32)
+
+
+class CenterFace:
+    """CenterFace's heat map, box sizes and offsets on a stride-4 grid, turned into boxes.
+
+    Run by onnxruntime, about 1.7 times as fast as OpenCV's DNN module here
+    (19 against 31 ms a 640x352 frame on 2 cores). The frame is stretched to
+    sides that are multiples of 32.
+    """
+
+    def __init__(self, model: Path, min_score: float, threads: int = 0):
+        self._network = _Sized(model, threads)
+        self._min_score = min_score
+
+    def __call__(self, image: np.ndarray) -> list[Box]:
+        height, width = image.shape[:2]
+        net_w, net_h = _padded(width), _padded(height)
         blob = cv2.dnn.blobFromImage(image, 1.0, (net_w, net_h), (0, 0, 0), swapRB=False, crop=False)
-        heat, scale, offset, _landmarks = self._session(net_w, net_h).run(None, {self._input: blob})
+        heat, scale, offset, _landmarks = self._network(blob)
         ys, xs = np.nonzero(heat[0, 0] > self._min_score)
         if len(ys) == 0:
             return []
@@ -190,9 +229,9 @@ class PerThread:
 class Ordered:
     """A detector per thread over a stream of frames, the boxes handed back in the frames' order.
 
-    YuNet runs on one core whatever OpenCV's thread count at the sizes the
-    masking uses (15 ms a 640x360 frame either way on 2 cores), so frames are
-    detected side by side instead. Two frames more than there are threads are
+    At the sizes the masking uses, a network gains little from splitting one
+    frame across threads (YuNet in OpenCV took 15 ms a 640x360 frame on one
+    thread or two), so frames are detected side by side, one on each thread. Two frames more than there are threads are
     held at a time (fewer lose speed when a core is taken away for a moment):
     under the staff policy each is a whole decoded picture, 25 MB at 4K.
     """
@@ -237,9 +276,9 @@ def _tiles(image: np.ndarray, count: int):
 
 def networks(kind: str, paths: dict[str, Path], min_score: float, threads: int = 0) -> list:
     """The networks of detector ``kind``, from the model files ``paths`` (by detector name); ``threads``:
-    CenterFace's inference threads (0: every core; YuNet follows OpenCV's setting)."""
-    made = {"yunet": lambda: YuNet(paths["yunet"], min_score), "centerface": lambda: CenterFace(
-        paths["centerface"], min_score, threads)}
+    each network's inference threads (0: every core)."""
+    made = {"yunet": lambda: YuNet(paths["yunet"], min_score, threads),
+            "centerface": lambda: CenterFace(paths["centerface"], min_score, threads)}
     if kind == "ensemble":
         return [made["yunet"](), made["centerface"]()]
     return [made[kind]()]
