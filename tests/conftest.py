@@ -5,10 +5,14 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import signal
+import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import container_image as image
 import pytest
 from support import SAMPLE_VIDEO, SHARED_DATA, Cli, aws_client, evidence_env, ffmpeg
 from tsa import TimeStampAuthority
@@ -20,11 +24,40 @@ from worker.config import Settings, load_settings
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every test that starts or reaches the loopback AWS server is marked ``aws`` (-m "not aws" leaves
-    them out where moto cannot run)."""
+    them out where moto cannot run). The container tests go last: they wait for the image build that
+    ``pytest_configure`` started, which the rest of the run gives time to finish."""
     for item in items:
         kinds = [str(v) for v in getattr(getattr(item, "callspec", None), "params", {}).values()]
         if "aws_endpoint" in getattr(item, "fixturenames", ()) or any(k.startswith(("s3", "sqs")) for k in kinds):
             item.add_marker(pytest.mark.aws)
+    items.sort(key=lambda item: item.get_closest_marker("container") is not None)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Where the container tests will run, the image build starts now, in the background (only in the
+    process that runs the session: xdist's workers inherit where it reports)."""
+    if hasattr(config, "workerinput") or not _runs_container_tests(config) or image.missing():
+        return
+    out = Path(tempfile.mkdtemp(prefix="evidence-image-build-"))
+    os.environ[image.BUILD_DIR_ENV] = str(out)
+    config.stash[_IMAGE_BUILD] = image.start_in_background(out)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    build = config.stash.get(_IMAGE_BUILD, None)
+    if build is not None and build.poll() is None:   # the session was cut short: so is the build
+        os.killpg(build.pid, signal.SIGTERM)
+        build.wait(60)
+
+
+_IMAGE_BUILD = pytest.StashKey[subprocess.Popen]()
+
+
+def _runs_container_tests(config: pytest.Config) -> bool:
+    if "not container" in " ".join((config.getoption("markexpr") or "").split()):
+        return False
+    paths = [Path(arg.split("::")[0]) for arg in config.args]
+    return any(path.is_dir() or path.name == "test_container.py" for path in paths)
 
 
 @pytest.fixture
