@@ -45,9 +45,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     build = config.stash.get(_IMAGE_BUILD, None)
-    if build is not None and build.poll() is None:   # the session was cut short: so is the build
+    if build is None:
+        return
+    if build.poll() is None:   # the session was cut short: so is the build
         os.killpg(build.pid, signal.SIGTERM)
-        build.wait(60)
+    build.wait(60)
+    shutil.rmtree(os.environ.pop(image.BUILD_DIR_ENV), ignore_errors=True)   # its log; a failure printed it
 
 
 _IMAGE_BUILD = pytest.StashKey[subprocess.Popen]()
