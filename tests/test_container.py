@@ -13,10 +13,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from container_image import BUILD_DIR_ENV, IMAGE, build, missing, podman, wait
+from container_image import BUILD_DIR_ENV, BUILD_TIMEOUT_S, IMAGE, build, missing, podman, wait
 from support import ffmpeg
 
-pytestmark = pytest.mark.container
+# The first test waits for the background build, which may outlast the per-test limit of the rest.
+pytestmark = [pytest.mark.container, pytest.mark.timeout(BUILD_TIMEOUT_S + 900)]
 
 
 @pytest.fixture(scope="module")
