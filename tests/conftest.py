@@ -33,34 +33,47 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.get_closest_marker("container") is not None)
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """A run in one process: where container tests were collected, the image build starts now, in the
+    background (tests/container_image.py), while the other tests run."""
+    if not hasattr(session.config, "workerinput"):   # an xdist worker: its controller decides, below
+        _start_image_build(session.config, [item.nodeid for item in session.items])
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node, ids: list[str]) -> None:
+    """The same for a run in xdist's workers, once the first of them has collected (the others inherit
+    nothing from here: the container tests find the build through the environment the workers started in,
+    so the build's folder is made up front, below)."""
+    _start_image_build(node.config, ids)
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    """Where the container tests will run, the image build starts now, in the background (only in the
-    process that runs the session: xdist's workers inherit where it reports)."""
-    if hasattr(config, "workerinput") or not _runs_container_tests(config) or image.missing():
-        return
-    out = Path(tempfile.mkdtemp(prefix="evidence-image-build-"))
-    os.environ[image.BUILD_DIR_ENV] = str(out)
-    config.stash[_IMAGE_BUILD] = image.start_in_background(out)
+    if not hasattr(config, "workerinput") and not image.missing():
+        # Named before xdist starts its workers, which inherit the environment; filled only if a build starts.
+        os.environ[image.BUILD_DIR_ENV] = tempfile.mkdtemp(prefix="evidence-image-build-")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    build = config.stash.get(_IMAGE_BUILD, None)
-    if build is None:
+    if hasattr(config, "workerinput"):
         return
-    if build.poll() is None:   # the session was cut short: so is the build
-        os.killpg(build.pid, signal.SIGTERM)
-    build.wait(60)
-    shutil.rmtree(os.environ.pop(image.BUILD_DIR_ENV), ignore_errors=True)   # its log; a failure printed it
+    build = config.stash.get(_IMAGE_BUILD, None)
+    if build is not None:
+        if build.poll() is None:   # the session was cut short: so is the build
+            os.killpg(build.pid, signal.SIGTERM)
+        build.wait(60)
+    folder = os.environ.pop(image.BUILD_DIR_ENV, None)
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)   # the build's log; a failing test printed it
 
 
 _IMAGE_BUILD = pytest.StashKey[subprocess.Popen]()
 
 
-def _runs_container_tests(config: pytest.Config) -> bool:
-    if "not container" in " ".join((config.getoption("markexpr") or "").split()):
-        return False
-    paths = [Path(arg.split("::")[0]) for arg in config.args]
-    return any(path.is_dir() or path.name == "test_container.py" for path in paths)
+def _start_image_build(config: pytest.Config, ids: list[str]) -> None:
+    folder = os.environ.get(image.BUILD_DIR_ENV)
+    if folder and _IMAGE_BUILD not in config.stash and any("test_container.py::" in i for i in ids):
+        config.stash[_IMAGE_BUILD] = image.start_in_background(Path(folder))
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """The image as the Dockerfile builds it, on a Debian base made here (Docker Hub is not reachable from CI),
-built with podman. The build takes minutes and mostly waits on downloads, so a test session starts it in the
-background as it begins (conftest.py) and the container tests wait for it at the end of the run.
+built with podman. The build takes minutes and mostly waits on downloads, so a test session that collected the
+container tests starts it in the background (conftest.py) and they wait for it at the end of the run.
 
     python tests/container_image.py OUT     builds, writing OUT/build.log, then OUT/rc (the exit status) last
 

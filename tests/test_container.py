@@ -1,9 +1,10 @@
 """The image as the Dockerfile builds it (tests/container_image.py: on a Debian base made here, with
 podman), run as its service account with no network.
 
-Part of every run: the session starts the build in the background as it begins, and these tests, run last,
-wait for it (about 2.5 minutes on 2 cores, mostly downloads). They skip, saying why, only where podman,
-runc and mmdebstrap are not installed or the tests do not run as root; -m "not container" leaves them out."""
+Part of every run: once the session has collected them, it starts the build in the background (conftest.py),
+and these tests, run last, wait for it (about 3.5 minutes on 2 cores from nothing, mostly downloads). They
+skip, saying why, only where podman, runc and mmdebstrap are not installed or the tests do not run as root;
+-m "not container" leaves them out."""
 
 from __future__ import annotations
 
