@@ -169,6 +169,23 @@ def recall(name: str, work: Path) -> dict:
     return {"covered": covered, "boxes": total, "recall": round(covered / total, 3)}
 
 
+def assessed(name: str, out: Path, run: dict, frames: int, work: Path, with_recall: bool) -> dict:
+    """A contender's output: leaks by the audit, its own leak check's figures (ours), recall if asked."""
+    entry = {"frames": frames, "peak_rss_mb": run["peak_rss_mb"]}
+    report = out.with_name(out.stem + ".redaction-report.json")
+    if report.exists():   # ours: what its own leak check cost and found
+        entry["leak_check"] = {k: v for k, v in json.loads(report.read_text())["leak_check"].items() if k != "hits"}
+    found = leaks(out, work)
+    entry["leaks"] = {"boxes": len(found), "frames": len({f["frame"] for f in found}), "first": found[:10]}
+    if with_recall and name in ("deface", "deface-640", "ours", "ours-fine"):
+        entry["labelled_recall"] = recall(name, work / f"recall-{name}")
+    recalled = entry.get("labelled_recall", {}).get("recall", "-")
+    print(f"{name:11s} {frames / run['seconds']:7.2f} frames/s  {run['seconds']:7.2f} s  "
+          f"peak {entry['peak_rss_mb']:7.1f} MB  leaks {entry['leaks']['boxes']} boxes on "
+          f"{entry['leaks']['frames']} frames  recall {recalled}", flush=True)
+    return entry
+
+
 def frame_count(path: Path) -> int:
     out = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries",
                           "stream=nb_read_frames", "-of", "csv=p=0", str(path)], capture_output=True, text=True)
@@ -207,22 +224,8 @@ def main() -> int:
                 times[name].append(run["seconds"])
                 if round_number:
                     print(f"{name:11s} round {round_number + 1}: {run['seconds']:7.2f} s", flush=True)
-                    continue
-                entry = {"frames": frames, "peak_rss_mb": run["peak_rss_mb"]}
-                report = out.with_name(out.stem + ".redaction-report.json")
-                if report.exists():   # ours: what its own leak check cost and found
-                    entry["leak_check"] = {k: v for k, v in json.loads(report.read_text())["leak_check"].items()
-                                           if k != "hits"}
-                found = leaks(out, work)
-                entry["leaks"] = {"boxes": len(found), "frames": len({f["frame"] for f in found}),
-                                  "first": found[:10]}
-                if not args.skip_recall and name in ("deface", "deface-640", "ours", "ours-fine"):
-                    entry["labelled_recall"] = recall(name, work / f"recall-{name}")
-                results["contenders"][name] = entry
-                recalled = entry.get("labelled_recall", {}).get("recall", "-")
-                print(f"{name:11s} {frames / run['seconds']:7.2f} frames/s  {run['seconds']:7.2f} s  "
-                      f"peak {entry['peak_rss_mb']:7.1f} MB  leaks {entry['leaks']['boxes']} boxes on "
-                      f"{entry['leaks']['frames']} frames  recall {recalled}", flush=True)
+                else:   # the output's leaks and recall, once
+                    results["contenders"][name] = assessed(name, out, run, frames, work, not args.skip_recall)
         for name, entry in results["contenders"].items():
             median = statistics.median(times[name])
             entry.update({"seconds": round(median, 2), "frames_per_s": round(frames / median, 2),

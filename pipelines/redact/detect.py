@@ -93,7 +93,7 @@ class YuNet:
     """YuNet's scores and boxes on grids of stride 8, 16 and 32, turned into boxes.
 
     The network OpenCV's FaceDetectorYN runs, run here by onnxruntime: twice
-    as fast on one thread (5 against 10 ms a 640x352 frame), with the same
+    as fast on one thread (6 against 12 ms a 640x360 frame), with the same
     boxes (the tests hold the two to that). As there, the frame is padded
     with black to sides that are multiples of 32, a face's score is the
     geometric mean of its class and object scores, and overlapping boxes are
@@ -122,12 +122,8 @@ class YuNet:
             x0, y0 = (cols + b[:, 0]) * stride - w / 2, (rows + b[:, 1]) * stride - h / 2
             boxes += [Box(float(x), float(y), float(x + bw), float(y + bh), float(s))
                       for x, y, bw, bh, s in zip(x0, y0, w, h, score[cells], strict=True)]
-        if len(boxes) < 2:
-            return boxes
         # Whole pixels for the overlaps, as FaceDetectorYN compares them: the same boxes survive.
-        keep = cv2.dnn.NMSBoxes([[int(b.x0), int(b.y0), int(b.width), int(b.height)] for b in boxes],
-                                [b.score for b in boxes], 0.0, 0.3)
-        return [boxes[i] for i in np.array(keep).flatten()]
+        return suppress(boxes, 0.3, whole_pixels=True)
 
 
 def _blob(image: np.ndarray) -> np.ndarray:
@@ -187,12 +183,14 @@ def _model_proto() -> type:
 _PROTO_LOCK = threading.Lock()
 
 
-def suppress(boxes: Sequence[Box], overlap: float) -> list[Box]:
-    """Non-maximum suppression: of boxes overlapping by more than ``overlap`` IoU, the best-scored."""
+def suppress(boxes: Sequence[Box], overlap: float, *, whole_pixels: bool = False) -> list[Box]:
+    """Non-maximum suppression: of boxes overlapping by more than ``overlap`` IoU, the best-scored.
+    ``whole_pixels``: overlaps measured on the boxes cut to whole pixels (the boxes kept are not cut)."""
     if len(boxes) < 2:
         return list(boxes)
-    keep = cv2.dnn.NMSBoxes([[b.x0, b.y0, b.width, b.height] for b in boxes], [b.score for b in boxes],
-                            0.0, overlap)
+    rects = [[int(b.x0), int(b.y0), int(b.width), int(b.height)] if whole_pixels else [b.x0, b.y0, b.width, b.height]
+             for b in boxes]
+    keep = cv2.dnn.NMSBoxes(rects, [b.score for b in boxes], 0.0, overlap)
     return [boxes[i] for i in np.array(keep).flatten()]
 
 
@@ -229,9 +227,10 @@ class Ordered:
 
     At the sizes the masking uses, a network gains little from splitting one
     frame across threads (YuNet in OpenCV took 15 ms a 640x360 frame on one
-    thread or two), so frames are detected side by side, one on each thread. Two frames more than there are threads are
-    held at a time (fewer lose speed when a core is taken away for a moment):
-    under the staff policy each is a whole decoded picture, 25 MB at 4K.
+    thread or two), so frames are detected side by side, one on each thread.
+    Two frames more than there are threads are held at a time (fewer lose
+    speed when a core is taken away for a moment): under the staff policy
+    each is a whole decoded picture, 25 MB at 4K.
     """
 
     def __init__(self, make: Callable[[], Detector], workers: int):

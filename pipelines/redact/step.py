@@ -69,8 +69,7 @@ def redact_file(ctx: StepContext, out: Path) -> dict[str, Any]:
     paths = {kind: installed[name].path / "model.onnx" for kind, name in MODEL_NAMES.items()
              if name in installed}
     cv2.setNumThreads(max(ctx.tools.cpu_threads, 1) if ctx.tools.cpu_threads else cv2.getNumThreads())
-    threads = ctx.tools.cpu_threads
-    cores = threads or os.cpu_count() or 1
+    cores = ctx.tools.cpu_threads or os.cpu_count() or 1
     workers = min(cores, _MOST_DETECTING)
     detections = detect.Ordered(lambda: detect.Detector(
         detect.networks(p["detector"], paths, p["min_score"], max(cores // workers, 1)), tiles=p["tiles"]), workers)
