@@ -235,7 +235,29 @@ def test_corrupt_frames_fail_the_step_instead_of_leaking(shared_data, tmp_path):
     clip.write_bytes(bytes(data))
     with pytest.raises(RejectedInput, match="decoding error"):
         run_redact(clip, tmp_path / "work")
-    assert not (tmp_path / "work" / "redacted.mp4").exists()
+    # Frames before the damage were masked and encoded as they came: none of them is kept.
+    assert [p.name for p in (tmp_path / "work").iterdir() if p.suffix == ".mp4"] == []
+
+
+@pytest.mark.slow
+def test_one_decoding_masks_every_frame_as_two_decodings_do(shared_data, tmp_path, monkeypatch):
+    """Frames are masked a few frames behind their detection; with every track known first (two decodings,
+    as for the staff policy or frames too big to hold), the same frames get the same masks."""
+    clip = tmp_path / "street.mp4"
+    ffmpeg("-i", str(shared_data / "video" / STREET), "-vf", "scale=960:540", "-c:v", "libx264", "-crf", "16",
+           "-an", str(clip))
+    runs = {}
+    for decodings, waiting_bytes in ((1, redact._MOST_WAITING_BYTES), (2, 0)):
+        monkeypatch.setattr(redact, "_MOST_WAITING_BYTES", waiting_bytes)
+        result = run_redact(clip, tmp_path / str(decodings))
+        body = json.loads(Path(result["files"]["redaction-report.json"]).read_text())
+        assert body["speed"]["decodings"] == decodings
+        frames = subprocess.run(["ffmpeg", "-v", "error", "-i", str(result["files"]["redacted.mp4"]), "-map", "0:v",
+                                 "-f", "framemd5", "-"], capture_output=True, text=True, check=True).stdout
+        runs[decodings] = (body["tracks_detail"], body["frames_with_masks"], body["leak_check"]["frames_checked"],
+                           [line for line in frames.splitlines() if not line.startswith("#")])
+    assert len(runs[1][3]) == 105 and runs[1][0] and runs[1][1] > 90
+    assert runs[1] == runs[2]
 
 
 def _side_by_side(shared_data: Path, tmp: Path) -> tuple[Path, tuple[int, int, int, int]]:

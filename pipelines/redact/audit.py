@@ -71,15 +71,14 @@ class LeakCheck:
         self._next_s = seconds + self.every_s
         return True
 
-    def submit(self, index: int, seconds: float, image: np.ndarray, planar: bool,
+    def submit(self, index: int, seconds: float, image: np.ndarray, pix_fmt: str,
                masked: Sequence[detect.Box] = (), shown: Sequence[detect.Box] = ()) -> None:
-        """Check the masked frame ``image`` (I420 when ``planar``, else BGR; stored pixels), on which the
+        """Check the masked frame ``image`` (``video.I420`` or ``video.BGR``, stored pixels), on which the
         faces ``masked`` were masked. Faces inside ``shown`` (boxes the policy means to leave visible) are
-        not leaks. Boxes are in stored pixels."""
-        bgr = cv2.cvtColor(image, cv2.COLOR_YUV2BGR_I420) if planar else image
-        height, width = bgr.shape[:2]
-        # One resize gives the display geometry (anamorphic video) and the check's scale together.
-        small = cv2.resize(bgr, self.size, interpolation=cv2.INTER_AREA)
+        not leaks. Boxes are in stored pixels. The frame must not change once given."""
+        small = video.picture(image, pix_fmt, self.size)
+        width = image.shape[1]
+        height = image.shape[0] * 2 // 3 if pix_fmt == video.I420 else image.shape[0]
         fx, fy = width / self.size[0], height / self.size[1]
         while len(self._pending) >= self._most_pending:
             self._collect(self._pending.popleft())

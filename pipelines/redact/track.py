@@ -11,6 +11,7 @@ box the detector was sure of. Only boxes are kept, never frames.
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -184,22 +185,37 @@ def _coasting(anchor: Box, velocity: tuple[float, float], steps: int, backwards:
     return union(anchor, moved)
 
 
-def masks(tracks: Sequence[Track], frame_count: int, pad: int,
+def lag(pad: int, max_gap: int) -> int:
+    """Frames the linker must have seen past a frame before that frame's masks are final.
+
+    A face first found ``pad`` frames later is masked on it already, and the
+    way that face is run backwards takes its second detection, up to
+    ``max_gap`` + 1 frames after its first; a face seen before it and missed
+    on it is filled in from its next detection, at most ``max_gap`` + 1 frames
+    on, or has ended. Whatever comes later changes nothing on this frame.
+    """
+    return pad + max_gap + 1
+
+
+def masks(tracks: Sequence[Track], pad: int,
           unmasked: Mapping[int, Sequence[tuple[int, int]]] | None = None) -> Iterator[list[tuple[int, Box]]]:
-    """For each frame in order, the (track number, box) pairs to mask on it; ``unmasked``: by track number,
-    the stretches (first, last frame) of it left showing (the staff policy's cleared strangers)."""
+    """For each frame in order, from the first, the (track number, box) pairs to mask on it; ``unmasked``:
+    by track number, the stretches (first, last frame) of it left showing (the staff policy's cleared strangers).
+
+    ``tracks`` are in the order of their first frames, as the linker makes
+    them, and may be the linker's own list while it still grows: a frame's
+    masks are then final once the linker has taken ``lag`` frames past it.
+    """
     unmasked = unmasked or {}
 
     def showing(track: Track, frame: int) -> bool:
         return any(first <= frame <= last for first, last in unmasked.get(track.number, ()))
 
-    ordered = sorted(tracks, key=lambda t: t.first)
-    starts = [max(t.first - pad, 0) for t in ordered]
     active: list[Track] = []
     nxt = 0
-    for frame in range(frame_count):
-        while nxt < len(ordered) and starts[nxt] <= frame:
-            active.append(ordered[nxt])
+    for frame in itertools.count():
+        while nxt < len(tracks) and tracks[nxt].first - pad <= frame:
+            active.append(tracks[nxt])
             nxt += 1
         active = [t for t in active if t.last + pad >= frame]
         yield [(t.number, box) for t in active

@@ -19,6 +19,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import ffmpeg
 import numpy as np
 
@@ -58,6 +59,15 @@ def _read_errors(log: Path) -> list[str]:
         return ffmpeg_cli.error_lines(log.read_bytes())
     except FileNotFoundError:
         return []
+
+
+def picture(image: np.ndarray, pix_fmt: str, size: tuple[int, int]) -> np.ndarray:
+    """A decoded frame (``pix_fmt``, stored pixels) as BGR at ``size``: one resize gives the display geometry
+    (anamorphic video) and the scale together. The frame itself when it is that already (not a copy)."""
+    bgr = cv2.cvtColor(image, cv2.COLOR_YUV2BGR_I420) if pix_fmt == I420 else image
+    if (bgr.shape[1], bgr.shape[0]) == tuple(size):
+        return bgr
+    return cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
 
 
 def frames(original: Path, tools: Tools, log: Path, size: tuple[int, int] | None = None,
