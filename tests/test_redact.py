@@ -467,3 +467,37 @@ def test_a_staff_member_after_a_cut_in_a_strangers_place_is_masked_whatever_the_
         assert shown >= 0.8 * len(strangers), "the stranger stays visible where compared"
         review = json.loads(Path(result["files"]["redaction-report.json"]).read_text())["review"]
         assert any("matched no one" in reason for moment in review for reason in moment["reasons"])
+
+
+@pytest.mark.slow
+def test_a_track_whose_face_becomes_someone_elses_is_split_and_masked_across_the_change(shared_data, tmp_path, cli):
+    """One stranger, then another in the same place without a cut (only the face changes, so the shot goes on
+    and so does the track): the stretch across the change is masked, each stranger's own stretches are not."""
+    enrol_frames = tmp_path / "enrol"
+    enrol_frames.mkdir()
+    ffmpeg("-i", str(shared_data / "video" / "talking-head-d0.mp4"), "-vf", "select='not(mod(n,15))'",
+           "-fps_mode", "passthrough", str(enrol_frames / "face-%02d.png"))
+    cli.json("staff", "enroll", "field lawyer", *sorted(enrol_frames.glob("*.png")))
+    crops = []
+    for name, (x, y, w, h) in (("2008_001322.jpg", (104, 162, 76, 76)), ("2008_002506.jpg", (329, 78, 109, 109))):
+        photo = cv2.imread(str(shared_data / "faces" / name))
+        crop = photo[y - 40:y + h + 40, x - 40:x + w + 40]
+        crops.append(tmp_path / name.replace(".jpg", ".png"))
+        cv2.imwrite(str(crops[-1]), cv2.resize(crop, (180, 180), interpolation=cv2.INTER_CUBIC))
+    clip = tmp_path / "change.mp4"
+    change_s = 1.92   # frame 48: between the comparisons at 1.8 and 2.0 s
+    ffmpeg("-f", "lavfi", "-i", "color=c=0x5a6e7d:s=640x480:r=25:d=4", "-loop", "1", "-i", str(crops[0]),
+           "-loop", "1", "-i", str(crops[1]), "-filter_complex",
+           f"[0:v]noise=alls=12:allf=t[bg];[bg][1:v]overlay=230:150:enable='lt(t,{change_s})'[a];"
+           f"[a][2:v]overlay=230:150:enable='gte(t,{change_s})',format=yuv420p[v]", "-map", "[v]", "-t", "4",
+           "-c:v", "libx264", "-crf", "12", str(clip))
+    result = run_redact(clip, tmp_path / "work", staff=Roster(cli.home).embeddings(), policy="staff")
+    assert result["facts"]["shot_cuts"] == 0 and result["facts"]["staff"]["changes_of_person"] >= 1
+    frames = decoded(result["files"]["redacted.mp4"], tmp_path)
+    face = (230 + 50, 150 + 50, 80, 80)
+    masked = [masked_share(f, *face) > 0.9 for f in frames]
+    assert all(masked[46:50]), "the frames where one face became another were not compared: masked"
+    assert sum(masked[5:40]) <= 3 and sum(masked[60:95]) <= 3, "each stranger stays visible where compared"
+    review = json.loads(Path(result["files"]["redaction-report.json"]).read_text())["review"]
+    assert any("became someone else" in reason and moment["start_s"] <= change_s <= moment["end_s"]
+               for moment in review for reason in moment["reasons"])

@@ -67,14 +67,16 @@ def review_moments(tracks: Sequence[Track], pts: Sequence[int], time_base: Fract
     return _merged(found, {t.number: t for t in tracks})
 
 
-def cleared_moments(showing: Mapping[int, Sequence[tuple[int, int]]], pts: Sequence[int],
-                    time_base: Fraction) -> list[dict[str, Any]]:
-    """Under the staff policy: each stretch of a face left unmasked because the matcher found no one enrolled
-    in it, with its times, for a person to confirm."""
-    return [{"start_s": _seconds(pts, time_base, first), "end_s": _seconds(pts, time_base, last),
-             "reasons": ["left unmasked: compared with the enrolled staff every 0.2 s and matched no one"],
-             "tracks": [number]}
+def staff_moments(showing: Mapping[int, Sequence[tuple[int, int]]], changes: Mapping[int, Sequence[tuple[int, int]]],
+                  pts: Sequence[int], time_base: Fraction) -> list[dict[str, Any]]:
+    """Under the staff policy, for a person to confirm: each stretch of a face left unmasked because the
+    matcher found no one enrolled in it, and each place where a track's face became someone else's."""
+    said = [(number, first, last, "left unmasked: compared with the enrolled staff every 0.2 s and matched no one")
             for number, stretches in showing.items() for first, last in stretches]
+    said += [(number, first, last, "the face became someone else's without a cut: masked across the change")
+             for number, found in changes.items() for first, last in found]
+    return [{"start_s": _seconds(pts, time_base, first), "end_s": _seconds(pts, time_base, last),
+             "reasons": [reason], "tracks": [number]} for number, first, last, reason in said]
 
 
 def leak_moments(hits: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

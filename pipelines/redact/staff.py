@@ -4,10 +4,11 @@ dlib's ResNet turns an aligned face into 128 numbers; two faces of one
 person lie closer than about 0.6 (measured here 0.17-0.42 for the same
 person, 0.57-0.95 for others). A track's faces are compared at least every
 0.2 s of media time over its whole life (a track can pass from one person to
-another who steps into the same place; tracks end at shot cuts). Any sample
-that matches an enrolled person masks the whole track; of the others, only
-the stretches between comparisons that found a face big, sharp and frontal
-enough and no one enrolled stay unmasked. Names never reach this module:
+another who steps into the same place; tracks end at shot cuts, and are split
+where the face becomes someone else's). Any sample that matches an enrolled
+person masks the whole track; of the others, only the stretches between
+comparisons of one person that found a face big, sharp and frontal enough and
+no one enrolled stay unmasked. Names never reach this module:
 only embeddings.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -74,16 +76,26 @@ def roster_digest(roster: Sequence[np.ndarray]) -> str:
     return digest.hexdigest()
 
 
+class _Sample(NamedTuple):
+    frame: int
+    seconds: float
+    stranger: bool | None   # None: the face could not be compared (too small, blurred, turned away)
+    jump: bool              # comparable, and someone else than the track's last comparable face
+
+
 class Matcher:
     """Compares every face of each track with the roster at least every SAMPLE_S of media time, then decides
     which stretches of which tracks may stay unmasked.
 
     Fail closed: a track is masked whole once any of its faces matches
-    someone enrolled; of the rest, a stretch stays unmasked only between two
-    comparisons that found no one enrolled and are at most SAMPLE_S apart
-    (and after the last, when the track ends within SAMPLE_S of it). A
-    comparison the quality gate refuses (small, blurred, turned away), or a
-    stretch the detector lost for longer, masks.
+    someone enrolled. Of the rest, a track is split where its face becomes
+    someone else's (two comparable faces in a row further apart than the
+    match distance: one person stepping into another's place), and a stretch
+    stays unmasked only between two comparisons of one part that found no
+    one enrolled and are at most SAMPLE_S apart (and after the last, when the
+    track ends within SAMPLE_S of it). A comparison the quality gate refuses
+    (small, blurred, turned away), a stretch the detector lost for longer,
+    and the stretch across a change of person mask.
     """
 
     def __init__(self, folder: Path, roster: Sequence[np.ndarray], distance: float):
@@ -94,18 +106,26 @@ class Matcher:
         self.roster = [np.atleast_2d(np.asarray(person, dtype=np.float32)) for person in roster]
         self.distance = distance
         self.matched: set[int] = set()
-        self.samples: dict[int, list[tuple[int, float, bool | None]]] = {}  # track -> (frame, s, stranger?)
+        self.samples: dict[int, list[_Sample]] = {}
+        self._last_face: dict[int, np.ndarray] = {}   # by track: its last comparable face's embedding
 
     def observe(self, frame: int, seconds: float, image: np.ndarray, assigned: Sequence[tuple[Track, Box]]) -> None:
         for track, box in assigned:
             number = track.number
             taken = self.samples.setdefault(number, [])
-            if number in self.matched or (taken and seconds - taken[-1][1] < SAMPLE_S - 1e-6):
+            if number in self.matched or (taken and seconds - taken[-1].seconds < SAMPLE_S - 1e-6):
                 continue
             embedding = self.embedder.embed(image, box)
-            if embedding is not None and self._matches(embedding):
-                self.matched.add(number)
-            taken.append((frame, seconds, None if embedding is None else number not in self.matched))
+            jump = False
+            if embedding is not None:
+                if self._matches(embedding):
+                    self.matched.add(number)
+                    self._last_face.pop(number, None)
+                else:
+                    last = self._last_face.get(number)
+                    jump = last is not None and float(np.linalg.norm(last - embedding)) >= self.distance
+                    self._last_face[number] = embedding
+            taken.append(_Sample(frame, seconds, None if embedding is None else number not in self.matched, jump))
 
     def _matches(self, embedding: np.ndarray) -> bool:
         return any(float(np.min(np.linalg.norm(person - embedding, axis=1))) < self.distance
@@ -114,20 +134,34 @@ class Matcher:
     def decide(self, tracks: Sequence[Track], seconds: Callable[[int], float]) -> dict[int, list[tuple[int, int]]]:
         """Track number -> the stretches (first, last frame) that stay unmasked; an empty list masks it all."""
         self.outcome: dict[int, str] = {}
+        self._last_face.clear()   # every track has ended
         found: dict[int, list[tuple[int, int]]] = {}
         for track in tracks:
-            samples = self.samples.get(track.number, [])
             stretches: list[tuple[int, int]] = []
-            if track.number not in self.matched and sum(bool(s) for _, _, s in samples) >= MIN_CLEARING_SAMPLES:
-                for (frame, at, stranger), (after, then, also) in zip(samples, samples[1:], strict=False):
-                    if stranger and also and then - at <= SAMPLE_S + 1e-6:
-                        stretches.append((frame, after))
-                frame, at, stranger = samples[-1]
-                if stranger and frame < track.last and seconds(track.last) - at <= SAMPLE_S + 1e-6:
-                    stretches.append((frame, track.last))
+            parts = _parts(self.samples.get(track.number, []))
+            for part in parts if track.number not in self.matched else []:
+                if sum(bool(s.stranger) for s in part) < MIN_CLEARING_SAMPLES:
+                    continue
+                stretches += [(a.frame, b.frame) for a, b in zip(part, part[1:], strict=False)
+                              if a.stranger and b.stranger and b.seconds - a.seconds <= SAMPLE_S + 1e-6]
+                end = part[-1]
+                if part is parts[-1] and end.stranger and end.frame < track.last \
+                        and seconds(track.last) - end.seconds <= SAMPLE_S + 1e-6:
+                    stretches.append((end.frame, track.last))
             found[track.number] = _joined(stretches)
             self.outcome[track.number] = "matched" if track.number in self.matched else \
                 "cleared" if found[track.number] else "not clearable"
+        return found
+
+    def changes(self) -> dict[int, list[tuple[int, int]]]:
+        """Track number -> where its face became someone else's: (frame of the last comparison of the one,
+        frame of the first of the other), masked between."""
+        found: dict[int, list[tuple[int, int]]] = {}
+        for number, samples in self.samples.items():
+            parts = _parts(samples)
+            if len(parts) > 1:
+                found[number] = [(before[-1].frame, after[0].frame) for before, after in zip(parts, parts[1:],
+                                                                                              strict=False)]
         return found
 
     def counts(self) -> dict[str, int]:
@@ -135,7 +169,18 @@ class Matcher:
         for outcome in self.outcome.values():
             found[outcome] += 1
         return {"tracks_matched_staff": found["matched"], "tracks_masked_uncertain": found["not clearable"],
-                "tracks_cleared": found["cleared"]}
+                "tracks_cleared": found["cleared"],
+                "changes_of_person": sum(map(len, self.changes().values()))}
+
+
+def _parts(samples: list[_Sample]) -> list[list[_Sample]]:
+    """A track's samples split where its face becomes someone else's: each part is one person's."""
+    parts: list[list[_Sample]] = []
+    for sample in samples:
+        if not parts or sample.jump:
+            parts.append([])
+        parts[-1].append(sample)
+    return parts
 
 
 def _joined(stretches: list[tuple[int, int]]) -> list[tuple[int, int]]:

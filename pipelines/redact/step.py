@@ -128,7 +128,8 @@ def redact_file(ctx: StepContext, out: Path) -> dict[str, Any]:
     to_mask = [t for t in tracks if masked[t.number]]
     moments = report.review_moments(to_mask, pts, time_base, width, height, p["pad_frames"])
     if matcher is not None:  # a cleared stretch is where a wrong decision would show a staff member's face
-        moments = report.merged(moments + report.cleared_moments(showing, pts, time_base), tracks)
+        moments = report.merged(moments + report.staff_moments(showing, matcher.changes(), pts, time_base),
+                                tracks)
     moments = sorted(moments + report.leak_moments(hits), key=lambda m: (m["start_s"], m["tracks"]))
     check = render_with.check
     leak_facts = {"detector": other, "scale": p["leak_scale"], "every_s": p["leak_every_s"],
