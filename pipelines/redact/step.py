@@ -118,9 +118,9 @@ def redact_file(ctx: StepContext, out: Path) -> dict[str, Any]:
         render_with = renderer((width, height), _shown_boxes(tracking.linker.tracks, showing))
         to_mask = [t for t in tracking.linker.tracks if _masked(t, showing)]
         hits = _rendered(ctx, tracking, track.masks(to_mask, p["pad_frames"], showing), render_with)
-    total_s = time.monotonic() - began
     audio = video.mux_audio(silent, ctx.original, out, ctx.tools, voice=p["voice"])
     silent.unlink(missing_ok=True)
+    total_s = time.monotonic() - began
 
     tracks, pts, time_base = tracking.linker.tracks, tracking.pts, tracking.time_base
     frame_count = len(pts)
