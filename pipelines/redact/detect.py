@@ -239,7 +239,7 @@ class Ordered:
     def __init__(self, make: Callable[[], Detector], workers: int):
         self._detectors = PerThread(make)
         self._pool = ThreadPoolExecutor(max(workers, 1), thread_name_prefix="detect")
-        self._ahead = max(workers, 1) + 2
+        self.held = max(workers, 1) + 2   # frames given and not yet handed back, at most
 
     def _detect(self, image: np.ndarray) -> list[Box]:
         return self._detectors.get()(image)
@@ -250,7 +250,7 @@ class Ordered:
         try:
             for item, image in items:
                 waiting.append((item, self._pool.submit(self._detect, image)))
-                if len(waiting) >= self._ahead:
+                if len(waiting) >= self.held:
                     done, future = waiting.popleft()
                     yield done, future.result()
             while waiting:

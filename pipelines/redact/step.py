@@ -106,7 +106,7 @@ def redact_file(ctx: StepContext, out: Path) -> dict[str, Any]:
     # One decoding, each frame masked and encoded lag frames behind its detection, when those frames fit in
     # memory; the staff policy decides on whole tracks, so it decodes a second time once all are known.
     one_pass = matcher is None and size is not None and \
-        (lag + workers + 2) * _frame_bytes(width, height) <= _MOST_WAITING_BYTES
+        (lag + detections.held) * _frame_bytes(width, height) <= _MOST_WAITING_BYTES
     showing: dict[int, list[tuple[int, int]]] = {}   # the staff policy's cleared stretches, by track
     if one_pass:
         render_with = renderer((width, height), lambda _frame: [])
